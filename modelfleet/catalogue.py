@@ -1,0 +1,98 @@
+"""The hardware and region catalogues: typed views over the data files under `modelfleet/data/`."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+Cloud = Literal["aws", "gcp"]
+CLOUDS: tuple[Cloud, ...] = ("aws", "gcp")
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Offering(_Data):
+    """One hardware class on one cloud: the node type that carries it and what a node costs."""
+
+    instance_type: str
+    accelerator: str | None = None
+    gpus_per_node: int
+    vcpus: int
+    memory_gib: int
+    hourly_usd: float
+    price_region: str
+    price_date: str
+    price_source: str
+    regions: tuple[str, ...]
+
+
+class HardwareClass(_Data):
+    description: str
+    gpu_memory_gib: int
+    aws: Offering | None = None
+    gcp: Offering | None = None
+
+    def on(self, cloud: Cloud) -> Offering | None:
+        return getattr(self, cloud)
+
+
+class NodeType(_Data):
+    instance_type: str
+    vcpus: int
+    memory_gib: int
+    hourly_usd: float
+    price_region: str
+    price_date: str
+    price_source: str
+
+
+class SystemPool(_Data):
+    aws: NodeType
+    gcp: NodeType
+    min_nodes: int
+    max_nodes: int
+
+
+class PlatformPrices(_Data):
+    cluster_hourly_usd: float
+    nat_gateway_hourly_usd: float
+    price_date: str
+    price_source: str
+
+
+class Platform(_Data):
+    aws: PlatformPrices
+    gcp: PlatformPrices
+
+
+class HardwareCatalogue(_Data):
+    hours_per_month: int
+    platform: Platform
+    system_pool: SystemPool
+    classes: dict[str, HardwareClass]
+
+
+class RegionInfo(_Data):
+    network_index: int
+    zones: tuple[str, ...]
+
+
+def _read(name: str) -> dict:
+    return yaml.safe_load(resources.files("modelfleet.data").joinpath(name).read_text())
+
+
+@cache
+def hardware() -> HardwareCatalogue:
+    return HardwareCatalogue.model_validate(_read("hardware.yaml"))
+
+
+@cache
+def regions() -> dict[Cloud, dict[str, RegionInfo]]:
+    raw = _read("regions.yaml")
+    return {cloud: {name: RegionInfo.model_validate(info) for name, info in raw[cloud].items()} for cloud in CLOUDS}

@@ -1,0 +1,242 @@
+"""Evaluate the real Pulumi program (`__main__.py`) in the SDK's mock runtime: no CLI, no engine, no credentials.
+
+Only the cloud APIs are mocked: every resource the program declares is registered exactly as under
+`pulumi up`, recorded (type, name, parent, provider, inputs), and answered with realistic outputs so that
+later resources see endpoints, ARNs and ids shaped like the real ones.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import runpy
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc, settings
+from pulumi.runtime.sync_await import _sync_await
+
+from modelfleet.catalogue import regions
+from modelfleet.loader import stack_config_from_file, stack_file
+
+PROJECT = "modelfleet"
+ACCOUNT_ID = "123456789012"
+REDACTED = "[secret]"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    urn: str
+    type: str
+    name: str
+    parent: str | None  # parent URN; None under the stack
+    provider: str | None  # explicit provider's name; None means the engine's default provider
+    custom: bool
+    inputs: dict
+    dependencies: tuple[str, ...] = ()
+
+    @property
+    def is_provider(self) -> bool:
+        return self.type.startswith("pulumi:providers:")
+
+    def as_dict(self) -> dict:
+        return {
+            "type": self.type,
+            "name": self.name,
+            "urn": self.urn,
+            "parent": self.parent,
+            "provider": self.provider,
+            "custom": self.custom,
+            "inputs": self.inputs,
+        }
+
+
+@dataclass
+class Evaluation:
+    stack: str
+    resources: list[Recorded]
+    outputs: dict = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+
+
+def _redact(value: Any) -> Any:
+    if rpc.is_rpc_secret(value):
+        return REDACTED
+    if isinstance(value, dict):
+        return {k: _redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # the wire carries every number as a float
+    return value
+
+
+def _engine_urn(urn: str) -> str:
+    """The URN the real engine gives: the mock monitor puts the stack's type in front of top-level types."""
+    return urn.replace("::pulumi:pulumi:Stack$", "::", 1)
+
+
+def _is_stack(urn: str) -> bool:
+    return urn.split("::")[2].split("$")[-1] == "pulumi:pulumi:Stack"
+
+
+def _name_of(urn: str | None) -> str | None:
+    return urn.split("::")[-1] if urn else None
+
+
+class CloudMocks(pulumi_mocks.Mocks):
+    """Answers the cloud APIs with outputs shaped like AWS, GCP and Kubernetes answer them."""
+
+    def __init__(self, stack: str):
+        self.stack = stack
+        self.provider_regions: dict[str, str] = {}  # provider name -> region
+        self.current = threading.local()
+        self.inputs: dict[str, dict] = {}  # urn -> inputs
+
+    def _region(self, provider_ref: str | None) -> str:
+        name = _name_of(provider_ref.rsplit("::", 1)[0]) if provider_ref else None
+        return self.provider_regions.get(name or "", "us-east-1")
+
+    def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str, dict]:
+        urn = getattr(self.current, "urn", None)
+        if urn:
+            self.inputs[urn] = args.inputs
+        state = dict(args.inputs)
+        digest = hashlib.sha256(f"{args.typ}/{args.name}".encode()).hexdigest()
+        if args.typ.startswith("pulumi:providers:"):
+            region = args.inputs.get("region")
+            if region:
+                self.provider_regions[args.name] = region
+            return f"{args.name}-provider-id", state
+        region = self._region(args.provider)
+        state.update(_outputs_for(args.typ, args.name, region, digest, args.inputs))
+        return state.get("id") or f"{args.name}-{digest[:8]}", state
+
+    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict, list | None]:
+        region = self._region(args.provider)
+        answer = _invoke_answers(args.token, region, self.stack)
+        if answer is None:
+            raise RuntimeError(
+                f"the offline plan has no answer for invoke {args.token}; add one to modelfleet/offline.py")
+        return answer, None
+
+
+def _outputs_for(typ: str, name: str, region: str, digest: str, inputs: dict) -> dict:
+    """Outputs a real provider would return that later resources read."""
+    service = typ.split(":")[1].split("/")[0]
+    out: dict[str, Any] = {}
+    physical = inputs.get("name") or f"{name}-{digest[:7]}"
+    out["name"] = physical
+    if typ.startswith("aws:"):
+        out["arn"] = f"arn:aws:{service}:{region}:{ACCOUNT_ID}:{service}/{physical}"
+    if typ == "aws:eks/cluster:Cluster":
+        out["endpoint"] = f"https://{digest[:32].upper()}.gr7.{region}.eks.amazonaws.com"
+        out["certificateAuthority"] = {"data": base64.b64encode(b"mock-ca-" + digest[:16].encode()).decode()}
+        out["identities"] = [{"oidcs": [{"issuer": f"https://oidc.eks.{region}.amazonaws.com/id/{digest[:32].upper()}"}]}]
+        out["id"] = physical
+    if typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
+        out["arn"] = f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{inputs.get('url', '').removeprefix('https://')}"
+    if typ == "aws:iam/role:Role":
+        out["arn"] = f"arn:aws:iam::{ACCOUNT_ID}:role/{physical}"
+    if typ == "aws:kms/key:Key":
+        out["arn"] = f"arn:aws:kms:{region}:{ACCOUNT_ID}:key/{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
+    if typ == "gcp:container/cluster:Cluster":
+        out["endpoint"] = f"10.{int(digest[:2], 16) % 200}.0.2"
+        out["masterAuth"] = {"clusterCaCertificate": base64.b64encode(b"mock-ca-" + digest[:16].encode()).decode()}
+    if typ == "gcp:serviceaccount/account:Account":
+        account = inputs.get("accountId", physical)
+        out["email"] = f"{account}@modelfleet-{_project_suffix()}.iam.gserviceaccount.com"
+    if typ.startswith("gcp:"):
+        out.setdefault("selfLink", f"https://www.googleapis.com/{service}/v1/projects/modelfleet/{region}/{physical}")
+    return out
+
+
+def _project_suffix() -> str:
+    return pulumi.get_stack()
+
+
+def _invoke_answers(token: str, region: str, stack: str) -> dict | None:
+    if token == "aws:index/getCallerIdentity:getCallerIdentity":
+        return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/ci", "userId": "AIDAMOCK"}
+    if token == "aws:index/getPartition:getPartition":
+        return {"partition": "aws", "dnsSuffix": "amazonaws.com", "reverseDnsSuffix": "com.amazonaws"}
+    if token == "aws:index/getRegion:getRegion":
+        return {"name": region, "region": region, "endpoint": f"ec2.{region}.amazonaws.com"}
+    if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+        zones = list(regions()["aws"].get(region, regions()["aws"]["us-east-1"]).zones)
+        return {"names": zones, "zoneIds": [z.replace(region, "use1-az") for z in zones], "id": region}
+    if token == "gcp:organizations/getClientConfig:getClientConfig":
+        return {"project": f"modelfleet-{stack}", "region": region, "zone": f"{region}-a", "accessToken": "mock"}
+    if token == "gcp:organizations/getProject:getProject":
+        return {"projectId": f"modelfleet-{stack}", "number": "123456789012", "name": f"modelfleet-{stack}"}
+    if token == "gcp:compute/getZones:getZones":
+        return {"names": list(regions()["gcp"].get(region, regions()["gcp"]["us-central1"]).zones)}
+    return None
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """The SDK's mock monitor, also recording who parents whom and which provider each resource uses."""
+
+    def __init__(self, mocks: CloudMocks):
+        super().__init__(mocks)
+        self.cloud_mocks = mocks
+        self.records: dict[str, dict] = {}
+        self.lock = threading.Lock()
+
+    def RegisterResource(self, request):  # noqa: N802 — gRPC method name
+        urn = self.make_urn(request.parent, request.type, request.name)
+        self.cloud_mocks.current.urn = urn
+        try:
+            response = super().RegisterResource(request)
+        finally:
+            self.cloud_mocks.current.urn = None
+        if request.type != "pulumi:pulumi:Stack":
+            provider_urn = request.provider.rsplit("::", 1)[0] if request.provider else None
+            with self.lock:
+                self.records[urn] = {
+                    "type": request.type,
+                    "name": request.name,
+                    "parent": _engine_urn(request.parent) if request.parent and not _is_stack(request.parent) else None,
+                    "provider": _name_of(provider_urn),
+                    "custom": bool(request.custom),
+                    "dependencies": tuple(sorted(_engine_urn(d) for d in request.dependencies)),
+                }
+        return response
+
+
+def _set_stack_config(root: Path, stack: str) -> None:
+    path = stack_file(root, stack)
+    values, _ = stack_config_from_file(path, str(path.relative_to(root)))
+    config = {f"{PROJECT}:{key}": value if isinstance(value, str) else json.dumps(value) for key, value in values.items()}
+    pulumi.runtime.set_all_config(config)
+
+
+def evaluate(root: Path, stack: str, program: Path | None = None) -> Evaluation:
+    """Run `__main__.py` of the project at `root` for `stack` under mocks and return what it declared."""
+    root = root.resolve()
+    program = program or root / "__main__.py"
+    mocks = CloudMocks(stack)
+    monitor = RecordingMonitor(mocks)
+    settings.SETTINGS.rpc_manager.clear()
+    settings.SETTINGS.outputs.clear()
+    settings.set_root_resource(None)  # a fresh stack per evaluation, also when called twice in one process
+    _set_stack_config(root, stack)
+    pulumi_mocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+    cwd = os.getcwd()
+    os.chdir(root)  # the program reads models/ relative to the project, as under `pulumi up`
+    try:
+        _sync_await(pulumi.runtime.stack.run_pulumi_func(lambda: runpy.run_path(str(program), run_name="__main__")))
+    finally:
+        os.chdir(cwd)
+    resources = [
+        Recorded(urn=_engine_urn(urn), inputs=_redact(mocks.inputs.get(urn, {})), **record)
+        for urn, record in monitor.records.items()
+    ]
+    resources.sort(key=lambda r: r.urn)
+    return Evaluation(stack=stack, resources=resources)

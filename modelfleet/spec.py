@@ -1,0 +1,298 @@
+"""The typed fleet spec: one `ModelSpec` per file in `models/`, one `StackSpec` per `stacks/Pulumi.<stack>.yaml`.
+
+Everything is strict (unknown keys are errors) and immutable. Defaults are the safe production choice, so a
+newcomer's three-line spec gets private, monitored, gated serving. Checks that need more than one file (a stack
+naming an unknown model, a GPU class a region does not offer) live in `modelfleet.loader`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from modelfleet.catalogue import CLOUDS, Cloud, hardware, regions
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+DNS_LABEL = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
+TENSOR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# GCP labels are the stricter of the two clouds' rules; tags that pass here are valid on both.
+LABEL = r"^[a-z][-_a-z0-9]{0,62}$"
+LABEL_VALUE = r"^[-_a-z0-9]{0,63}$"
+
+DataType = Literal[
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+    "FP16", "FP32", "FP64", "BF16", "BYTES",
+]
+Backend = Literal["python", "onnxruntime", "tensorrt", "pytorch"]
+Environment = Literal["dev", "staging", "prod", "local"]
+
+
+class TensorSpec(Strict):
+    name: Annotated[str, Field(pattern=TENSOR_NAME)]
+    dtype: DataType
+    dims: Annotated[list[int], Field(min_length=1)] = Field(
+        description="Shape of one item, without the batch dimension; -1 marks a variable-size dimension."
+    )
+
+    @field_validator("dims")
+    @classmethod
+    def _dims_positive_or_variable(cls, dims: list[int]) -> list[int]:
+        bad = [d for d in dims if d == 0 or d < -1]
+        if bad:
+            raise ValueError(f"each dimension must be a positive size or -1 (variable), got {bad[0]}")
+        return dims
+
+
+class HardwareSpec(Strict):
+    gpu_class: str = Field("nvidia-l4", description="A class from modelfleet/data/hardware.yaml, or `cpu`.")
+    gpus_per_replica: Annotated[int, Field(ge=0, le=8)] = 1
+    capacity: Literal["on-demand", "spot"] = "on-demand"
+
+    @field_validator("gpu_class")
+    @classmethod
+    def _known_class(cls, value: str) -> str:
+        known = sorted(hardware().classes)
+        if value not in known:
+            raise ValueError(f"unknown hardware class {value!r}; known: {', '.join(known)}")
+        return value
+
+    @model_validator(mode="after")
+    def _gpus_match_class(self) -> HardwareSpec:
+        if self.gpu_class == "cpu" and self.gpus_per_replica != 0:
+            raise ValueError("gpus_per_replica must be 0 when gpu_class is cpu")
+        if self.gpu_class != "cpu" and self.gpus_per_replica < 1:
+            raise ValueError(f"gpus_per_replica must be at least 1 on {self.gpu_class}")
+        return self
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.gpu_class != "cpu"
+
+
+class SloSpec(Strict):
+    p99_ms: Annotated[float, Field(gt=0)]
+    availability: Annotated[float, Field(gt=0, lt=1)] = 0.999
+
+
+class TrafficSpec(Strict):
+    rps: Annotated[float, Field(ge=0)] = Field(0, description="Expected requests per second in each region.")
+    by_region: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict, description="Per-region overrides, keyed `aws:us-east-1`."
+    )
+
+    def rps_in(self, region_key: str) -> float:
+        return self.by_region.get(region_key, self.rps)
+
+
+class ScalingSpec(Strict):
+    min_replicas: Annotated[int, Field(ge=0)] = 1
+    max_replicas: Annotated[int, Field(ge=1)] = 4
+    scale_to_zero: bool = False
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ScalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})")
+        if self.min_replicas == 0 and not self.scale_to_zero:
+            raise ValueError("min_replicas is 0 but scale_to_zero is false; set scale_to_zero: true or min_replicas >= 1")
+        return self
+
+
+class QueuePolicySpec(Strict):
+    timeout_action: Literal["REJECT", "DELAY"] = "REJECT"
+    default_timeout_us: Annotated[int, Field(ge=0)] = 0
+    max_queue_size: Annotated[int, Field(ge=0)] = 0
+
+
+class BatchingSpec(Strict):
+    dynamic: bool = True
+    preferred_batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
+    max_queue_delay_us: Annotated[int, Field(ge=0)] = 100
+    priority_levels: Annotated[int, Field(ge=0)] = 0
+    queue_policy: QueuePolicySpec | None = None
+    response_cache: bool = False
+
+
+class GatewaySpec(Strict):
+    auth: Literal["api-key", "jwt"] = "api-key"
+    rate_limit_rps: Annotated[float, Field(gt=0)] = 50
+    daily_quota: Annotated[int, Field(ge=0)] | None = None
+    max_request_bytes: Annotated[int, Field(gt=0)] = 1_048_576
+    pii_filter: bool = True
+    audit_log: bool = True
+
+
+class MonitoringSpec(Strict):
+    dashboards: bool = True
+    drift_detection: bool = False
+    alert_routes: list[str] = Field(default_factory=list, description="Alertmanager receivers for this model's alerts.")
+
+
+class RoutingSpec(Strict):
+    policy: Literal["latency", "failover"] = "latency"
+    health_check_path: str = "/v2/health/ready"
+
+
+class RolloutSpec(Strict):
+    strategy: Literal["rolling", "canary"] = "rolling"
+    max_unavailable: Annotated[int, Field(ge=0)] = 0
+    max_surge: Annotated[int, Field(ge=1)] = 1
+    canary_percent: Annotated[int, Field(ge=1, le=50)] = 10
+
+
+BUCKET_URI = r"^{scheme}://[a-z0-9][-a-z0-9.]{{1,61}}[a-z0-9](/\S*)?$"
+
+
+class SourceSpec(Strict):
+    """Where Triton finds the model repository on each cloud; one string is shorthand for one cloud."""
+
+    aws: Annotated[str, Field(pattern=BUCKET_URI.format(scheme="s3"))] | None = None
+    gcp: Annotated[str, Field(pattern=BUCKET_URI.format(scheme="gs"))] | None = None
+    local: Annotated[str, Field(min_length=1)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: object) -> object:
+        if isinstance(value, str):
+            key = {"s3": "aws", "gs": "gcp"}.get(value.split("://", 1)[0]) if "://" in value else "local"
+            if key is None:
+                raise ValueError(f"must be s3://bucket/prefix, gs://bucket/prefix or a local path, got {value!r}")
+            return {key: value}
+        return value
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> SourceSpec:
+        if not (self.aws or self.gcp or self.local):
+            raise ValueError("name at least one of aws (s3://...), gcp (gs://...) or local (a path)")
+        return self
+
+    def on(self, cloud: str) -> str | None:
+        return getattr(self, cloud)
+
+
+class ModelSpec(Strict):
+    """One model, described once. The file is `models/<name>.yaml`."""
+
+    name: Annotated[str, Field(pattern=DNS_LABEL, max_length=40)]
+    owner: Annotated[str, Field(min_length=1)] = Field(description="Team or e-mail that answers this model's alerts.")
+    description: str = ""
+    source: SourceSpec
+    version: Annotated[int, Field(ge=1)] = 1
+    backend: Backend
+    inputs: Annotated[list[TensorSpec], Field(min_length=1)]
+    outputs: Annotated[list[TensorSpec], Field(min_length=1)]
+    max_batch_size: Annotated[int, Field(ge=0, le=4096)] = 0
+    hardware: HardwareSpec = HardwareSpec()
+    slo: SloSpec
+    traffic: TrafficSpec = TrafficSpec()
+    scaling: ScalingSpec = ScalingSpec()
+    batching: BatchingSpec = BatchingSpec()
+    gateway: GatewaySpec = GatewaySpec()
+    monitoring: MonitoringSpec = MonitoringSpec()
+    routing: RoutingSpec = RoutingSpec()
+    rollout: RolloutSpec = RolloutSpec()
+
+    @model_validator(mode="after")
+    def _batching_fits(self) -> ModelSpec:
+        too_big = [s for s in self.batching.preferred_batch_sizes if s > self.max_batch_size]
+        if too_big:
+            raise ValueError(
+                f"batching.preferred_batch_sizes {too_big} exceed max_batch_size {self.max_batch_size}"
+            )
+        names = [t.name for t in self.inputs + self.outputs]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"tensor names must be unique across inputs and outputs; repeated: {', '.join(dup)}")
+        return self
+
+
+
+class RegionEntry(Strict):
+    """A region the stack runs in: `aws:us-east-1`, or a mapping that also overrides its VPC CIDR."""
+
+    region: str
+    cidr: ipaddress.IPv4Network | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: object) -> object:
+        return {"region": value} if isinstance(value, str) else value
+
+    @field_validator("region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        cloud, sep, name = value.partition(":")
+        if not sep or cloud not in CLOUDS:
+            raise ValueError(f"must be written cloud:region with cloud aws or gcp (e.g. aws:us-east-1), got {value!r}")
+        known = regions()[cloud]
+        if name not in known:
+            raise ValueError(f"unknown {cloud} region {name!r}; known: {', '.join(sorted(known))}")
+        return value
+
+    @field_validator("cidr")
+    @classmethod
+    def _private_and_big_enough(cls, net: ipaddress.IPv4Network | None) -> ipaddress.IPv4Network | None:
+        if net is not None and (not net.is_private or net.prefixlen > 16):
+            raise ValueError(f"must be a private /16 or larger (e.g. 10.20.0.0/16), got {net}")
+        return net
+
+    @property
+    def cloud(self) -> Cloud:
+        return self.region.split(":", 1)[0]  # type: ignore[return-value]
+
+    @property
+    def name(self) -> str:
+        return self.region.split(":", 1)[1]
+
+
+class EndpointAccess(Strict):
+    public_access_cidrs: list[ipaddress.IPv4Network] = Field(
+        default_factory=list, description="CIDRs allowed to reach the cluster API; empty means private only."
+    )
+
+
+class StackSpec(Strict):
+    """An environment: the `modelfleet:` keys of `stacks/Pulumi.<stack>.yaml`."""
+
+    environment: Environment
+    regions: list[RegionEntry] = Field(default_factory=list)
+    models: Annotated[list[str], Field(min_length=1)]
+    budget_monthly_usd: Annotated[float, Field(gt=0)]
+    dns_domain: Annotated[str, Field(pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")]
+    required_tags: dict[Annotated[str, Field(pattern=LABEL)], Annotated[str, Field(pattern=LABEL_VALUE)]] = Field(
+        default_factory=dict
+    )
+    nat_gateways: Literal["per-zone", "single"] | None = Field(
+        None, description="AWS NAT layout; defaults to per-zone in prod and single elsewhere."
+    )
+    cluster_endpoint: EndpointAccess = EndpointAccess()
+    gcp_project: Annotated[str, Field(pattern=r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$")] | None = Field(
+        None, description="The Google Cloud project of every GCP region; required when the stack has one."
+    )
+    kubernetes_version: Annotated[str, Field(pattern=r"^1\.\d{2}$")] = "1.33"
+    capacity_headroom: Annotated[float, Field(ge=1.0, le=3.0)] = 1.3
+
+    @model_validator(mode="after")
+    def _regions_fit_environment(self) -> StackSpec:
+        if self.environment == "local" and self.regions:
+            raise ValueError("the local environment runs on this machine; remove its regions")
+        if self.environment != "local" and not self.regions:
+            raise ValueError(f"environment {self.environment} needs at least one region, e.g. aws:us-east-1")
+        if any(r.cloud == "gcp" for r in self.regions) and not self.gcp_project:
+            raise ValueError("the stack has GCP regions; set modelfleet:gcp_project to the Google Cloud project id")
+        keys = [r.region for r in self.regions]
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        if dup:
+            raise ValueError(f"regions listed twice: {', '.join(dup)}")
+        return self
+
+    @property
+    def nat_layout(self) -> Literal["per-zone", "single"]:
+        return self.nat_gateways or ("per-zone" if self.environment == "prod" else "single")
