@@ -44,12 +44,16 @@ def triton_install() -> TritonInstall:
     try:
         return find_install()
     except TritonNotInstalled as error:
-        pytest.fail(str(error), pytrace=False)
+        message = str(error)
+    pytest.fail(message, pytrace=False)  # outside `except`: no chained traceback around the hint
 
 
 @pytest.fixture(scope="session")
-def examples():
-    """examples/build_models.py as a module (examples/ is scripts, not a package)."""
+def examples(triton_install):
+    """examples/build_models.py as a module (examples/ is scripts, not a package).
+
+    Needs onnx and numpy, which come with the Triton install: hence the fixture dependency.
+    """
     spec = importlib.util.spec_from_file_location("build_models", ROOT / "examples" / "build_models.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
