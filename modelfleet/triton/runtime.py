@@ -50,8 +50,8 @@ class TritonInstall:
     def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
         """Environment for the server and perf_analyzer.
 
-        The python backend stub runs the first `python3` on PATH, so the venv's bin comes first
-        (its packages, e.g. onnxruntime, are what model.py imports). lib_dir holds libpython and the
+        The python backend stub finds its packages through the first `python3` on PATH, so the
+        venv's bin comes first (its onnxruntime and numpy are what model.py imports). lib_dir holds libpython and the
         plain-named libb64/libcudart links the binaries need.
         """
         env = dict(os.environ if base is None else base)
@@ -131,7 +131,10 @@ class TritonServer:
         self.extra_args = tuple(extra_args)
         self.install = install or find_install()
         self._own_log = log_path is None
-        self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
+        if log_path is None:
+            fd, log_path = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
+            os.close(fd)
+        self.log_path = Path(log_path)
         self.process: subprocess.Popen | None = None
 
     @property

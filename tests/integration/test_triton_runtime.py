@@ -94,7 +94,8 @@ def test_missing_artefact_fails_with_its_path(triton_install, model_repository, 
     missing = repository / "fraud-detector" / "1" / "model.onnx"
     missing.unlink()
     with pytest.raises(TritonStartupError) as failure:
-        with TritonServer(repository, *free_ports(3), install=triton_install, startup_timeout_s=30):
+        with TritonServer(repository, *free_ports(3), install=triton_install, startup_timeout_s=30,
+                          log_path=tmp_path / "tritonserver.log"):
             pass
     assert f"model artefact not found: {missing}" in str(failure.value)
 
