@@ -158,7 +158,7 @@ def _message(error: dict, root: type[BaseModel]) -> str:
     bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
     if kind in bounds:
         limit = next(iter(ctx.values()))
-        return f"must be {bounds[kind]} {limit}, {got_text}"
+        return f"must be {bounds[kind]} {limit:g}, {got_text}"
     if kind == "literal_error":
         return f"must be one of {ctx.get('expected')}, {got_text}"
     if kind == "string_pattern_mismatch":
@@ -306,20 +306,21 @@ def load_fleet(root: Path, stack_name: str, config_map: dict[str, Any] | None = 
             loaded = read_yaml(path, display)
     stack = parse_stack(values, display, loaded)
     specs, files, problems = load_models(root)
-    problems.extend(_cross_check(stack, specs, files, display, loaded))
+    broken = {Path(p.file).stem for p in problems}  # their own problems are already reported
+    problems.extend(_cross_check(stack, specs, files, display, loaded, broken))
     if problems:
         raise SpecError(problems)
     return Fleet(stack_name, stack, tuple(specs[name] for name in stack.models))
 
 
 def _cross_check(stack: StackSpec, specs: dict[str, ModelSpec], files: dict[str, str], display: str,
-                 loaded: Loaded | None) -> list[Problem]:
+                 loaded: Loaded | None, broken: set[str]) -> list[Problem]:
     def line(*path: Any) -> int | None:
         return loaded.line_of(("config",) + _config_path(path)) if loaded else None
 
     problems = []
     for index, name in enumerate(stack.models):
-        if name not in specs:
+        if name not in specs and name not in broken:
             close = difflib.get_close_matches(name, sorted(specs), n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"known models: {', '.join(sorted(specs)) or 'none'}"
             problems.append(Problem(display, line("models", index), f"{CONFIG_NAMESPACE}:models[{index}]",
@@ -334,6 +335,11 @@ def _cross_check(stack: StackSpec, specs: dict[str, ModelSpec], files: dict[str,
             if spec is None:
                 continue
             offering = hardware().classes[spec.hardware.gpu_class].on(entry.cloud)
+            if offering is not None and spec.hardware.gpus_per_replica > offering.gpus_per_node:
+                problems.append(Problem(
+                    files[name], None, "hardware.gpus_per_replica",
+                    f"{spec.hardware.gpus_per_replica} GPUs per replica do not fit one {offering.instance_type} "
+                    f"({offering.gpus_per_node} GPU per node on {entry.cloud}); lower it or pick a larger gpu_class"))
             if offering is None or entry.name not in offering.regions:
                 where = ", ".join(offering.regions) if offering else f"nowhere on {entry.cloud}"
                 problems.append(Problem(

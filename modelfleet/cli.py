@@ -1,0 +1,158 @@
+"""The `modelfleet` command line. Each command is a thin shell over the library; bad input exits 2 with one
+clear line per problem, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from modelfleet.loader import (
+    Problem,
+    SpecError,
+    load_fleet,
+    load_model,
+    load_models,
+    parse_stack,
+    stack_config_from_file,
+)
+
+app = typer.Typer(
+    help="Declarative production ML on Pulumi: model specs in models/, environments in stacks/.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ROOT_OPTION = Annotated[
+    Path, typer.Option("--root", help="The project directory (the one holding Pulumi.yaml).", show_default=False)
+]
+STACK_OPTION = Annotated[str, typer.Option("--stack", "-s", help="Stack name: reads stacks/Pulumi.<NAME>.yaml.")]
+
+
+class Format(str, Enum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+
+
+def _console() -> Console:
+    # Fixed width off a terminal, so piped output is byte-identical from run to run and machine to machine.
+    return Console() if sys.stdout.isatty() else Console(width=140, no_color=True, highlight=False)
+
+
+def _fail(problems: list[Problem] | SpecError, code: int = 2) -> None:
+    items = problems.problems if isinstance(problems, SpecError) else problems
+    err = Console(stderr=True, highlight=False)
+    for problem in items:
+        err.print(str(problem), markup=False, soft_wrap=True)
+    err.print(f"{len(items)} problem(s) found.", style="red")
+    raise typer.Exit(code)
+
+
+def _root(root: Path | None) -> Path:
+    if root is not None:
+        return root
+    here = Path.cwd()
+    for candidate in (here, *here.parents):
+        if (candidate / "Pulumi.yaml").exists():
+            return candidate
+    return here
+
+
+@app.command()
+def validate(
+    files: Annotated[list[Path] | None, typer.Argument(help="Spec files to check (models/*.yaml or "
+                                                           "stacks/Pulumi.*.yaml). Default: every model and stack.")] = None,
+    stack: Annotated[str | None, typer.Option("--stack", "-s", help="Check one stack and the models it runs, "
+                                                                   "across files.")] = None,
+    root: ROOT_OPTION = None,
+) -> None:
+    """Check specs: types, bounds, unknown keys, and cross-file rules (unknown models, hardware a region does
+    not offer, overlapping networks, duplicate model names). Exits 2 on any problem."""
+    root = _root(root)
+    problems: list[Problem] = []
+    checked = 0
+    if files:
+        for path in files:
+            checked += 1
+            display = _display(path, root)
+            try:
+                if path.name.startswith("Pulumi.") and path.suffix == ".yaml":
+                    values, loaded = stack_config_from_file(path, display)
+                    parse_stack(values, display, loaded)
+                else:
+                    load_model(path, display)
+            except SpecError as exc:
+                problems.extend(exc.problems)
+    stacks = [stack] if stack else ([] if files else _stack_names(root))
+    if not files and not stack:
+        _, _, model_problems = load_models(root)
+        problems.extend(model_problems)
+    for name in stacks:
+        checked += 1
+        try:
+            load_fleet(root, name)
+        except SpecError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        _fail(sorted(set(problems)))
+    what = ", ".join(stacks) if stacks else f"{checked} file(s)"
+    _console().print(f"[green]ok[/]: {what} valid")
+
+
+def _display(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _stack_names(root: Path) -> list[str]:
+    return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in (root / "stacks").glob("Pulumi.*.yaml"))
+
+
+def _evaluate(root: Path, stack: str):
+    """The plan and the offline evaluation of the real program, or a clean exit with the spec's problems."""
+    from modelfleet.offline import evaluate  # imports the Pulumi SDK: only for commands that need it
+    from modelfleet.plan import build_plan
+
+    try:
+        plan = build_plan(load_fleet(root, stack))
+    except SpecError as exc:
+        _fail(exc)
+    return plan, evaluate(root, stack)
+
+
+@app.command()
+def plan(
+    stack: STACK_OPTION = "prod",
+    output: Annotated[Format, typer.Option("--format", "-f", help="text for people, json for machines, markdown "
+                                                                 "for a pull-request comment.")] = Format.text,
+    root: ROOT_OPTION = None,
+) -> None:
+    """Evaluate the Pulumi program offline (the SDK's mock runtime: no CLI, no credentials) and print every
+    resource it declares, counts per cloud, region and type, node pools, cost against the budget, warnings."""
+    from modelfleet.report import Report, render_json, render_markdown, render_text
+
+    root = _root(root)
+    fleet_plan, evaluation = _evaluate(root, stack)
+    report = Report(fleet_plan, evaluation)
+    if output is Format.json:
+        sys.stdout.write(render_json(report))
+    elif output is Format.markdown:
+        sys.stdout.write(render_markdown(report))
+    else:
+        render_text(report, _console())
+
+
+def main() -> None:  # pragma: no cover - the console script
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,214 @@
+"""What `modelfleet plan` prints: one report object, rendered as text, JSON or a pull-request comment.
+
+The report is built once from the plan and the recorded resources; the three renderers only format it, so
+they can never disagree. Everything is sorted: the same input gives byte-identical output.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from modelfleet.offline import Evaluation, Recorded
+from modelfleet.plan import FleetPlan
+
+REGION_COMPONENT = "modelfleet:fleet:Region"
+GLOBAL = "global"
+
+
+@dataclass
+class Report:
+    plan: FleetPlan
+    evaluation: Evaluation
+    extra: dict[str, Any] = field(default_factory=dict)  # keys later features add (policies, capacity)
+
+    def region_of(self, resource: Recorded) -> str:
+        """The region key a resource belongs to: its enclosing Region component's, else its provider's."""
+        by_urn = self._by_urn
+        node: Recorded | None = resource
+        while node is not None:
+            if node.type == REGION_COMPONENT:
+                return node.name
+            node = by_urn.get(node.parent) if node.parent else None
+        return resource.provider or GLOBAL
+
+    @property
+    def _by_urn(self) -> dict[str, Recorded]:
+        return {r.urn: r for r in self.evaluation.resources}
+
+    def summary(self) -> dict:
+        resources = self.evaluation.resources
+        by_region: dict[str, Counter] = {}
+        for r in resources:
+            by_region.setdefault(self.region_of(r), Counter())[r.type] += 1
+        return {
+            "resource_count": len(resources),
+            "by_cloud": dict(sorted(Counter(_cloud_of(r.type) for r in resources).items())),
+            "by_region": {k: sum(v.values()) for k, v in sorted(by_region.items())},
+            "by_type": dict(sorted(Counter(r.type for r in resources).items())),
+            "by_region_and_type": {k: dict(sorted(v.items())) for k, v in sorted(by_region.items())},
+            "pools": [
+                {
+                    "region": region.ref,
+                    "pool": pool.name,
+                    "instance_type": pool.instance_type,
+                    "accelerator": pool.accelerator,
+                    "capacity": pool.capacity,
+                    "min_nodes": pool.min_nodes,
+                    "max_nodes": pool.max_nodes,
+                    "desired_nodes": pool.desired_nodes,
+                    "gpus_per_node": pool.gpus_per_node,
+                    "min_gpus": pool.min_nodes * pool.gpus_per_node,
+                    "max_gpus": pool.max_gpus,
+                }
+                for region in self.plan.regions
+                for pool in region.pools
+            ],
+        }
+
+    def cost(self) -> dict:
+        total = self.plan.monthly_usd
+        return {
+            "currency": "USD",
+            "basis": "on-demand list prices from modelfleet/data/hardware.yaml at desired node counts, 730 h/month",
+            "regions": {
+                region.ref: {
+                    "monthly_usd": region.monthly_usd,
+                    "lines": [
+                        {"item": line.item, "quantity": line.quantity, "hourly_usd_each": line.hourly_usd_each,
+                         "monthly_usd": line.monthly_usd}
+                        for line in region.cost
+                    ],
+                }
+                for region in self.plan.regions
+            },
+            "monthly_usd_total": total,
+            "budget_monthly_usd": self.plan.budget_monthly_usd,
+            "within_budget": total <= self.plan.budget_monthly_usd,
+        }
+
+    def to_json(self) -> dict:
+        return {
+            "stack": self.plan.stack,
+            "environment": self.plan.environment,
+            "regions": [region.ref for region in self.plan.regions],
+            "resources": [r.as_dict() for r in self.evaluation.resources],
+            "summary": self.summary(),
+            "cost": self.cost(),
+            "warnings": list(self.plan.warnings),
+            **self.extra,
+        }
+
+
+def _cloud_of(resource_type: str) -> str:
+    package = resource_type.split(":")[0]
+    if package == "pulumi":
+        package = resource_type.split(":")[2] if resource_type.startswith("pulumi:providers:") else package
+    return package
+
+
+def _money(value: float) -> str:
+    return f"${value:,.0f}"
+
+
+def render_json(report: Report) -> str:
+    return json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n"
+
+
+def _tree(report: Report) -> Tree:
+    root = Tree(f"[bold]{report.plan.stack}[/] (pulumi:pulumi:Stack)")
+    children: dict[str | None, list[Recorded]] = {}
+    for r in report.evaluation.resources:
+        children.setdefault(r.parent, []).append(r)
+
+    def add(node: Tree, parent: str | None) -> None:
+        for r in sorted(children.get(parent, []), key=lambda x: (x.type, x.name)):
+            via = f" [dim]via {r.provider}[/]" if r.provider else ""
+            add(node.add(f"{r.name} [cyan]({r.type})[/]{via}"), r.urn)
+
+    add(root, None)
+    return root
+
+
+def render_text(report: Report, console: Console) -> None:
+    plan, summary, cost = report.plan, report.summary(), report.cost()
+    console.print(f"[bold]modelfleet plan[/] — stack [bold]{plan.stack}[/] ({plan.environment}), "
+                  f"{len(plan.regions)} region(s), {len(plan.models)} model(s), "
+                  f"{summary['resource_count']} resources")
+    console.print(_tree(report))
+
+    counts = Table(title="Resources per region and type", title_justify="left")
+    counts.add_column("region")
+    counts.add_column("type")
+    counts.add_column("count", justify="right")
+    for region, types in summary["by_region_and_type"].items():
+        for resource_type, n in types.items():
+            counts.add_row(region, resource_type, str(n))
+    console.print(counts)
+    console.print("Per cloud: " + ", ".join(f"{k} {v}" for k, v in summary["by_cloud"].items()))
+
+    pools = Table(title="Node pools (nodes: min / desired / max)", title_justify="left")
+    for column in ("region", "pool", "instance", "capacity", "nodes", "GPUs min–max", "$/month"):
+        pools.add_column(column, justify="right" if column in ("nodes", "GPUs min–max", "$/month") else "left")
+    for region in plan.regions:
+        for pool in region.pools:
+            pools.add_row(region.ref, pool.name, pool.instance_type, pool.capacity,
+                          f"{pool.min_nodes} / {pool.desired_nodes} / {pool.max_nodes}",
+                          f"{pool.min_nodes * pool.gpus_per_node}–{pool.max_gpus}" if pool.is_gpu else "—",
+                          _money(pool.desired_nodes * pool.hourly_usd_per_node * 730))
+    console.print(pools)
+
+    money = Table(title="Estimated monthly cost", title_justify="left")
+    money.add_column("region")
+    money.add_column("$/month", justify="right")
+    for ref, data in cost["regions"].items():
+        money.add_row(ref, _money(data["monthly_usd"]))
+    verdict = "[green]within[/]" if cost["within_budget"] else "[red]OVER[/]"
+    money.add_row("[bold]total[/]", f"[bold]{_money(cost['monthly_usd_total'])}[/]")
+    console.print(money)
+    console.print(f"Budget {_money(cost['budget_monthly_usd'])}: {verdict} budget")
+    for warning in plan.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    for renderer in TEXT_SECTIONS:
+        renderer(report, console)
+
+
+def render_markdown(report: Report) -> str:
+    plan, summary, cost = report.plan, report.summary(), report.cost()
+    out = io.StringIO()
+    w = out.write
+    status = "✅ within budget" if cost["within_budget"] else "❌ over budget"
+    w(f"## modelfleet plan — `{plan.stack}` ({plan.environment})\n\n")
+    w(f"**{summary['resource_count']} resources** in {len(plan.regions)} region(s) for {len(plan.models)} model(s). "
+      f"Estimated **{_money(cost['monthly_usd_total'])}/month** against a budget of "
+      f"{_money(cost['budget_monthly_usd'])}: {status}.\n\n")
+    w("| region | resources | $/month |\n|---|---:|---:|\n")
+    for ref, data in cost["regions"].items():
+        key = ref.replace(":", "-")
+        w(f"| {ref} | {summary['by_region'].get(key, 0)} | {_money(data['monthly_usd'])} |\n")
+    w("\n### Node pools\n\n| region | pool | instance | capacity | nodes min/desired/max | GPUs max |\n"
+      "|---|---|---|---|---:|---:|\n")
+    for pool in summary["pools"]:
+        w(f"| {pool['region']} | {pool['pool']} | {pool['instance_type']} | {pool['capacity']} | "
+          f"{pool['min_nodes']}/{pool['desired_nodes']}/{pool['max_nodes']} | {pool['max_gpus']} |\n")
+    if plan.warnings:
+        w("\n### Warnings\n\n" + "".join(f"- {warning}\n" for warning in plan.warnings))
+    for renderer in MARKDOWN_SECTIONS:
+        w(renderer(report))
+    w("\n<details><summary>Resources by type</summary>\n\n| type | count |\n|---|---:|\n")
+    for resource_type, n in summary["by_type"].items():
+        w(f"| `{resource_type}` | {n} |\n")
+    w("\n</details>\n")
+    return out.getvalue()
+
+
+# Sections later features contribute (policy verdicts, capacity); each renders from `report.extra`.
+TEXT_SECTIONS: list = []
+MARKDOWN_SECTIONS: list = []
