@@ -274,7 +274,7 @@ def load_models(root: Path) -> tuple[dict[str, ModelSpec], dict[str, str], list[
     specs: dict[str, ModelSpec] = {}
     files: dict[str, str] = {}
     problems: list[Problem] = []
-    for path in sorted((root / "models").glob("*.yaml")):
+    for path in sorted([*(root / "models").glob("*.yaml"), *(root / "models").glob("*.yml")]):
         display = str(path.relative_to(root))
         try:
             spec = load_model(path, display)
@@ -282,7 +282,8 @@ def load_models(root: Path) -> tuple[dict[str, ModelSpec], dict[str, str], list[
             problems.extend(exc.problems)
             continue
         if spec.name in specs:
-            problems.append(Problem(display, 1, "name", f"model {spec.name!r} is already defined in {files[spec.name]}"))
+            line = read_yaml(path, display).line_of(("name",))
+            problems.append(Problem(display, line, "name", f"model {spec.name!r} is already defined in {files[spec.name]}"))
             continue
         specs[spec.name] = spec
         files[spec.name] = display
