@@ -22,6 +22,33 @@ IMAGE_CACHE_GIB = 40
 MODEL_CACHE_GIB_PER_MODEL = 20
 MIN_ROOT_VOLUME_GIB = 100
 
+# Where Triton runs in every cluster; the serving components create the namespace and service account with
+# the annotations the region's identity gives them.
+TRITON_SERVICE_ACCOUNT = "triton"
+# Image pulls (ECR) and credentials (STS) stay inside the VPC; S3 is a free gateway endpoint on the route tables.
+AWS_INTERFACE_ENDPOINTS = ("ecr.api", "ecr.dkr", "sts")
+AWS_GATEWAY_ENDPOINTS = ("s3",)
+EKS_CONTROL_PLANE_LOGS = ("api", "audit", "authenticator", "controllerManager", "scheduler")
+# EKS picks 172.20.0.0/16 for services unless the VPC overlaps it; we decide it here so it is visible in the plan.
+EKS_SERVICE_CIDRS = ("172.20.0.0/16", "10.100.0.0/16")
+# Instance metadata: IMDSv2 only, one hop, so pods (one hop further) cannot read the node role's credentials
+# and must use their own IRSA role.
+IMDS_HOP_LIMIT = 1
+GKE_RELEASE_CHANNEL = "REGULAR"
+GKE_IMAGE = "COS_CONTAINERD"
+# The lowest-priority firewall rule GCP allows below its implied rules; anything GKE or we allow wins over it.
+GCP_DENY_ALL_PRIORITY = 65534
+GCP_FLOW_LOG_SAMPLING = 0.5
+KMS_ROTATION_DAYS = 90
+KMS_DELETION_WINDOW_DAYS = 30
+# Cold start, in seconds (estimates to replace with measurements): Triton's start and the model repository's
+# download from the bucket, the model load by backend, a fresh node becoming schedulable (GPU nodes also wait
+# for the driver and device plugin), and pulling the Triton image onto a fresh node.
+TRITON_START_S = 60
+MODEL_LOAD_S = {"python": 120, "onnxruntime": 120, "pytorch": 180, "tensorrt": 300}
+NODE_READY_S = {"cpu": 120, "gpu": 300}
+IMAGE_PULL_S = 180
+
 
 @dataclass(frozen=True)
 class Taint:
@@ -47,6 +74,8 @@ class PoolPlan:
     hourly_usd_per_node: float
     labels: tuple[tuple[str, str], ...]
     taints: tuple[Taint, ...]
+    node_image: str  # EKS AMI type or GKE image type
+    initial_nodes_per_zone: int  # GKE creates regional pools per zone; autoscaling bounds are totals
 
     @property
     def is_gpu(self) -> bool:
@@ -71,6 +100,33 @@ class Placement:
     desired_replicas: int
     tuned: bool
     source: str
+    scale_to_zero: bool = False
+    startup_budget_s: int = 0  # longest a replica may take from container start to ready (startup probe)
+    cold_start_s: int = 0  # from zero replicas: a node, the image and the model load, before the first answer
+
+
+@dataclass(frozen=True)
+class BucketGrant:
+    """Read access to one model's repository: `s3://bucket/prefix` or `gs://bucket/prefix`."""
+
+    model: str
+    bucket: str
+    prefix: str  # without a trailing slash; "" means the whole bucket
+
+
+@dataclass(frozen=True)
+class IdentityPlan:
+    """Who Triton is in a region: its Kubernetes service account, and the only objects it may read."""
+
+    namespace: str
+    service_account: str
+    grants: tuple[BucketGrant, ...]
+    cloud_account: str  # IAM role name prefix (AWS) or Google service account id (GCP)
+    gcp_member: str  # the KSA as a GCP IAM member (workload identity); "" on AWS
+
+    @property
+    def subject(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.service_account}"
 
 
 @dataclass(frozen=True)
@@ -92,14 +148,30 @@ class RegionPlan:
     zones: tuple[str, ...]
     private_subnets: tuple[str, ...]  # one per zone; nodes live here
     public_subnets: tuple[str, ...]  # one per zone, AWS only: load balancers and NAT
-    pods_cidr: str  # GCP secondary range
-    services_cidr: str  # GCP secondary range
+    pods_cidr: str  # GCP secondary range; "" on AWS, where pods take addresses from the private subnets
+    services_cidr: str  # GCP secondary range; on AWS a range outside the VPC, as EKS requires
     nat_gateways: int
     kubernetes_version: str
     endpoint_public_cidrs: tuple[str, ...]
     pools: tuple[PoolPlan, ...]
     placements: tuple[Placement, ...]
     cost: tuple[CostLine, ...]
+    cluster_name: str
+    nat_routes: tuple[int, ...]  # per zone: the NAT gateway (index) its private subnet routes through
+    master_cidr: str  # GKE control plane's /28 peering range, inside the region's range; "" on AWS
+    interface_endpoints: tuple[str, ...]
+    gateway_endpoints: tuple[str, ...]
+    control_plane_logs: tuple[str, ...]
+    log_retention_days: int
+    release_channel: str  # GKE; "" on AWS
+    deletion_protection: bool
+    node_service_account: str  # GKE node identity's account id; "" on AWS (node role is name-prefixed)
+    imds_hop_limit: int
+    identity: IdentityPlan
+
+    @property
+    def endpoint_private_only(self) -> bool:
+        return not self.endpoint_public_cidrs
 
     @property
     def key(self) -> str:
@@ -138,7 +210,7 @@ class FleetPlan:
 def build_plan(fleet: Fleet) -> FleetPlan:
     stack = fleet.stack
     networks = region_networks(stack)
-    region_plans = tuple(_region_plan(entry, networks[entry.region], stack, fleet.models) for entry in stack.regions)
+    region_plans = tuple(_region_plan(entry, networks[entry.region], stack, fleet) for entry in stack.regions)
     plan = FleetPlan(
         stack=fleet.stack_name,
         environment=stack.environment,
@@ -152,14 +224,17 @@ def build_plan(fleet: Fleet) -> FleetPlan:
     return FleetPlan(**{**plan.__dict__, "warnings": _warnings(plan)})
 
 
-def _region_plan(entry: RegionEntry, network: ipaddress.IPv4Network, stack: StackSpec,
-                 models: tuple[ModelSpec, ...]) -> RegionPlan:
+def _region_plan(entry: RegionEntry, network: ipaddress.IPv4Network, stack: StackSpec, fleet: Fleet) -> RegionPlan:
+    models = fleet.models
     cloud, name = entry.cloud, entry.name
     zones = regions()[cloud][name].zones
     quarters = list(network.subnets(prefixlen_diff=2))
+    sixteenths = list(network.subnets(prefixlen_diff=4))
     placements = tuple(_placement(model, entry) for model in models)
-    pools = (_system_pool(cloud),) + _serving_pools(cloud, placements, models)
+    pools = (_system_pool(cloud, len(zones)),) + _serving_pools(cloud, placements, models, len(zones))
     nat = (len(zones) if stack.nat_layout == "per-zone" else 1) if cloud == "aws" else 1
+    is_aws = cloud == "aws"
+    prod = stack.environment == "prod"
     return RegionPlan(
         cloud=cloud,
         region=name,
@@ -169,14 +244,57 @@ def _region_plan(entry: RegionEntry, network: ipaddress.IPv4Network, stack: Stac
         else (str(next(network.subnets(prefixlen_diff=4))),),
         public_subnets=tuple(str(s) for s in list(quarters[3].subnets(prefixlen_diff=4))[: len(zones)])
         if cloud == "aws" else (),
-        pods_cidr=str(list(network.subnets(prefixlen_diff=1))[1]),
-        services_cidr=str(list(network.subnets(prefixlen_diff=4))[1]),
+        pods_cidr="" if is_aws else str(list(network.subnets(prefixlen_diff=1))[1]),
+        services_cidr=_eks_service_cidr(network) if is_aws else str(sixteenths[1]),
         nat_gateways=nat,
         kubernetes_version=stack.kubernetes_version,
         endpoint_public_cidrs=tuple(str(c) for c in stack.cluster_endpoint.public_access_cidrs),
         pools=pools,
         placements=placements,
         cost=_cost(cloud, pools, nat),
+        cluster_name=f"{fleet.stack_name}-{cloud}-{name}",
+        nat_routes=tuple(min(i, nat - 1) for i in range(len(zones))) if is_aws else (),
+        # The first /28 of the region's third /20: unused by the subnet (first /20) and services (second /20).
+        master_cidr="" if is_aws else str(next(sixteenths[2].subnets(new_prefix=28))),
+        interface_endpoints=AWS_INTERFACE_ENDPOINTS if is_aws else (),
+        gateway_endpoints=AWS_GATEWAY_ENDPOINTS if is_aws else (),
+        control_plane_logs=EKS_CONTROL_PLANE_LOGS if is_aws else ("SYSTEM_COMPONENTS", "APISERVER", "WORKLOADS"),
+        # A year of audit trail in production (CloudWatch accepts 365), a month elsewhere.
+        log_retention_days=365 if prod else 30,
+        release_channel="" if is_aws else GKE_RELEASE_CHANNEL,
+        deletion_protection=prod,
+        node_service_account="" if is_aws else _gcp_account_id(stack.environment, "nodes", name),
+        imds_hop_limit=IMDS_HOP_LIMIT,
+        identity=_identity(entry, stack, placements),
+    )
+
+
+def _eks_service_cidr(network: ipaddress.IPv4Network) -> str:
+    return next(c for c in EKS_SERVICE_CIDRS if not ipaddress.IPv4Network(c).overlaps(network))
+
+
+def _gcp_account_id(environment: str, role: str, region: str) -> str:
+    account = f"{environment}-{role}-{region}"
+    # Service account ids are 6-30 characters; every catalogue region fits, a longer one must not slip by.
+    assert 6 <= len(account) <= 30, f"service account id {account!r} does not fit GCP's 30 characters"
+    return account
+
+
+def _identity(entry: RegionEntry, stack: StackSpec, placements: tuple[Placement, ...]) -> IdentityPlan:
+    namespace = f"modelfleet-{stack.environment}"
+    grants = []
+    for placement in placements:
+        bucket, _, prefix = placement.source.split("://", 1)[1].partition("/")
+        grants.append(BucketGrant(placement.model, bucket, prefix.strip("/")))
+    is_gcp = entry.cloud == "gcp"
+    return IdentityPlan(
+        namespace=namespace,
+        service_account=TRITON_SERVICE_ACCOUNT,
+        grants=tuple(sorted(set(grants), key=lambda g: (g.bucket, g.prefix, g.model))),
+        cloud_account=_gcp_account_id(stack.environment, "triton", entry.name) if is_gcp
+        else f"{stack.environment}-triton-{entry.name}",
+        gcp_member=f"serviceAccount:{stack.gcp_project}.svc.id.goog[{namespace}/{TRITON_SERVICE_ACCOUNT}]"
+        if is_gcp else "",
     )
 
 
@@ -196,7 +314,21 @@ def _placement(model: ModelSpec, entry: RegionEntry) -> Placement:
         desired_replicas=desired,
         tuned=False,
         source=model.source.on(entry.cloud) or "",
+        scale_to_zero=scaling.scale_to_zero,
+        startup_budget_s=startup_budget_s(model),
+        cold_start_s=cold_start_s(model),
     )
+
+
+def startup_budget_s(model: ModelSpec) -> int:
+    """Seconds from container start to ready: the server, the repository download and the model load."""
+    return TRITON_START_S + MODEL_LOAD_S[model.backend]
+
+
+def cold_start_s(model: ModelSpec) -> int:
+    """Seconds from zero replicas to the first answer: a new node, the Triton image, then the startup budget."""
+    node = NODE_READY_S["gpu" if model.hardware.is_gpu else "cpu"]
+    return node + IMAGE_PULL_S + startup_budget_s(model)
 
 
 def pool_name(hardware_class: str, capacity: str) -> str:
@@ -204,7 +336,18 @@ def pool_name(hardware_class: str, capacity: str) -> str:
     return prefix + ("-spot" if capacity == "spot" else "")
 
 
-def _system_pool(cloud: Cloud) -> PoolPlan:
+def _node_image(cloud: Cloud, is_gpu: bool) -> str:
+    if cloud == "gcp":
+        return GKE_IMAGE
+    # The EKS accelerated AL2023 AMI ships the NVIDIA driver and container toolkit; the device plugin is ours.
+    return "AL2023_x86_64_NVIDIA" if is_gpu else "AL2023_x86_64_STANDARD"
+
+
+def _per_zone(nodes: int, zones: int) -> int:
+    return math.ceil(nodes / zones)
+
+
+def _system_pool(cloud: Cloud, zones: int) -> PoolPlan:
     system = hardware().system_pool
     node = getattr(system, cloud)
     return PoolPlan(
@@ -212,10 +355,12 @@ def _system_pool(cloud: Cloud) -> PoolPlan:
         min_nodes=system.min_nodes, max_nodes=system.max_nodes, desired_nodes=system.min_nodes, capacity="on-demand",
         disk_gib=MIN_ROOT_VOLUME_GIB, hourly_usd_per_node=node.hourly_usd,
         labels=((f"{LABEL_PREFIX}/pool", "system"),), taints=(),
+        node_image=_node_image(cloud, False), initial_nodes_per_zone=_per_zone(system.min_nodes, zones),
     )
 
 
-def _serving_pools(cloud: Cloud, placements: tuple[Placement, ...], models: tuple[ModelSpec, ...]) -> tuple[PoolPlan, ...]:
+def _serving_pools(cloud: Cloud, placements: tuple[Placement, ...], models: tuple[ModelSpec, ...],
+                   zones: int) -> tuple[PoolPlan, ...]:
     pools = []
     for pool in sorted({p.pool for p in placements}):
         members = [p for p in placements if p.pool == pool]
@@ -246,6 +391,8 @@ def _serving_pools(cloud: Cloud, placements: tuple[Placement, ...], models: tupl
             hourly_usd_per_node=offering.hourly_usd,
             labels=tuple(sorted(labels)),
             taints=(Taint(GPU_TAINT_KEY, "true", "NoSchedule"),) if is_gpu else (),
+            node_image=_node_image(cloud, is_gpu),
+            initial_nodes_per_zone=_per_zone(nodes(lambda p: p.desired_replicas), zones),
         ))
     return tuple(pools)
 
@@ -268,5 +415,6 @@ def _warnings(plan: FleetPlan) -> tuple[str, ...]:
         out.append(f"untuned (sized from declared bounds, not measurements): {', '.join(untuned)}")
     for model in plan.models:
         if model.scaling.scale_to_zero:
-            out.append(f"{model.name} may scale to zero: the first request after idle waits for a node and a model load")
+            out.append(f"{model.name} may scale to zero: the first request after idle waits about "
+                       f"{cold_start_s(model)} s for a node and a model load")
     return tuple(out)
