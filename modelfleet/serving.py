@@ -1,0 +1,526 @@
+"""Kubernetes workloads for Triton, as plain data: one function per object, each returning the manifest dict.
+
+Pure and deterministic, no Pulumi: `components/serving.py` declares exactly these dicts as typed
+`pulumi_kubernetes` resources, `modelfleet.render` writes them as YAML for review, and the tests validate
+them with `kubernetes-validate --strict` for the cluster's Kubernetes version. Every number comes from the
+plan (`Placement`, `PoolPlan`), the spec or a constant below; nothing is computed in a component.
+
+Per region (cluster): a Namespace for the environment, the Triton ServiceAccount carrying the cloud identity,
+and KEDA (a Helm release). Per model in that region: Deployment, Service, PodDisruptionBudget,
+NetworkPolicy and a KEDA ScaledObject. Why KEDA: docs/adr/0002-autoscaling.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any, Mapping
+
+import yaml
+
+from modelfleet.catalogue import hardware
+from modelfleet.plan import LABEL_PREFIX, FleetPlan, Placement, PoolPlan, RegionPlan
+from modelfleet.spec import ModelSpec
+
+# --- pinned images and charts: the only place they live ---------------------------------------------------
+# Triton 25.08 (server 2.60). The digest is the one a public project pins for this tag and checks against
+# `docker image inspect` RepoDigests; it was NOT re-resolved against nvcr.io from here (no registry access).
+# Re-check before a first production rollout: `crane digest nvcr.io/nvidia/tritonserver:25.08-py3`.
+TRITON_IMAGE_REPOSITORY = "nvcr.io/nvidia/tritonserver"
+TRITON_IMAGE_TAG = "25.08-py3"
+TRITON_IMAGE_DIGEST = "sha256:f836551575df7c9fb71144073845c6b3911de57db91a8c95e0687a4d2ac9f7a5"
+TRITON_IMAGE = f"{TRITON_IMAGE_REPOSITORY}:{TRITON_IMAGE_TAG}@{TRITON_IMAGE_DIGEST}"
+TRITON_UID = 1000  # the image's triton-server user
+
+KEDA_CHART = "keda"
+KEDA_CHART_REPOSITORY = "https://kedacore.github.io/charts"
+KEDA_CHART_VERSION = "2.20.0"  # chart and app versions move together
+KEDA_TESTED_KUBERNETES = ("1.33", "1.35")  # KEDA's compatibility matrix for 2.20
+KEDA_NAMESPACE = "keda"
+
+# --- contracts with the gateway and monitoring (label selectors and names they must use) ----------------
+GATEWAY_POD_LABELS = {"app.kubernetes.io/name": "modelfleet-gateway"}  # in the environment's namespace
+PROMETHEUS_NAMESPACE = "monitoring"
+PROMETHEUS_POD_LABELS = {"app.kubernetes.io/name": "prometheus"}
+PROMETHEUS_URL = f"http://prometheus-operated.{PROMETHEUS_NAMESPACE}.svc:9090"
+GATEWAY_REQUESTS_METRIC = "modelfleet_gateway_requests_total"  # counter with a `model` label, wakes scale-to-zero
+
+# --- the serving shape --------------------------------------------------------------------------------
+HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
+SERVICE_ACCOUNT = "triton"
+COMPONENT = "inference"
+ZONE_KEY = "topology.kubernetes.io/zone"
+HOSTNAME_KEY = "kubernetes.io/hostname"
+POOL_LABEL = f"{LABEL_PREFIX}/pool"
+CONFIG_HASH_ANNOTATION = f"{LABEL_PREFIX}/config-sha256"
+RESOURCE_SHARE = 0.75  # of a node's CPU and memory per GPU (or per node on CPU); the rest is daemons and system
+SHM_SIZE = "1Gi"  # python backend tensors cross /dev/shm
+TMP_SIZE = "20Gi"  # Triton downloads an s3:// or gs:// repository to a local temp dir
+EXIT_TIMEOUT_S = 30  # in-flight requests drain this long on SIGTERM
+RESPONSE_CACHE_BYTES = 256 * 1024 * 1024
+PROBE_PERIOD_S = 10
+QUEUE_SHARE_OF_P99 = 0.25  # scale out when the average queue time per request passes this share of the p99 SLO
+METRIC_WINDOW = "1m"
+POLLING_INTERVAL_S = 15
+COOLDOWN_S = 300  # idle time before a scale-to-zero model goes to zero
+
+# Annotations binding the ServiceAccount to the cloud identity; the values are Outputs at deploy time.
+IDENTITY_ANNOTATION = {"aws": "eks.amazonaws.com/role-arn", "gcp": "iam.gke.io/gcp-service-account"}
+
+
+class ServingError(ValueError):
+    """The plan or a spec cannot be turned into a workload; `str()` names the file and field."""
+
+
+def namespace_name(plan: FleetPlan) -> str:
+    return f"modelfleet-{plan.environment}"
+
+
+def workload_name(model: str) -> str:
+    return f"triton-{model}"
+
+
+def selector_labels(model: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "triton", "app.kubernetes.io/instance": model}
+
+
+def _labels(plan: FleetPlan, model: str | None = None, component: str = COMPONENT) -> dict[str, str]:
+    labels = {
+        "app.kubernetes.io/part-of": "modelfleet",
+        "app.kubernetes.io/managed-by": "pulumi",
+        f"{LABEL_PREFIX}/environment": plan.environment,
+    }
+    if model:
+        labels |= selector_labels(model) | {"app.kubernetes.io/component": component, f"{LABEL_PREFIX}/model": model}
+    return dict(sorted(labels.items()))
+
+
+def _meta(name: str, labels: dict[str, str], namespace: str | None = None,
+          annotations: Mapping[str, Any] | None = None) -> dict:
+    meta: dict[str, Any] = {"name": name}
+    if namespace:
+        meta["namespace"] = namespace
+    meta["labels"] = labels
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return meta
+
+
+def _version(v: str) -> tuple[int, int]:
+    major, minor = v.split(".")[:2]
+    return int(major), int(minor)
+
+
+# --- the decisions for one model in one region ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Workload:
+    """Everything the objects of one model in one region are built from."""
+
+    model: ModelSpec
+    placement: Placement
+    pool: PoolPlan
+    cloud: str
+    region: str
+    namespace: str
+    name: str
+    repository: str  # the bucket prefix holding <model>/config.pbtxt and <model>/<version>/
+    cpu: str
+    memory: str
+    gpus: int
+    startup_failure_threshold: int
+    queue_target_us: int
+    config_sha256: str | None
+    kubernetes_version: str
+
+
+def model_repository(model: ModelSpec, source: str) -> str:
+    """Triton's `--model-repository`: the parent of the model's bucket directory, which must be named after it."""
+    where = f"models/{model.name}.yaml"
+    if not source:
+        raise ServingError(f"{where} source: no bucket for this cloud")
+    scheme, _, path = source.partition("://")
+    parts = [p for p in path.rstrip("/").split("/") if p]
+    if len(parts) < 2 or parts[-1] != model.name:
+        raise ServingError(
+            f"{where} source.{'aws' if scheme == 's3' else 'gcp'}: must end in /{model.name} (Triton finds a model "
+            f"by its directory name in the repository), got {source!r}")
+    return f"{scheme}://{'/'.join(parts[:-1])}"
+
+
+def workload(plan: FleetPlan, region: RegionPlan, placement: Placement, config_text: str | None = None) -> Workload:
+    model = plan.model(placement.model)
+    pool = next(p for p in region.pools if p.name == placement.pool)
+    offering = hardware().classes[placement.hardware_class].on(region.cloud)
+    assert offering is not None, "the loader rejects hardware a region does not offer"
+    slots = offering.gpus_per_node or 1
+    share = max(placement.gpus_per_replica, 1) / slots * RESOURCE_SHARE
+    return Workload(
+        model=model,
+        placement=placement,
+        pool=pool,
+        cloud=region.cloud,
+        region=region.region,
+        namespace=namespace_name(plan),
+        name=workload_name(model.name),
+        repository=model_repository(model, placement.source),
+        cpu=str(max(1, math.floor(offering.vcpus * share))),
+        memory=f"{max(1, math.floor(offering.memory_gib * share))}Gi",
+        gpus=placement.gpus_per_replica,
+        startup_failure_threshold=math.ceil(placement.startup_budget_s / PROBE_PERIOD_S),
+        queue_target_us=int(model.slo.p99_ms * 1000 * QUEUE_SHARE_OF_P99),
+        config_sha256=hashlib.sha256(config_text.encode()).hexdigest() if config_text is not None else None,
+        kubernetes_version=region.kubernetes_version,
+    )
+
+
+# --- per region -------------------------------------------------------------------------------------------
+
+def namespace(plan: FleetPlan) -> dict:
+    labels = _labels(plan) | {
+        # Triton pods meet "restricted"; other tenants of the namespace are held to "baseline".
+        "pod-security.kubernetes.io/enforce": "baseline",
+        "pod-security.kubernetes.io/warn": "restricted",
+        "pod-security.kubernetes.io/audit": "restricted",
+    }
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(namespace_name(plan), dict(sorted(labels.items())))}
+
+
+def service_account(plan: FleetPlan, identity_annotations: Mapping[str, Any]) -> dict:
+    """Triton's identity: IRSA (`eks.amazonaws.com/role-arn`) or GKE Workload Identity, to read the bucket."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _meta(SERVICE_ACCOUNT, _labels(plan), namespace_name(plan), identity_annotations),
+        # IRSA projects its own token and GKE uses the metadata server: the API token is not needed.
+        "automountServiceAccountToken": False,
+    }
+
+
+def keda_release_values() -> dict:
+    """Values for the KEDA chart: its pods on the system pool, CRDs installed with the chart."""
+    system = {POOL_LABEL: "system"}
+    return {
+        "crds": {"install": True},
+        "nodeSelector": system,
+        "podDisruptionBudget": {"operator": {"maxUnavailable": 1}, "metricServer": {"maxUnavailable": 1}},
+    }
+
+
+def check_keda_supports(kubernetes_version: str) -> None:
+    low, high = (_version(v) for v in KEDA_TESTED_KUBERNETES)
+    if not low <= _version(kubernetes_version) <= high:
+        raise ServingError(
+            f"KEDA {KEDA_CHART_VERSION} is tested on Kubernetes {KEDA_TESTED_KUBERNETES[0]}-{KEDA_TESTED_KUBERNETES[1]}, "
+            f"the cluster runs {kubernetes_version}: move KEDA_CHART_VERSION in modelfleet/serving.py with it")
+
+
+# --- per model in a region --------------------------------------------------------------------------------
+
+def triton_args(w: Workload) -> list[str]:
+    args = [
+        f"--model-repository={w.repository}",
+        "--model-control-mode=explicit",
+        f"--load-model={w.model.name}",
+        "--disable-auto-complete-config",  # the rendered config.pbtxt is the whole truth
+        "--strict-readiness=true",
+        f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
+        f"--http-port={HTTP_PORT}",
+        f"--grpc-port={GRPC_PORT}",
+        f"--metrics-port={METRICS_PORT}",
+        "--allow-metrics=true",
+        f"--allow-gpu-metrics={'true' if w.gpus else 'false'}",
+    ]
+    if w.model.batching.response_cache:
+        args.append(f"--cache-config=local,size={RESPONSE_CACHE_BYTES}")
+    return args
+
+
+def _probe(path: str, period: int, failures: int) -> dict:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 3,
+        "failureThreshold": failures,
+    }
+
+
+def deployment(plan: FleetPlan, w: Workload) -> dict:
+    labels = _labels(plan, w.model.name)
+    selector = selector_labels(w.model.name)
+    requests: dict[str, Any] = {"cpu": w.cpu, "memory": w.memory}
+    limits: dict[str, Any] = {"memory": w.memory}  # no CPU limit: throttling only adds latency
+    if w.gpus:
+        requests["nvidia.com/gpu"] = str(w.gpus)
+        limits["nvidia.com/gpu"] = str(w.gpus)
+    env = [{"name": "AWS_DEFAULT_REGION", "value": w.region}] if w.cloud == "aws" else []
+    container = {
+        "name": "tritonserver",
+        "image": TRITON_IMAGE,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["tritonserver"],
+        "args": triton_args(w),
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        "env": env,
+        "resources": {"requests": requests, "limits": limits},
+        # Cold start: the repository download and model load must fit in the plan's startup budget.
+        "startupProbe": _probe("/v2/health/ready", PROBE_PERIOD_S, w.startup_failure_threshold),
+        "readinessProbe": _probe("/v2/health/ready", 5, 3),
+        "livenessProbe": _probe("/v2/health/live", PROBE_PERIOD_S, 3),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+        },
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if not env:
+        del container["env"]
+    annotations = {CONFIG_HASH_ANNOTATION: w.config_sha256} if w.config_sha256 else None
+    pod_spec: dict[str, Any] = {
+        "serviceAccountName": SERVICE_ACCOUNT,
+        "automountServiceAccountToken": False,
+        "nodeSelector": {POOL_LABEL: w.pool.name},
+        "tolerations": [
+            {"key": t.key, "operator": "Equal", "value": t.value, "effect": t.effect} for t in w.pool.taints
+        ],
+        "topologySpreadConstraints": [
+            # Spread over zones and nodes, but never leave a replica pending for it: GPU capacity is scarce.
+            {"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
+             "labelSelector": {"matchLabels": selector}}
+            for key in (ZONE_KEY, HOSTNAME_KEY)
+        ],
+        "terminationGracePeriodSeconds": EXIT_TIMEOUT_S + 15,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": TRITON_UID,
+            "runAsGroup": TRITON_UID,
+            "fsGroup": TRITON_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}},
+        ],
+    }
+    if not pod_spec["tolerations"]:
+        del pod_spec["tolerations"]
+    template_meta: dict[str, Any] = {"labels": labels}
+    if annotations:
+        template_meta["annotations"] = annotations
+    rollout = w.model.rollout
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(w.name, labels, w.namespace),
+        "spec": {
+            # No `replicas`: the ScaledObject owns it between the plan's bounds; a re-apply must not reset it.
+            "selector": {"matchLabels": selector},
+            "strategy": {"type": "RollingUpdate",
+                         "rollingUpdate": {"maxUnavailable": rollout.max_unavailable, "maxSurge": rollout.max_surge}},
+            "minReadySeconds": 10,
+            "progressDeadlineSeconds": w.placement.startup_budget_s + 300,
+            "revisionHistoryLimit": 5,
+            "template": {"metadata": template_meta, "spec": pod_spec},
+        },
+    }
+
+
+def service(plan: FleetPlan, w: Workload) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(w.name, _labels(plan, w.model.name), w.namespace),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(w.model.name),
+            "ports": [
+                {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"},
+                {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP",
+                 "appProtocol": "kubernetes.io/h2c"},
+                {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP",
+                 "appProtocol": "http"},
+            ],
+        },
+    }
+
+
+def pod_disruption_budget(plan: FleetPlan, w: Workload) -> dict:
+    spec: dict[str, Any] = {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(w.model.name)}}
+    if _version(w.kubernetes_version) >= (1, 31):  # GA in 1.31: a crash-looping pod must not block node drains
+        spec["unhealthyPodEvictionPolicy"] = "AlwaysAllow"
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(w.name, _labels(plan, w.model.name), w.namespace),
+        "spec": spec,
+    }
+
+
+def network_policy(plan: FleetPlan, w: Workload) -> dict:
+    """Only the gateway (inference ports) and Prometheus (metrics port) may reach Triton. Egress stays open:
+    Triton reads its repository from the cloud's object store."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(w.name, _labels(plan, w.model.name), w.namespace),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(w.model.name)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [{"podSelector": {"matchLabels": dict(GATEWAY_POD_LABELS)}}],
+                 "ports": [{"protocol": "TCP", "port": HTTP_PORT}, {"protocol": "TCP", "port": GRPC_PORT}]},
+                {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": PROMETHEUS_NAMESPACE}},
+                           "podSelector": {"matchLabels": dict(PROMETHEUS_POD_LABELS)}}],
+                 "ports": [{"protocol": "TCP", "port": METRICS_PORT}]},
+            ],
+        },
+    }
+
+
+def queue_time_query(w: Workload) -> str:
+    """Average time a request waited in Triton's queue, in microseconds, over every replica of the model."""
+    match = f'namespace="{w.namespace}",model="{w.model.name}"'
+    return (f"sum(rate(nv_inference_queue_duration_us{{{match}}}[{METRIC_WINDOW}])) / "
+            f"clamp_min(sum(rate(nv_inference_request_success{{{match}}}[{METRIC_WINDOW}])), 0.001)")
+
+
+def scaled_object(plan: FleetPlan, w: Workload) -> dict:
+    p = w.placement
+    triggers: list[dict] = [{
+        "type": "prometheus",
+        "name": "queue-time",
+        # Value: replicas grow in proportion to how far the fleet-wide average is above the target.
+        "metricType": "Value",
+        "metadata": {
+            "serverAddress": PROMETHEUS_URL,
+            "query": queue_time_query(w),
+            "threshold": str(w.queue_target_us),
+        },
+    }]
+    if p.scale_to_zero:
+        # At zero replicas Triton exports nothing: the gateway's request rate wakes the model up.
+        per_replica_rps = max(1.0, p.rps / max(p.desired_replicas, 1))
+        triggers.append({
+            "type": "prometheus",
+            "name": "gateway-demand",
+            "metricType": "AverageValue",
+            "metadata": {
+                "serverAddress": PROMETHEUS_URL,
+                "query": f'sum(rate({GATEWAY_REQUESTS_METRIC}{{model="{w.model.name}"}}[2m]))',
+                "threshold": f"{per_replica_rps:g}",
+                "activationThreshold": "0",
+            },
+        })
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": _meta(w.name, _labels(plan, w.model.name), w.namespace),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": w.name},
+            "minReplicaCount": p.min_replicas if p.scale_to_zero else max(p.min_replicas, 1),
+            "maxReplicaCount": p.max_replicas,
+            "pollingInterval": POLLING_INTERVAL_S,
+            "cooldownPeriod": COOLDOWN_S,
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {
+                "scaleUp": {"stabilizationWindowSeconds": 0,
+                            "policies": [{"type": "Percent", "value": 100, "periodSeconds": 30}]},
+                "scaleDown": {"stabilizationWindowSeconds": 300,
+                              "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]},
+            }}},
+            "triggers": triggers,
+        },
+    }
+
+
+def model_objects(plan: FleetPlan, w: Workload) -> list[dict]:
+    """The objects of one model in one region, in apply order."""
+    return [deployment(plan, w), service(plan, w), pod_disruption_budget(plan, w), network_policy(plan, w),
+            scaled_object(plan, w)]
+
+
+def region_objects(plan: FleetPlan, region: RegionPlan, identity_annotations: Mapping[str, Any],
+                   configs: Mapping[str, str] | None = None) -> list[dict]:
+    """Every Kubernetes object modelfleet declares in one region's cluster (KEDA's chart aside).
+
+    `configs` maps a model to its rendered config.pbtxt; its hash rolls the pods when the config changes.
+    """
+    objects = [namespace(plan), service_account(plan, identity_annotations)]
+    for placement in region.placements:
+        text = (configs or {}).get(placement.model)
+        objects += model_objects(plan, workload(plan, region, placement, text))
+    return objects
+
+
+def placeholder_identity(cloud: str) -> dict[str, str]:
+    """The identity annotation as `render` shows it: the real value is an Output known at deploy time."""
+    return {IDENTITY_ANNOTATION[cloud]: f"<{cloud} identity of the region's Triton service account, set at deploy>"}
+
+
+# --- validation ---------------------------------------------------------------------------------------------
+
+@cache
+def _keda_schema() -> dict:
+    schema = yaml.safe_load(resources.files("modelfleet.data").joinpath("keda-scaledobject-schema.yaml").read_text())
+    return _strict(schema)
+
+
+def _strict(schema: Any) -> Any:
+    """Close every object schema that lists its properties, as `kubernetes-validate --strict` does."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items() if k != "format"}
+        if out.get("type") == "object" and "properties" in out and "additionalProperties" not in out:
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+class ManifestError(ValueError):
+    """A manifest fails validation; `str()` names the object, the field and the Kubernetes version."""
+
+
+def validate_manifest(obj: dict, kubernetes_version: str) -> None:
+    """Built-in kinds: kubernetes-validate strict for `kubernetes_version`. ScaledObject: KEDA's CRD schema
+    (vendored, modelfleet/data/keda-scaledobject-schema.yaml) strictly, plus the bounds KEDA's webhook checks."""
+    import jsonschema
+
+    where = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')} (Kubernetes {kubernetes_version})"
+    if obj.get("apiVersion", "").startswith("keda.sh/"):
+        try:
+            jsonschema.Draft202012Validator(_keda_schema()).validate(obj)
+        except jsonschema.ValidationError as exc:
+            path = ".".join(str(p) for p in exc.absolute_path)
+            raise ManifestError(f"{where} {path}: {exc.message}") from None
+        spec = obj["spec"]
+        if spec.get("minReplicaCount", 0) > spec.get("maxReplicaCount", 100):
+            raise ManifestError(f"{where} spec.minReplicaCount: must be <= maxReplicaCount")
+        _check_metadata(obj, where)
+        return
+    import kubernetes_validate
+
+    try:
+        kubernetes_validate.validate(obj, kubernetes_version, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        path = ".".join(str(p) for p in exc.absolute_path)
+        raise ManifestError(f"{where} {path}: {exc.message}") from None
+    except kubernetes_validate.SchemaNotFoundError as exc:
+        raise ManifestError(f"{where}: {exc.message}") from None
+    _check_metadata(obj, where)
+
+
+def _check_metadata(obj: dict, where: str) -> None:
+    import re
+
+    name = obj["metadata"]["name"]
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name):
+        raise ManifestError(f"{where} metadata.name: must be a DNS-1123 label, got {name!r}")
