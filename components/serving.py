@@ -1,0 +1,101 @@
+"""Triton on a region's cluster: the manifests of `modelfleet.serving`, declared as typed Kubernetes resources.
+
+Nothing is decided here. `Serving` (one per region) declares the environment's Namespace, the Triton
+ServiceAccount with the cloud identity, KEDA (Helm release) and one `TritonService` per model placed in the
+region; `TritonService` declares that model's Deployment, Service, PodDisruptionBudget, NetworkPolicy and
+KEDA ScaledObject. Every child uses the cluster's Kubernetes provider, inherited from the component.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from modelfleet import serving
+from modelfleet.plan import FleetPlan, Placement, RegionPlan
+from modelfleet.render import cloud_configs
+
+
+def _meta(obj: dict) -> dict:
+    return obj["metadata"]
+
+
+class TritonService(pulumi.ComponentResource):
+    """One model served by Triton on one cluster, autoscaled by KEDA on Triton's queue time."""
+
+    def __init__(self, name: str, fleet: FleetPlan, region: RegionPlan, placement: Placement,
+                 config_text: str | None, depends_on: list[pulumi.Resource],
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("modelfleet:serving:TritonService", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self, depends_on=depends_on)
+        w = serving.workload(fleet, region, placement, config_text)
+
+        deployment = serving.deployment(fleet, w)
+        self.deployment = k8s.apps.v1.Deployment(
+            name, metadata=_meta(deployment), spec=deployment["spec"],
+            # KEDA owns the replica count between the plan's bounds.
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=["spec.replicas"])),
+        )
+        svc = serving.service(fleet, w)
+        self.service = k8s.core.v1.Service(name, metadata=_meta(svc), spec=svc["spec"], opts=child)
+        pdb = serving.pod_disruption_budget(fleet, w)
+        self.disruption_budget = k8s.policy.v1.PodDisruptionBudget(name, metadata=_meta(pdb), spec=pdb["spec"],
+                                                                   opts=child)
+        policy = serving.network_policy(fleet, w)
+        self.network_policy = k8s.networking.v1.NetworkPolicy(name, metadata=_meta(policy), spec=policy["spec"],
+                                                              opts=child)
+        scaled = serving.scaled_object(fleet, w)
+        self.scaled_object = k8s.apiextensions.CustomResource(
+            name, api_version=scaled["apiVersion"], kind=scaled["kind"], metadata=_meta(scaled),
+            spec=scaled["spec"],
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[self.deployment])),
+        )
+        self.register_outputs({"service": svc["metadata"]["name"], "namespace": w.namespace})
+
+
+class Serving(pulumi.ComponentResource):
+    """Everything Triton needs on one region's cluster, through that cluster's Kubernetes provider."""
+
+    def __init__(self, fleet: FleetPlan, region: RegionPlan, kubernetes: pulumi.ProviderResource,
+                 identity_annotations: Mapping[str, Any] | pulumi.Output,
+                 configs: Mapping[str, str] | None = None, opts: pulumi.ResourceOptions | None = None):
+        name = f"{region.key}-serving"
+        super().__init__("modelfleet:serving:Serving", name, None,
+                         pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(providers={"kubernetes": kubernetes})))
+        serving.check_keda_supports(region.kubernetes_version)
+        configs = cloud_configs(fleet) if configs is None else configs
+        child = pulumi.ResourceOptions(parent=self)
+
+        ns = serving.namespace(fleet)
+        self.namespace = k8s.core.v1.Namespace(f"{region.key}-{ns['metadata']['name']}", metadata=_meta(ns),
+                                               opts=child)
+        after_ns = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
+        account = serving.service_account(fleet, {})
+        metadata = dict(_meta(account))
+        metadata["annotations"] = identity_annotations
+        self.service_account = k8s.core.v1.ServiceAccount(
+            f"{region.key}-triton", metadata=metadata,
+            automount_service_account_token=account["automountServiceAccountToken"], opts=after_ns,
+        )
+        self.keda = k8s.helm.v3.Release(
+            f"{region.key}-keda",
+            name="keda",
+            chart=serving.KEDA_CHART,
+            version=serving.KEDA_CHART_VERSION,
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=serving.KEDA_CHART_REPOSITORY),
+            namespace=serving.KEDA_NAMESPACE,
+            create_namespace=True,
+            atomic=True,
+            values=serving.keda_release_values(),
+            opts=child,
+        )
+        self.models = [
+            TritonService(f"{region.key}-{placement.model}", fleet, region, placement,
+                          configs.get(placement.model),
+                          depends_on=[self.namespace, self.service_account, self.keda],
+                          opts=child)
+            for placement in region.placements
+        ]
+        self.register_outputs({"namespace": ns["metadata"]["name"]})
