@@ -1,0 +1,101 @@
+"""`render(plan, out_dir)`: write what a reviewer reads about a stack's serving, from the plan alone.
+
+    out_dir/models/<model>/config.pbtxt                    the model's config, when it runs on one hardware
+                                                           class in this stack (always true today: the class
+                                                           is per model; the local stack is all CPU)
+    out_dir/models/<model>/<hardware-class>/config.pbtxt   one per class, if a model ever runs on several
+    out_dir/kubernetes/<region>/<NN>-<kind>-<name>.yaml    every Kubernetes object of the region's cluster,
+                                                           numbered in apply order
+    out_dir/kubernetes/<region>/helm-keda.yaml             the KEDA chart, version and values
+
+Pure apart from writing under `out_dir`, and deterministic: the same plan gives the same bytes. The cloud
+identity annotation of the Triton ServiceAccount is an output of the deployment; it is shown as a placeholder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from modelfleet import serving
+from modelfleet.plan import FleetPlan
+from modelfleet.spec import ModelSpec
+from modelfleet.triton.config import CPU, TunedSettings, render_config
+
+
+def hardware_classes(plan: FleetPlan, model: ModelSpec) -> tuple[str, ...]:
+    """The hardware classes `model` runs on in this stack: CPU on the local stack, else its placements'."""
+    if plan.environment == "local" or not plan.regions:
+        return (CPU,)
+    return tuple(sorted({p.hardware_class for r in plan.regions for p in r.placements if p.model == model.name}))
+
+
+def model_configs(plan: FleetPlan, tuning: dict[tuple[str, str], TunedSettings] | None = None
+                  ) -> dict[tuple[str, str], str]:
+    """Every model's validated config.pbtxt in this stack, keyed `(model, hardware_class)`.
+
+    `tuning` maps `(model, hardware_class)` to measured settings, where the tuning issue has them.
+    """
+    tuning = tuning or {}
+    return {
+        (model.name, hw): render_config(model, hw, tuning.get((model.name, hw)))
+        for model in plan.models
+        for hw in hardware_classes(plan, model)
+    }
+
+
+def cloud_configs(plan: FleetPlan) -> dict[str, str]:
+    """Each model's config as its clusters run it (on its spec's hardware class), keyed by model."""
+    configs = model_configs(plan)
+    return {m.name: configs[(m.name, m.hardware.gpu_class)] for m in plan.models
+            if (m.name, m.hardware.gpu_class) in configs}
+
+
+class _NoAliases(yaml.SafeDumper):
+    def ignore_aliases(self, data) -> bool:  # shared label dicts must print in full, not as &id001
+        return True
+
+
+def to_yaml(obj: dict) -> str:
+    return yaml.dump(obj, Dumper=_NoAliases, sort_keys=False, default_flow_style=False, width=120)
+
+
+def render(plan: FleetPlan, out_dir: str | Path) -> list[Path]:
+    """Write the stack's Triton configs and Kubernetes objects under `out_dir`; return the files written, sorted.
+
+    Validates as it goes: every config by Triton's schema and rules (`ModelConfigError`), every Kubernetes
+    object for its cluster's version (`serving.ManifestError`). Files modelfleet did not write are left alone.
+    """
+    out = Path(out_dir)
+    written: list[Path] = []
+
+    def write(path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        written.append(path)
+
+    configs = model_configs(plan)
+    for model in plan.models:
+        classes = hardware_classes(plan, model)
+        for hw in classes:
+            folder = out / "models" / model.name / (hw if len(classes) > 1 else "")
+            write(folder / "config.pbtxt", configs[(model.name, hw)])
+
+    cloud = cloud_configs(plan)
+    for region in plan.regions:
+        serving.check_keda_supports(region.kubernetes_version)
+        folder = out / "kubernetes" / region.key
+        objects = serving.region_objects(plan, region, serving.placeholder_identity(region.cloud), cloud)
+        for index, obj in enumerate(objects, start=1):
+            serving.validate_manifest(obj, region.kubernetes_version)
+            name = f"{index:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
+            write(folder / name, to_yaml(obj))
+        write(folder / "helm-keda.yaml", to_yaml({
+            "chart": serving.KEDA_CHART,
+            "repository": serving.KEDA_CHART_REPOSITORY,
+            "version": serving.KEDA_CHART_VERSION,
+            "namespace": serving.KEDA_NAMESPACE,
+            "values": serving.keda_release_values(),
+        }))
+    return sorted(written)
