@@ -1,19 +1,34 @@
-# One entry point for people and CI. Every target sets up what it needs first.
+# One entry point for people and CI. Every target sets up what it needs first; `make setup` is idempotent.
 VENV   ?= .venv
 PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.modelfleet-installed
+# The serving toolchain (tritonserver, perf_analyzer, Model Analyzer) pins protobuf 6; Pulumi's policy SDK
+# pins protobuf 5. Each gets its own venv; modelfleet runs the toolchain as processes.
+TRITON_VENV ?= .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.modelfleet-triton.stamp
+MODELS := build/model-artifacts/.built
 STACK  ?= prod
 
 .PHONY: setup plan test test-unit bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(TRITON_STAMP) $(MODELS)
 
 # Re-run only when the dependency pins change; `pip install -e` keeps the code itself live.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+# A real CPU tritonserver, perf_analyzer and Model Analyzer, from PyPI wheels (see scripts/install_triton.sh).
+$(TRITON_STAMP): scripts/install_triton.sh
+	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	bash scripts/install_triton.sh $(TRITON_VENV)
+
+# The example models' artefacts are generated, not committed.
+$(MODELS): $(TRITON_STAMP) examples/build_models.py $(wildcard examples/backends/*.py)
+	$(TRITON_VENV)/bin/python examples/build_models.py build/model-artifacts
 	touch $@
 
 plan: setup
@@ -22,5 +37,11 @@ plan: setup
 test: setup
 	$(BIN)/pytest -q
 
+test-unit: setup
+	$(BIN)/pytest -q -m "not integration"
+
+bench: setup
+	$(BIN)/python bench/plan_scale.py
+
 clean:
-	rm -rf $(VENV) build
+	rm -rf $(VENV) $(TRITON_VENV) build

@@ -22,8 +22,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 BACKENDS = Path(__file__).resolve().parent / "backends"
 OPSET = 17  # what onnxruntime 1.2x/1.3x all run; the onnx package's default is newer
@@ -61,7 +59,10 @@ def fraud_reference(features: np.ndarray, weights: dict[str, np.ndarray] | None 
     return _softmax(x @ w["w3"] + w["b3"])
 
 
-def fraud_onnx(weights: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+def fraud_onnx(weights: dict[str, np.ndarray] | None = None) -> "onnx.ModelProto":
+    # onnx is imported only to build: the reference functions must run where onnx is not installed.
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper  # noqa: F401
     w = weights or fraud_weights()
     nodes = [
         helper.make_node("Sub", ["features", "mean"], ["centred"]),
@@ -101,7 +102,10 @@ def sentiment_reference(texts: list[str], weights: dict[str, np.ndarray] | None 
     return _softmax(sentiment_featurize(texts) @ w["w"] + w["b"])
 
 
-def sentiment_onnx(weights: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+def sentiment_onnx(weights: dict[str, np.ndarray] | None = None) -> "onnx.ModelProto":
+    # onnx is imported only to build: the reference functions must run where onnx is not installed.
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper  # noqa: F401
     # The graph takes the hashed features; tokenising is model.py's job (ONNX has no crc32).
     w = weights or sentiment_weights()
     nodes = [
@@ -119,6 +123,9 @@ MODELS = {
 
 def build(out_dir: str | Path, version: int = 1) -> dict[str, Path]:
     """Write every example model; returns {model name: model directory}."""
+    # onnx is imported only to build: the reference functions must run where onnx is not installed.
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper  # noqa: F401
     built = {}
     for name, (make_onnx, backend) in MODELS.items():
         version_dir = Path(out_dir) / name / str(version)
@@ -131,7 +138,10 @@ def build(out_dir: str | Path, version: int = 1) -> dict[str, Path]:
     return built
 
 
-def _model(name, nodes, weights, input_, output) -> onnx.ModelProto:
+def _model(name, nodes, weights, input_, output) -> "onnx.ModelProto":
+    # onnx is imported only to build: the reference functions must run where onnx is not installed.
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper  # noqa: F401
     (in_name, in_width), (out_name, out_width) = input_, output
     graph = helper.make_graph(
         nodes, name,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-INSTALL_HINT = "run: scripts/install_triton.sh {prefix}"
+INSTALL_HINT = "run: make setup (or: python3 -m venv {prefix} && scripts/install_triton.sh {prefix})"
 # Errors every CPU-only start logs; they would bury the one that matters.
 _CPU_NOISE = ("CudaDriverHelper has not been initialized", "Failed to initialize NVML", "DCGM")
 
@@ -61,9 +61,14 @@ class TritonInstall:
         return env
 
 
+# The toolchain has its own venv (it needs protobuf 6, Pulumi's policy SDK pins 5): `make setup` builds it here.
+DEFAULT_TRITON_VENV = Path(__file__).resolve().parents[2] / ".venv-triton"
+
+
 def find_install(prefix: str | Path | None = None) -> TritonInstall:
-    """Locate the Triton install in a venv, or raise TritonNotInstalled saying how to fix it."""
-    prefix = Path(prefix or sys.prefix).resolve()
+    """Locate the Triton install: `prefix`, else $MODELFLEET_TRITON_VENV, else the project's .venv-triton.
+    Raises TritonNotInstalled saying how to fix it."""
+    prefix = Path(prefix or os.environ.get("MODELFLEET_TRITON_VENV") or DEFAULT_TRITON_VENV).resolve()
     site = Path(sysconfig.get_path("purelib", vars={"base": str(prefix), "platbase": str(prefix)}))
     server_root = site / "pytriton" / "tritonserver"
     install = TritonInstall(

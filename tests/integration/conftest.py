@@ -6,6 +6,7 @@ Nothing here skips: without Triton the fixtures fail with the command that insta
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -49,11 +50,20 @@ def triton_install() -> TritonInstall:
 
 
 @pytest.fixture(scope="session")
-def examples(triton_install):
-    """examples/build_models.py as a module (examples/ is scripts, not a package).
+def build_examples(triton_install):
+    """Build the example artefacts into a folder with the toolchain's Python (which has onnx)."""
 
-    Needs onnx and numpy, which come with the Triton install: hence the fixture dependency.
-    """
+    def build(out: Path) -> Path:
+        subprocess.run([str(triton_install.prefix / "bin" / "python"), str(ROOT / "examples" / "build_models.py"),
+                        str(out)], check=True, capture_output=True, text=True)
+        return out
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def examples():
+    """examples/build_models.py as a module (examples/ is scripts, not a package), for its numpy references."""
     spec = importlib.util.spec_from_file_location("build_models", ROOT / "examples" / "build_models.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -61,9 +71,8 @@ def examples(triton_install):
 
 
 @pytest.fixture(scope="session")
-def model_repository(tmp_path_factory, examples) -> Path:
-    repository = tmp_path_factory.mktemp("model-repository")
-    examples.build(repository)
+def model_repository(tmp_path_factory, build_examples) -> Path:
+    repository = build_examples(tmp_path_factory.mktemp("model-repository"))
     for name, config in HAND_CONFIGS.items():
         (repository / name / "config.pbtxt").write_text(config.lstrip())
     return repository

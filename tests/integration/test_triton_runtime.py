@@ -114,8 +114,10 @@ def test_missing_install_names_the_fix(tmp_path):
         find_install(tmp_path)
 
 
-def test_example_models_build_byte_for_byte_the_same(examples, tmp_path):
-    first, second = examples.build(tmp_path / "a"), examples.build(tmp_path / "b")
-    for name in first:
+def test_example_models_build_byte_for_byte_the_same(build_examples, tmp_path):
+    first, second = build_examples(tmp_path / "a"), build_examples(tmp_path / "b")
+    names = sorted(p.name for p in first.iterdir())
+    assert names == ["fraud-detector", "sentiment"]
+    for name in names:
         for artefact in ("model.onnx", "model.py"):
-            assert (first[name] / "1" / artefact).read_bytes() == (second[name] / "1" / artefact).read_bytes()
+            assert (first / name / "1" / artefact).read_bytes() == (second / name / "1" / artefact).read_bytes()
