@@ -150,6 +150,86 @@ def plan(
         render_text(report, _console())
 
 
+def _plan_only(root: Path, stack: str):
+    from modelfleet.plan import build_plan
+
+    try:
+        return build_plan(load_fleet(root, stack))
+    except SpecError as exc:
+        _fail(exc)
+
+
+@app.command()
+def render(
+    stack: STACK_OPTION = "prod",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write into (created if missing).")] = Path("out"),
+    root: ROOT_OPTION = None,
+) -> None:
+    """Write what a reviewer reads: each model's config.pbtxt under OUT/models/<model>/ (one folder per
+    hardware class where they differ) and every Kubernetes object as YAML under OUT/kubernetes/<region>/."""
+    from modelfleet.render import render as render_files
+    from modelfleet.serving import ManifestError
+    from modelfleet.triton.config import ModelConfigError
+
+    root = _root(root)
+    fleet_plan = _plan_only(root, stack)
+    try:
+        written = render_files(fleet_plan, out)
+    except (ModelConfigError, ManifestError) as exc:
+        _fail([Problem("render", None, "", str(exc))])
+    console = _console()
+    for path in written:
+        console.print(str(path), markup=False, highlight=False)
+    console.print(f"[green]wrote {len(written)} file(s)[/] under {out}")
+
+
+@app.command()
+def serve(
+    stack: STACK_OPTION = "local",
+    http_port: Annotated[int, typer.Option(help="Triton's HTTP/REST port.")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="Triton's gRPC port.")] = 8001,
+    metrics_port: Annotated[int, typer.Option(help="Triton's Prometheus metrics port.")] = 8002,
+    root: ROOT_OPTION = None,
+) -> None:
+    """Run a real Triton on this machine with exactly the configs the plan renders (CPU), until Ctrl-C.
+    The model repository is laid out under build/serve/<stack>/."""
+    import signal
+    import time
+
+    from modelfleet.local import build_local_repository, repository_dir
+    from modelfleet.triton.config import ArtefactMissingError, ModelConfigError
+    from modelfleet.triton.runtime import TritonNotInstalled, TritonServer, TritonStartupError
+
+    root = _root(root)
+    fleet_plan = _plan_only(root, stack)
+    if fleet_plan.environment != "local":
+        _fail([Problem(f"stacks/Pulumi.{stack}.yaml", None, "modelfleet:environment",
+                       f"serve runs the local environment on this machine, not {fleet_plan.environment}; "
+                       "use --stack local, or `pulumi up` for cloud stacks")])
+    try:
+        repository = build_local_repository(fleet_plan, root, repository_dir(root, stack))
+    except (ModelConfigError, ArtefactMissingError) as exc:
+        _fail([Problem("serve", None, "", str(exc))])
+    console = Console(stderr=True, highlight=False)
+    stop = {"now": False}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.update(now=True))
+    try:
+        with TritonServer(repository, http_port, grpc_port, metrics_port) as server:
+            console.print(f"[green]Triton ready[/] — models: {', '.join(m.name for m in fleet_plan.models)}")
+            console.print(f"  HTTP    {server.http_url}\n  gRPC    {server.grpc_url}\n  metrics {server.metrics_url}")
+            console.print(f"  repository {repository}\nCtrl-C to stop.")
+            while not stop["now"] and server.process.poll() is None:
+                time.sleep(0.2)
+            if server.process.poll() is not None:
+                console.print(f"[red]tritonserver exited with code {server.process.returncode}[/]\n{server.log_tail()}")
+                raise typer.Exit(1)
+    except (TritonNotInstalled, TritonStartupError) as exc:
+        console.print(f"[red]error:[/] {exc}", markup=True)
+        raise typer.Exit(1)
+    console.print("stopped")
+
+
 def main() -> None:  # pragma: no cover - the console script
     app()
 
