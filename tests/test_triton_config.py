@@ -186,3 +186,38 @@ def test_cloud_stacks_render_gpu_configs_identical_to_the_library():
     configs = model_configs(plan)
     assert set(configs) == {("fraud-detector", "nvidia-l4"), ("sentiment", "nvidia-t4")}
     assert configs[("sentiment", "nvidia-t4")] == render_config(spec("sentiment"), "nvidia-t4")
+
+
+# --- the real server loads exactly what we render -----------------------------------------------------------
+
+@pytest.mark.integration
+def test_the_real_server_loads_the_rendered_configs_of_the_local_stack(tmp_path):
+    """Both example models, with the local stack's rendered configs (CPU instances, warmup, batching), load and
+    answer in the real tritonserver installed by scripts/install_triton.sh."""
+    import importlib.util
+
+    from modelfleet.triton.config import build_repository
+    from modelfleet.triton.runtime import TritonNotInstalled, TritonServer, find_install, free_ports
+
+    try:
+        install = find_install()
+    except TritonNotInstalled as error:
+        pytest.fail(str(error), pytrace=False)
+    builder = importlib.util.spec_from_file_location("build_models", ROOT / "examples" / "build_models.py")
+    examples = importlib.util.module_from_spec(builder)
+    builder.loader.exec_module(examples)
+    artefacts = tmp_path / "artefacts"
+    examples.build(artefacts)
+
+    plan = build_plan(load_fleet(ROOT, "local"))
+    configs = model_configs(plan)
+    repository = build_repository(tmp_path / "repository", [
+        (model, configs[(model.name, "cpu")], artefacts / model.name) for model in plan.models])
+    ports = free_ports(3)
+    with TritonServer(repository, *ports, install=install) as server:
+        import urllib.request
+        for model in plan.models:
+            with urllib.request.urlopen(f"http://{server.http_url}/v2/models/{model.name}/config") as response:
+                served = response.read().decode()
+            assert f'"name":"{model.name}"' in served and '"kind":"KIND_CPU"' in served
+        assert not server.log_errors()
