@@ -1,20 +1,76 @@
-"""The top of the component tree: one `Region` per region of the plan, each with its own provider."""
+"""The top of the component tree: one `Region` per region of the plan, each with its own providers.
+
+The contract with later components (Triton, gateway, monitoring): a `Region` exposes
+- `kubernetes`: the `pulumi_kubernetes.Provider` of its cluster; pass it as `provider=` to every object;
+- `triton_identity`: `namespace`, `service_account` and `annotations` (an Output of the ServiceAccount
+  annotations that give Triton read access to its models: IRSA role on AWS, workload identity on GCP);
+- `cloud_provider`: the region's AWS or GCP provider.
+"""
 
 from __future__ import annotations
 
 import pulumi
+import pulumi_kubernetes as kubernetes
 
-from components.providers import cloud_provider
+from components.cluster_addons import ClusterAutoscaler, GpuSoftware
+from components.cluster_aws import EksCluster
+from components.cluster_gcp import GkeCluster
+from components.cluster_identity import AwsTritonIdentity, GcpTritonIdentity, TritonIdentity
+from components.network_aws import AwsNetwork
+from components.network_gcp import GcpNetwork
+from components.providers import cloud_provider, eks_kubeconfig, gke_kubeconfig, kubernetes_provider
 from modelfleet.plan import FleetPlan, RegionPlan
 
 
 class Region(pulumi.ComponentResource):
-    """Everything modelfleet runs in one cloud region, under one explicit provider."""
+    """Everything modelfleet runs in one cloud region: network, GPU cluster, cluster software, Triton's identity."""
+
+    kubernetes: kubernetes.Provider
+    triton_identity: TritonIdentity
 
     def __init__(self, region: RegionPlan, fleet: FleetPlan, opts: pulumi.ResourceOptions | None = None):
         super().__init__("modelfleet:fleet:Region", region.key, None, opts)
-        self.provider = cloud_provider(region, fleet, pulumi.ResourceOptions(parent=self))
-        self.register_outputs({})
+        self.plan = region
+        self.cloud_provider = cloud_provider(region, fleet, pulumi.ResourceOptions(parent=self))
+        # Children inherit the region's provider: nothing can land in another region by accident.
+        in_region = pulumi.ResourceOptions(parent=self, providers=[self.cloud_provider])
+        tags = dict(fleet.tags)
+        if region.cloud == "aws":
+            self._aws(region, tags, in_region)
+        else:
+            self._gcp(region, fleet, tags, in_region)
+        self.register_outputs({
+            "clusterName": self.cluster.name,
+            "endpoint": self.cluster.endpoint,
+            "tritonAnnotations": self.triton_identity.annotations,
+        })
+
+    def _aws(self, region: RegionPlan, tags: dict[str, str], in_region: pulumi.ResourceOptions) -> None:
+        self.network = AwsNetwork(region, opts=in_region)
+        self.cluster = EksCluster(region, self.network, tags, opts=in_region)
+        self.kubernetes = kubernetes_provider(
+            region.key,
+            eks_kubeconfig(self.cluster.name, self.cluster.endpoint, self.cluster.ca_data, region.region),
+            pulumi.ResourceOptions(parent=self),
+        )
+        node_groups = list(self.cluster.node_groups.values())
+        self.gpu_software = GpuSoftware(region, self.kubernetes, node_groups, opts=in_region)
+        self.autoscaler = ClusterAutoscaler(region, self.cluster, self.kubernetes, node_groups, opts=in_region)
+        self.triton_identity = AwsTritonIdentity(region, self.cluster, opts=in_region)
+
+    def _gcp(self, region: RegionPlan, fleet: FleetPlan, tags: dict[str, str],
+             in_region: pulumi.ResourceOptions) -> None:
+        assert fleet.gcp_project, "the spec requires gcp_project for GCP regions"
+        self.network = GcpNetwork(region, opts=in_region)
+        self.cluster = GkeCluster(region, self.network, fleet.gcp_project, tags, opts=in_region)
+        self.kubernetes = kubernetes_provider(
+            region.key,
+            gke_kubeconfig(self.cluster.name, self.cluster.endpoint, self.cluster.ca_data),
+            pulumi.ResourceOptions(parent=self),
+        )
+        # GKE brings the device plugin with its managed driver, DCGM with managed monitoring, and its own
+        # node autoscaler within each pool's bounds: no charts needed there.
+        self.triton_identity = GcpTritonIdentity(region, [self.cluster.cluster], opts=in_region)
 
 
 def deploy(fleet: FleetPlan) -> list[Region]:

@@ -96,12 +96,17 @@ class CloudMocks(pulumi_mocks.Mocks):
     def __init__(self, stack: str):
         self.stack = stack
         self.provider_regions: dict[str, str] = {}  # provider name -> region
+        self.provider_projects: dict[str, str] = {}  # GCP provider name -> project
         self.current = threading.local()
         self.inputs: dict[str, dict] = {}  # urn -> inputs
 
     def _region(self, provider_ref: str | None) -> str:
         name = _name_of(provider_ref.rsplit("::", 1)[0]) if provider_ref else None
         return self.provider_regions.get(name or "", "us-east-1")
+
+    def _project(self, provider_ref: str | None) -> str:
+        name = _name_of(provider_ref.rsplit("::", 1)[0]) if provider_ref else None
+        return self.provider_projects.get(name or "", f"modelfleet-{self.stack}")
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str, dict]:
         urn = getattr(self.current, "urn", None)
@@ -113,55 +118,95 @@ class CloudMocks(pulumi_mocks.Mocks):
             region = args.inputs.get("region")
             if region:
                 self.provider_regions[args.name] = region
+            if args.inputs.get("project"):
+                self.provider_projects[args.name] = args.inputs["project"]
             return f"{args.name}-provider-id", state
         region = self._region(args.provider)
-        state.update(_outputs_for(args.typ, args.name, region, digest, args.inputs))
+        state.update(_outputs_for(args.typ, args.name, region, digest, args.inputs, self._project(args.provider)))
         return state.get("id") or f"{args.name}-{digest[:8]}", state
 
     def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict, list | None]:
         region = self._region(args.provider)
-        answer = _invoke_answers(args.token, region, self.stack)
+        answer = _invoke_answers(args.token, region, self.stack, args.args)
         if answer is None:
             raise RuntimeError(
                 f"the offline plan has no answer for invoke {args.token}; add one to modelfleet/offline.py")
-        return answer, None
+        return answer, []  # the mock monitor iterates the failures list
 
 
-def _outputs_for(typ: str, name: str, region: str, digest: str, inputs: dict) -> dict:
+# EC2 ids look like the real ones (`subnet-0a1b...`), so anything that parses them sees the right shape.
+_EC2_ID_PREFIX = {
+    "aws:ec2/vpc:Vpc": "vpc", "aws:ec2/subnet:Subnet": "subnet", "aws:ec2/internetGateway:InternetGateway": "igw",
+    "aws:ec2/natGateway:NatGateway": "nat", "aws:ec2/eip:Eip": "eipalloc", "aws:ec2/routeTable:RouteTable": "rtb",
+    "aws:ec2/securityGroup:SecurityGroup": "sg", "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup": "sg",
+    "aws:ec2/vpcEndpoint:VpcEndpoint": "vpce", "aws:ec2/flowLog:FlowLog": "fl",
+    "aws:ec2/launchTemplate:LaunchTemplate": "lt", "aws:ec2/routeTableAssociation:RouteTableAssociation": "rtbassoc",
+}
+
+
+def _outputs_for(typ: str, name: str, region: str, digest: str, inputs: dict, project: str = "modelfleet") -> dict:
     """Outputs a real provider would return that later resources read."""
     service = typ.split(":")[1].split("/")[0]
     out: dict[str, Any] = {}
-    physical = inputs.get("name") or f"{name}-{digest[:7]}"
+    physical = inputs.get("name") or (inputs.get("namePrefix") or f"{name}-") + digest[:7]
     out["name"] = physical
     if typ.startswith("aws:"):
         out["arn"] = f"arn:aws:{service}:{region}:{ACCOUNT_ID}:{service}/{physical}"
+    if typ in _EC2_ID_PREFIX:
+        out["id"] = f"{_EC2_ID_PREFIX[typ]}-0{digest[:16]}"
+    if typ == "aws:ec2/launchTemplate:LaunchTemplate":
+        out["latestVersion"] = 1
+        out["defaultVersion"] = 1
     if typ == "aws:eks/cluster:Cluster":
         out["endpoint"] = f"https://{digest[:32].upper()}.gr7.{region}.eks.amazonaws.com"
         out["certificateAuthority"] = {"data": base64.b64encode(b"mock-ca-" + digest[:16].encode()).decode()}
         out["identities"] = [{"oidcs": [{"issuer": f"https://oidc.eks.{region}.amazonaws.com/id/{digest[:32].upper()}"}]}]
         out["id"] = physical
+        out["arn"] = f"arn:aws:eks:{region}:{ACCOUNT_ID}:cluster/{physical}"
+    if typ == "aws:eks/nodeGroup:NodeGroup":
+        group = inputs.get("nodeGroupName") or f"{name}-{digest[:7]}"
+        out["nodeGroupName"] = group
+        out["status"] = "ACTIVE"
+        out["arn"] = f"arn:aws:eks:{region}:{ACCOUNT_ID}:nodegroup/{inputs.get('clusterName')}/{group}/{digest[:8]}"
+    if typ == "aws:cloudwatch/logGroup:LogGroup":
+        out["arn"] = f"arn:aws:logs:{region}:{ACCOUNT_ID}:log-group:{physical}"
     if typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
         out["arn"] = f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{inputs.get('url', '').removeprefix('https://')}"
     if typ == "aws:iam/role:Role":
         out["arn"] = f"arn:aws:iam::{ACCOUNT_ID}:role/{physical}"
+        out["id"] = physical
     if typ == "aws:kms/key:Key":
         out["arn"] = f"arn:aws:kms:{region}:{ACCOUNT_ID}:key/{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
+    if typ == "gcp:compute/network:Network":
+        out["id"] = f"projects/{project}/global/networks/{physical}"
+    if typ == "gcp:compute/subnetwork:Subnetwork":
+        out["id"] = f"projects/{project}/regions/{region}/subnetworks/{physical}"
+    if typ == "gcp:compute/router:Router":
+        out["id"] = f"projects/{project}/regions/{region}/routers/{physical}"
     if typ == "gcp:container/cluster:Cluster":
-        out["endpoint"] = f"10.{int(digest[:2], 16) % 200}.0.2"
+        master = (inputs.get("privateClusterConfig") or {}).get("masterIpv4CidrBlock") or "172.16.0.0/28"
+        out["endpoint"] = master.rsplit(".", 1)[0] + "." + str(int(master.rsplit(".", 1)[1].split("/")[0]) + 2)
         out["masterAuth"] = {"clusterCaCertificate": base64.b64encode(b"mock-ca-" + digest[:16].encode()).decode()}
+        out["id"] = f"projects/{project}/locations/{inputs.get('location', region)}/clusters/{physical}"
+    if typ == "gcp:container/nodePool:NodePool":
+        out["id"] = f"{inputs.get('cluster', '')}/nodePools/{physical}"
+    if typ == "gcp:kms/keyRing:KeyRing":
+        out["id"] = f"projects/{project}/locations/{inputs.get('location', region)}/keyRings/{physical}"
+    if typ == "gcp:kms/cryptoKey:CryptoKey":
+        out["id"] = f"{inputs.get('keyRing', '')}/cryptoKeys/{physical}"
     if typ == "gcp:serviceaccount/account:Account":
         account = inputs.get("accountId", physical)
-        out["email"] = f"{account}@modelfleet-{_project_suffix()}.iam.gserviceaccount.com"
+        out["email"] = f"{account}@{project}.iam.gserviceaccount.com"
+        out["name"] = f"projects/{project}/serviceAccounts/{out['email']}"
+        out["member"] = f"serviceAccount:{out['email']}"
+        out["id"] = out["name"]
     if typ.startswith("gcp:"):
-        out.setdefault("selfLink", f"https://www.googleapis.com/{service}/v1/projects/modelfleet/{region}/{physical}")
+        out.setdefault("selfLink", f"https://www.googleapis.com/{service}/v1/projects/{project}/{region}/{physical}")
     return out
 
 
-def _project_suffix() -> str:
-    return pulumi.get_stack()
-
-
-def _invoke_answers(token: str, region: str, stack: str) -> dict | None:
+def _invoke_answers(token: str, region: str, stack: str, args: dict | None = None) -> dict | None:
+    args = args or {}
     if token == "aws:index/getCallerIdentity:getCallerIdentity":
         return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/ci", "userId": "AIDAMOCK"}
     if token == "aws:index/getPartition:getPartition":
@@ -174,7 +219,8 @@ def _invoke_answers(token: str, region: str, stack: str) -> dict | None:
     if token == "gcp:organizations/getClientConfig:getClientConfig":
         return {"project": f"modelfleet-{stack}", "region": region, "zone": f"{region}-a", "accessToken": "mock"}
     if token == "gcp:organizations/getProject:getProject":
-        return {"projectId": f"modelfleet-{stack}", "number": "123456789012", "name": f"modelfleet-{stack}"}
+        project = args.get("projectId") or f"modelfleet-{stack}"
+        return {"projectId": project, "number": "123456789012", "name": project, "id": f"projects/{project}"}
     if token == "gcp:compute/getZones:getZones":
         return {"names": list(regions()["gcp"].get(region, regions()["gcp"]["us-central1"]).zones)}
     return None

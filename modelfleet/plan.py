@@ -36,6 +36,10 @@ EKS_SERVICE_CIDRS = ("172.20.0.0/16", "10.100.0.0/16")
 IMDS_HOP_LIMIT = 1
 GKE_RELEASE_CHANNEL = "REGULAR"
 GKE_IMAGE = "COS_CONTAINERD"
+# GKE's managed DCGM exporter (needs managed Prometheus) gives GPU metrics without a chart on GKE.
+GKE_MONITORING = ("SYSTEM_COMPONENTS", "DCGM")
+# "DEFAULT" is the driver GKE qualifies for the node version; LATEST would float ahead of it.
+GKE_GPU_DRIVER = "DEFAULT"
 # The lowest-priority firewall rule GCP allows below its implied rules; anything GKE or we allow wins over it.
 GCP_DENY_ALL_PRIORITY = 65534
 GCP_FLOW_LOG_SAMPLING = 0.5
@@ -123,6 +127,7 @@ class IdentityPlan:
     grants: tuple[BucketGrant, ...]
     cloud_account: str  # IAM role name prefix (AWS) or Google service account id (GCP)
     gcp_member: str  # the KSA as a GCP IAM member (workload identity); "" on AWS
+    workload_pool: str  # GKE workload identity pool; "" on AWS
 
     @property
     def subject(self) -> str:
@@ -295,6 +300,7 @@ def _identity(entry: RegionEntry, stack: StackSpec, placements: tuple[Placement,
         else f"{stack.environment}-triton-{entry.name}",
         gcp_member=f"serviceAccount:{stack.gcp_project}.svc.id.goog[{namespace}/{TRITON_SERVICE_ACCOUNT}]"
         if is_gcp else "",
+        workload_pool=f"{stack.gcp_project}.svc.id.goog" if is_gcp else "",
     )
 
 

@@ -1,0 +1,100 @@
+"""Cluster software from third-party charts: the NVIDIA GPU stack and the node autoscaler, pinned in
+`components/versions.py`.
+
+Helm talks to the cluster's private API endpoint: `pulumi up` must run where that endpoint is reachable (a CI
+runner in the VPC, or a stack whose spec lists the runner's CIDR in `cluster_endpoint.public_access_cidrs`).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as kubernetes
+
+from components import versions
+from components.cluster_aws import EksCluster, irsa_role
+from modelfleet import access
+from modelfleet.plan import GPU_TAINT_KEY, RegionPlan
+
+GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")  # set on every GPU pool by the plan
+SYSTEM_POOL_LABEL = ("modelfleet.io/pool", "system")
+
+
+def _release(name: str, chart: versions.Chart, values: pulumi.Input[dict], opts: pulumi.ResourceOptions
+             ) -> kubernetes.helm.v3.Release:
+    # Helm objects carry no cloud tags; they are labelled by Helm (app.kubernetes.io/managed-by, helm.sh/chart)
+    # and live on nodes whose instances carry the stack's tags.
+    return kubernetes.helm.v3.Release(
+        name,
+        name=chart.chart,
+        chart=chart.chart,
+        version=chart.version,
+        repository_opts=kubernetes.helm.v3.RepositoryOptsArgs(repo=chart.repository),
+        namespace=chart.namespace,
+        create_namespace=True,
+        atomic=True,
+        values=values,
+        opts=opts,
+    )
+
+
+def _gpu_placement() -> dict:
+    return {
+        "nodeSelector": {GPU_NODE_LABEL[0]: GPU_NODE_LABEL[1]},
+        "tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
+    }
+
+
+class GpuSoftware(pulumi.ComponentResource):
+    """The NVIDIA device plugin (advertises `nvidia.com/gpu`) and the DCGM exporter (GPU metrics) on GPU nodes."""
+
+    def __init__(self, region: RegionPlan, kubernetes_provider: kubernetes.Provider, depends_on: list[pulumi.Resource],
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("modelfleet:k8s:GpuSoftware", region.key, None, opts)
+        child = pulumi.ResourceOptions(parent=self, provider=kubernetes_provider, depends_on=depends_on)
+        self.device_plugin = _release(f"{region.key}-nvidia-device-plugin", versions.NVIDIA_DEVICE_PLUGIN,
+                                      _gpu_placement(), child)
+        self.dcgm_exporter = _release(f"{region.key}-dcgm-exporter", versions.DCGM_EXPORTER, {
+            **_gpu_placement(),
+            # The monitoring stack scrapes the exporter's Service; no ServiceMonitor CRD is assumed here.
+            "serviceMonitor": {"enabled": False},
+        }, pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[self.device_plugin])))
+        self.register_outputs({"releases": [self.device_plugin.status, self.dcgm_exporter.status]})
+
+
+class ClusterAutoscaler(pulumi.ComponentResource):
+    """cluster-autoscaler on EKS: grows and shrinks each managed node group within the plan's bounds, with an
+    IRSA role that can only resize this cluster's groups."""
+
+    def __init__(self, region: RegionPlan, cluster: EksCluster, kubernetes_provider: kubernetes.Provider,
+                 depends_on: list[pulumi.Resource], opts: pulumi.ResourceOptions | None = None):
+        super().__init__("modelfleet:aws:ClusterAutoscaler", region.key, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        namespace, service_account = access.CLUSTER_AUTOSCALER_SERVICE_ACCOUNT
+        role = irsa_role(f"{region.key}-cluster-autoscaler", cluster, namespace, service_account, opts=child)
+        aws.iam.RolePolicy(
+            f"{region.key}-cluster-autoscaler",
+            role=role.id,
+            policy=cluster.name.apply(lambda name: json.dumps(access.cluster_autoscaler_policy(name), sort_keys=True)),
+            opts=child,
+        )
+        self.release = _release(f"{region.key}-cluster-autoscaler", versions.CLUSTER_AUTOSCALER, {
+            "cloudProvider": "aws",
+            "awsRegion": region.region,
+            "autoDiscovery": {"clusterName": cluster.name},
+            "rbac": {"serviceAccount": {
+                "create": True,
+                "name": service_account,
+                "annotations": {"eks.amazonaws.com/role-arn": role.arn},
+            }},
+            "nodeSelector": {SYSTEM_POOL_LABEL[0]: SYSTEM_POOL_LABEL[1]},
+            "extraArgs": {
+                # The spot and on-demand pools of one GPU class are alternatives: fill the cheapest that fits.
+                "expander": "least-waste",
+                "balance-similar-node-groups": "true",
+                "skip-nodes-with-system-pods": "false",
+            },
+        }, pulumi.ResourceOptions(parent=self, provider=kubernetes_provider, depends_on=depends_on))
+        self.register_outputs({"roleArn": role.arn})
