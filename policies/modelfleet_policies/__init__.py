@@ -1,0 +1,23 @@
+"""The modelfleet policies, one module per area. `policies/__main__.py` serves them to the Pulumi CLI;
+`modelfleet.review` runs the very same objects offline against the recorded resources."""
+
+from __future__ import annotations
+
+from . import cost, encryption, governance, gpu, identity, kubernetes, monitoring, network
+
+PACK_NAME = "modelfleet-policies"
+
+AREAS = {
+    "network": network.POLICIES,
+    "encryption": encryption.POLICIES,
+    "identity": identity.POLICIES,
+    "gpu": gpu.POLICIES,
+    "kubernetes": kubernetes.POLICIES,
+    "cost": cost.POLICIES,
+    "governance": governance.POLICIES,
+    "monitoring": monitoring.POLICIES,
+}
+
+POLICIES = tuple(policy for policies in AREAS.values() for policy in policies)
+
+__all__ = ["AREAS", "PACK_NAME", "POLICIES"]

@@ -1,0 +1,158 @@
+"""Kubernetes workloads: images pinned by digest, requests and limits, nothing privileged, probes, and a
+NetworkPolicy around every Triton workload."""
+
+from __future__ import annotations
+
+import re
+
+from pulumi_policy import (EnforcementLevel, PolicyConfigSchema, ReportViolation, ResourceValidationArgs,
+                           ResourceValidationPolicy, StackValidationArgs, StackValidationPolicy)
+
+from ._util import (LONG_RUNNING, as_dict, config, containers, get, is_triton, items, labels_of, namespace_of,
+                    pod_template, selector_matches, short, truthy, workload_name)
+
+_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+_EXEMPT_NS = {"type": "array", "items": {"type": "string"}, "default": ["kube-system"],
+              "description": "Namespaces whose workloads are exempt (cluster add-ons)."}
+
+
+def _workload(args: ResourceValidationArgs):
+    """The pod template of a workload outside the exempt namespaces, or None."""
+    template = pod_template(args.resource_type, args.props)
+    if template is None or namespace_of(args.props) in config(args, "exempt_namespaces", ["kube-system"]):
+        return None
+    return template
+
+
+def _pinned(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    template = _workload(args)
+    for where, c in containers(template) if template is not None else ():
+        image = str(get(c, "image", default=""))
+        if not _DIGEST.search(image):
+            report(f"{short(args.urn)}: {where} runs image {image!r}, not pinned by digest, so what runs can change "
+                   "without a diff. Fix: use '<registry>/<repo>@sha256:<digest>' (keep the tag in a comment or "
+                   "label); resolve it with `crane digest <image:tag>`.")
+
+
+images_pinned = ResourceValidationPolicy(
+    name="images-pinned-by-digest",
+    description="Every container image is referenced by an immutable sha256 digest.",
+    enforcement_level=EnforcementLevel.MANDATORY,
+    config_schema=PolicyConfigSchema(properties={"exempt_namespaces": _EXEMPT_NS}),
+    validate=_pinned,
+)
+
+
+def _resources(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    template = _workload(args)
+    need_cpu_limit = truthy(config(args, "require_cpu_limit", False))
+    for where, c in containers(template) if template is not None else ():
+        requests = as_dict(get(c, "resources", "requests"))
+        limits = as_dict(get(c, "resources", "limits"))
+        missing = [f"requests.{k}" for k in ("cpu", "memory") if k not in requests]
+        missing += [f"limits.{k}" for k in (("cpu", "memory") if need_cpu_limit else ("memory",)) if k not in limits]
+        gpu_keys = [k for k in list(requests) + list(limits) if k.endswith("/gpu")]
+        missing += [f"limits.{k}" for k in sorted(set(gpu_keys)) if k not in limits]
+        if missing:
+            report(f"{short(args.urn)}: {where} has no {', '.join(missing)}. Without them the scheduler cannot place "
+                   "it safely and a leak can starve its neighbours. Fix: set resources.requests cpu and memory and "
+                   "resources.limits memory (and nvidia.com/gpu for GPU containers), from the plan's sizing.")
+
+
+requests_and_limits = ResourceValidationPolicy(
+    name="resources-requests-and-limits",
+    description="Every container sets CPU and memory requests and a memory limit (GPU containers a GPU limit).",
+    enforcement_level=EnforcementLevel.MANDATORY,
+    config_schema=PolicyConfigSchema(properties={
+        "exempt_namespaces": _EXEMPT_NS,
+        "require_cpu_limit": {"type": "boolean", "default": False,
+                              "description": "Also require a CPU limit (off: CPU limits throttle latency-bound servers)."},
+    }),
+    validate=_resources,
+)
+
+_DANGEROUS_CAPS = {"ALL", "SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE", "SYS_MODULE", "NET_RAW"}
+
+
+def _unprivileged(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    template = _workload(args)
+    if template is None:
+        return
+    who = short(args.urn)
+    for host in ("hostNetwork", "hostPID", "hostIPC"):
+        if truthy(get(template, "spec", host)):
+            report(f"{who}: the pod sets {host}: true and shares the node's namespaces. Fix: remove {host}.")
+    for where, c in containers(template):
+        sc = get(c, "securityContext")
+        if truthy(get(sc, "privileged")):
+            report(f"{who}: {where} runs privileged (root on the node). Fix: remove securityContext.privileged; GPU "
+                   "access comes from the nvidia.com/gpu resource limit, not privilege.")
+        if truthy(get(sc, "allowPrivilegeEscalation")):
+            report(f"{who}: {where} sets allowPrivilegeEscalation: true. Fix: set it to false.")
+        added = {str(cap).upper() for cap in items(get(sc, "capabilities", "add"))} & _DANGEROUS_CAPS
+        if added:
+            report(f"{who}: {where} adds capabilities {', '.join(sorted(added))}. Fix: drop them "
+                   "(capabilities: {drop: [ALL]}).")
+
+
+no_privileged = ResourceValidationPolicy(
+    name="no-privileged-containers",
+    description="No container runs privileged, escalates privileges, adds dangerous capabilities or shares host "
+                "namespaces.",
+    enforcement_level=EnforcementLevel.MANDATORY,
+    config_schema=PolicyConfigSchema(properties={"exempt_namespaces": _EXEMPT_NS}),
+    validate=_unprivileged,
+)
+
+
+def _probes(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if args.resource_type not in LONG_RUNNING:
+        return
+    template = _workload(args)
+    for where, c in containers(template, init=False) if template is not None else ():
+        missing = [probe for probe in ("readinessProbe", "livenessProbe") if get(c, probe) is None]
+        if missing:
+            report(f"{short(args.urn)}: {where} has no {' or '.join(missing)}, so traffic reaches it before the "
+                   "model is loaded or a hung server keeps receiving requests. Fix: for Triton, readinessProbe "
+                   "httpGet /v2/health/ready and livenessProbe httpGet /v2/health/live on port 8000 (add a "
+                   "startupProbe for slow model loads).")
+
+
+probes_present = ResourceValidationPolicy(
+    name="probes-present",
+    description="Every long-running container has readiness and liveness probes.",
+    enforcement_level=EnforcementLevel.MANDATORY,
+    config_schema=PolicyConfigSchema(properties={"exempt_namespaces": _EXEMPT_NS}),
+    validate=_probes,
+)
+
+NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+
+
+def _isolated(args: StackValidationArgs, report: ReportViolation) -> None:
+    policies = [r for r in args.resources if r.resource_type == NETWORK_POLICY]
+    for w in args.resources:
+        if not is_triton(w.resource_type, w.props):
+            continue
+        template = pod_template(w.resource_type, w.props)
+        ns, pod_labels = namespace_of(w.props), labels_of(template)
+        covering = [np for np in policies if namespace_of(np.props) == ns
+                    and selector_matches(get(np.props, "spec", "podSelector"), pod_labels)
+                    and ("Ingress" in [str(x) for x in items(get(np.props, "spec", "policyTypes"))]
+                         or get(np.props, "spec", "ingress") is not None)]
+        if not covering:
+            report(f"{short(w.urn)}: the Triton workload {workload_name(w.props, w.name)} (pod labels "
+                   f"{dict(sorted(pod_labels.items()))}) is not selected by any NetworkPolicy with Ingress rules in "
+                   f"namespace {ns}, so every pod in the cluster can call it directly, bypassing the gateway's auth "
+                   "and rate limits. Fix: add a NetworkPolicy whose podSelector matches these labels and which only "
+                   "allows ingress from the gateway (8000/8001) and Prometheus (8002).", w.urn)
+
+
+triton_network_policy = StackValidationPolicy(
+    name="triton-network-policy",
+    description="Every Triton workload is selected by a NetworkPolicy that restricts its ingress.",
+    enforcement_level=EnforcementLevel.MANDATORY,
+    validate=_isolated,
+)
+
+POLICIES = [images_pinned, requests_and_limits, no_privileged, probes_present, triton_network_policy]
