@@ -19,6 +19,7 @@ from components.cluster_identity import AwsTritonIdentity, GcpTritonIdentity, Tr
 from components.network_aws import AwsNetwork
 from components.network_gcp import GcpNetwork
 from components.providers import cloud_provider, eks_kubeconfig, gke_kubeconfig, kubernetes_provider
+from components.serving import Serving
 from modelfleet.plan import FleetPlan, RegionPlan
 
 
@@ -39,6 +40,8 @@ class Region(pulumi.ComponentResource):
             self._aws(region, tags, in_region)
         else:
             self._gcp(region, fleet, tags, in_region)
+        self.serving = Serving(fleet, region, self.kubernetes, self.triton_identity.annotations,
+                               opts=pulumi.ResourceOptions(parent=self, depends_on=[self.triton_identity]))
         self.register_outputs({
             "clusterName": self.cluster.name,
             "endpoint": self.cluster.endpoint,
@@ -49,7 +52,7 @@ class Region(pulumi.ComponentResource):
         self.network = AwsNetwork(region, opts=in_region)
         self.cluster = EksCluster(region, self.network, tags, opts=in_region)
         self.kubernetes = kubernetes_provider(
-            region.key,
+            f"{region.key}-k8s",
             eks_kubeconfig(self.cluster.name, self.cluster.endpoint, self.cluster.ca_data, region.region),
             pulumi.ResourceOptions(parent=self),
         )
@@ -64,7 +67,7 @@ class Region(pulumi.ComponentResource):
         self.network = GcpNetwork(region, opts=in_region)
         self.cluster = GkeCluster(region, self.network, fleet.gcp_project, tags, opts=in_region)
         self.kubernetes = kubernetes_provider(
-            region.key,
+            f"{region.key}-k8s",
             gke_kubeconfig(self.cluster.name, self.cluster.endpoint, self.cluster.ca_data),
             pulumi.ResourceOptions(parent=self),
         )

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import yaml
 
 from modelfleet.catalogue import hardware
-from modelfleet.plan import LABEL_PREFIX, FleetPlan, Placement, PoolPlan, RegionPlan
+from modelfleet.plan import LABEL_PREFIX, TRITON_SERVICE_ACCOUNT, FleetPlan, Placement, PoolPlan, RegionPlan
 from modelfleet.spec import ModelSpec
 
 # --- pinned images and charts: the only place they live ---------------------------------------------------
@@ -50,12 +50,15 @@ GATEWAY_REQUESTS_METRIC = "modelfleet_gateway_requests_total"  # counter with a 
 
 # --- the serving shape --------------------------------------------------------------------------------
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
-SERVICE_ACCOUNT = "triton"
+SERVICE_ACCOUNT = TRITON_SERVICE_ACCOUNT  # the plan names it; the cloud identity trusts exactly it
 COMPONENT = "inference"
 ZONE_KEY = "topology.kubernetes.io/zone"
 HOSTNAME_KEY = "kubernetes.io/hostname"
 POOL_LABEL = f"{LABEL_PREFIX}/pool"
 CONFIG_HASH_ANNOTATION = f"{LABEL_PREFIX}/config-sha256"
+OWNER_ANNOTATION = f"{LABEL_PREFIX}/owner"
+SLO_P99_ANNOTATION = f"{LABEL_PREFIX}/slo-p99-ms"
+SLO_AVAILABILITY_ANNOTATION = f"{LABEL_PREFIX}/slo-availability"
 RESOURCE_SHARE = 0.75  # of a node's CPU and memory per GPU (or per node on CPU); the rest is daemons and system
 SHM_SIZE = "1Gi"  # python backend tensors cross /dev/shm
 TMP_SIZE = "20Gi"  # Triton downloads an s3:// or gs:// repository to a local temp dir
@@ -320,7 +323,12 @@ def deployment(plan: FleetPlan, w: Workload) -> dict:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _meta(w.name, labels, w.namespace),
+        "metadata": _meta(w.name, labels, w.namespace, {
+            # Who is paged and against what: read by the policy pack and the alert rules.
+            OWNER_ANNOTATION: w.model.owner,
+            SLO_P99_ANNOTATION: f"{w.model.slo.p99_ms:g}",
+            SLO_AVAILABILITY_ANNOTATION: f"{w.model.slo.availability:g}",
+        }),
         "spec": {
             # No `replicas`: the ScaledObject owns it between the plan's bounds; a re-apply must not reset it.
             "selector": {"matchLabels": selector},

@@ -187,3 +187,15 @@ def test_keda_is_installed_once_per_cluster_with_a_pinned_chart(prod_resources):
     releases = [r for r in prod_resources if r.type == "kubernetes:helm.sh/v3:Release" and r.inputs.get("chart") == "keda"]
     assert len(releases) == len(plan_of("prod").regions)
     assert {r.inputs["version"] for r in releases} == {serving.KEDA_CHART_VERSION}
+
+
+@pytest.mark.parametrize("stack", CLOUD_STACKS)
+def test_the_namespace_and_service_account_are_the_ones_the_cloud_identity_trusts(stack):
+    plan = plan_of(stack)
+    for region in plan.regions:
+        objs = serving.region_objects(plan, region, {})
+        ns = next(o for o in objs if o["kind"] == "Namespace")
+        account = next(o for o in objs if o["kind"] == "ServiceAccount")
+        assert (ns["metadata"]["name"], account["metadata"]["name"]) == (
+            region.identity.namespace, region.identity.service_account)
+        assert {o["metadata"].get("namespace") for o in objs if o["kind"] != "Namespace"} == {region.identity.namespace}
