@@ -40,6 +40,8 @@ class Recorded:
     custom: bool
     inputs: dict
     dependencies: tuple[str, ...] = ()
+    id: str | None = None  # what the mocked provider answered; not part of `as_dict` (the plan's JSON)
+    outputs: dict = field(default_factory=dict, compare=False)
 
     @property
     def is_provider(self) -> bool:
@@ -99,6 +101,7 @@ class CloudMocks(pulumi_mocks.Mocks):
         self.provider_projects: dict[str, str] = {}  # GCP provider name -> project
         self.current = threading.local()
         self.inputs: dict[str, dict] = {}  # urn -> inputs
+        self.answers: dict[str, tuple[str, dict]] = {}  # urn -> (id, outputs)
 
     def _region(self, provider_ref: str | None) -> str:
         name = _name_of(provider_ref.rsplit("::", 1)[0]) if provider_ref else None
@@ -123,7 +126,10 @@ class CloudMocks(pulumi_mocks.Mocks):
             return f"{args.name}-provider-id", state
         region = self._region(args.provider)
         state.update(_outputs_for(args.typ, args.name, region, digest, args.inputs, self._project(args.provider)))
-        return state.get("id") or f"{args.name}-{digest[:8]}", state
+        resource_id = state.get("id") or f"{args.name}-{digest[:8]}"
+        if urn:
+            self.answers[urn] = (resource_id, state)
+        return resource_id, state
 
     def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict, list | None]:
         region = self._region(args.provider)
@@ -281,7 +287,8 @@ def evaluate(root: Path, stack: str, program: Path | None = None) -> Evaluation:
     finally:
         os.chdir(cwd)
     resources = [
-        Recorded(urn=_engine_urn(urn), inputs=_redact(mocks.inputs.get(urn, {})), **record)
+        Recorded(urn=_engine_urn(urn), inputs=_redact(mocks.inputs.get(urn, {})), **record,
+                 id=mocks.answers.get(urn, (None, {}))[0], outputs=_redact(mocks.answers.get(urn, (None, {}))[1]))
         for urn, record in monitor.records.items()
     ]
     resources.sort(key=lambda r: r.urn)

@@ -1,0 +1,481 @@
+"""The infrastructure as declared: every recorded resource of `dev` and `prod`, checked against the spec.
+
+Each stack is evaluated once per session (the `evaluated` fixture) by the real program under the SDK's mocks.
+Assertions run over all resources of a kind, never a sample, and compare with the plan the spec produces.
+"""
+
+from __future__ import annotations
+
+import inspect
+import ipaddress
+import json
+import re
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from components import versions
+from modelfleet.loader import load_fleet
+from modelfleet.offline import Recorded, evaluate
+from modelfleet.plan import GPU_TAINT_KEY, FleetPlan, RegionPlan, build_plan
+
+PROJECT = Path(__file__).resolve().parent.parent
+STACKS = ["dev", "prod"]
+
+REGION = "modelfleet:fleet:Region"
+SUBNET = "aws:ec2/subnet:Subnet"
+ROUTE_TABLE = "aws:ec2/routeTable:RouteTable"
+NAT = "aws:ec2/natGateway:NatGateway"
+LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
+EKS = "aws:eks/cluster:Cluster"
+KMS_KEY = "aws:kms/key:Key"
+ROLE = "aws:iam/role:Role"
+ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+ROLE_ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+GKE = "gcp:container/cluster:Cluster"
+NODE_POOL = "gcp:container/nodePool:NodePool"
+CRYPTO_KEY = "gcp:kms/cryptoKey:CryptoKey"
+GSA = "gcp:serviceaccount/account:Account"
+BUCKET_MEMBER = "gcp:storage/bucketIAMMember:BucketIAMMember"
+PROJECT_MEMBER = "gcp:projects/iAMMember:IAMMember"
+SA_MEMBER = "gcp:serviceaccount/iAMMember:IAMMember"
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+K8S_PROVIDER = "pulumi:providers:kubernetes"
+EFFECTS = {"NoSchedule": "NO_SCHEDULE", "NoExecute": "NO_EXECUTE", "PreferNoSchedule": "PREFER_NO_SCHEDULE"}
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+@cache
+def plan_of(stack: str) -> FleetPlan:
+    return build_plan(load_fleet(PROJECT, stack))
+
+
+class Stack:
+    """One evaluated stack: its resources, indexed, and the plan it was built from."""
+
+    def __init__(self, resources: list[Recorded], plan: FleetPlan):
+        self.resources = resources
+        self.plan = plan
+        self.by_urn = {r.urn: r for r in resources}
+        self.providers = {r.name: r for r in resources if r.is_provider}
+
+    def of(self, typ: str) -> list[Recorded]:
+        return [r for r in self.resources if r.type == typ]
+
+    def region_of(self, resource: Recorded) -> RegionPlan:
+        node: Recorded | None = resource
+        while node is not None and node.type != REGION:
+            node = self.by_urn.get(node.parent) if node.parent else None
+        assert node is not None, f"{resource.urn} is outside every Region component"
+        return next(r for r in self.plan.regions if r.key == node.name)
+
+    def pool_of(self, resource: Recorded) -> object:
+        region = self.region_of(resource)
+        return next(p for p in region.pools if resource.name == f"{region.key}-{p.name}")
+
+
+@pytest.fixture(params=STACKS)
+def stack(request, evaluated) -> Stack:
+    return Stack(evaluated(request.param).resources, plan_of(request.param))
+
+
+def _json(value) -> dict:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _sdk_class(resource_type: str):
+    """The Python SDK class of a resource type token, e.g. `aws:ec2/vpc:Vpc` -> `pulumi_aws.ec2.Vpc`."""
+    import importlib
+
+    package, module_path, name = resource_type.split(":")
+    module = module_path.split("/")[0]
+    sdk = importlib.import_module(f"pulumi_{package}" + ("" if module == "index" else f".{module}"))
+    return getattr(sdk, name)
+
+
+def _init_params(resource_type: str) -> set[str]:
+    cls = _sdk_class(resource_type)
+    return set(inspect.signature(cls._internal_init).parameters)
+
+
+# ------------------------------------------------------------------------------------- no public address
+
+def test_no_subnet_hands_out_public_addresses(stack):
+    subnets = stack.of(SUBNET)
+    assert len(subnets) == sum(2 * len(r.zones) for r in stack.plan.regions if r.cloud == "aws")
+    assert all(s.inputs.get("mapPublicIpOnLaunch") is False for s in subnets), \
+        [s.name for s in subnets if s.inputs.get("mapPublicIpOnLaunch") is not False]
+
+
+def test_nodes_live_only_in_private_subnets_without_public_ips(stack):
+    private = {s.id for s in stack.of(SUBNET) if "kubernetes.io/role/internal-elb" in s.inputs.get("tags", {})}
+    public = {s.id for s in stack.of(SUBNET)} - private
+    groups = stack.of(NODE_GROUP)
+    assert groups
+    for group in groups:
+        assert set(group.inputs["subnetIds"]) <= private and not set(group.inputs["subnetIds"]) & public, group.name
+    for template in stack.of(LAUNCH_TEMPLATE):
+        for nic in template.inputs.get("networkInterfaces", []):
+            assert nic.get("associatePublicIpAddress") in (None, "false", False), template.name
+    # Private route tables reach the internet only through NAT, never an internet gateway.
+    private_routes = [t for t in stack.of(ROUTE_TABLE) if "-private-" in t.name]
+    assert private_routes
+    for table in private_routes:
+        assert all("gatewayId" not in route and route.get("natGatewayId") for route in table.inputs["routes"])
+
+
+def test_gke_nodes_are_private(stack):
+    clusters = stack.of(GKE)
+    assert len(clusters) == sum(r.cloud == "gcp" for r in stack.plan.regions)
+    for cluster in clusters:
+        assert cluster.inputs["privateClusterConfig"]["enablePrivateNodes"] is True
+    for pool in stack.of(NODE_POOL):
+        assert pool.inputs.get("networkConfig", {}).get("enablePrivateNodes") in (None, True)
+
+
+# ------------------------------------------------------------------------------------------ GPU node pools
+
+def _gpu_pools(stack: Stack) -> list[tuple[Recorded, object]]:
+    return [(r, stack.pool_of(r)) for r in stack.of(NODE_GROUP) + stack.of(NODE_POOL)]
+
+
+def test_every_planned_pool_exists_with_its_bounds(stack):
+    recorded = {(stack.region_of(r).key, pool.name) for r, pool in _gpu_pools(stack)}
+    planned = {(region.key, pool.name) for region in stack.plan.regions for pool in region.pools}
+    assert recorded == planned
+    for resource, pool in _gpu_pools(stack):
+        if resource.type == NODE_GROUP:
+            scaling = resource.inputs["scalingConfig"]
+            assert (scaling["minSize"], scaling["desiredSize"], scaling["maxSize"]) == \
+                (pool.min_nodes, pool.desired_nodes, pool.max_nodes), resource.name
+            assert resource.inputs["capacityType"] == {"on-demand": "ON_DEMAND", "spot": "SPOT"}[pool.capacity]
+            assert resource.inputs["instanceTypes"] == [pool.instance_type]
+        else:
+            scaling = resource.inputs["autoscaling"]
+            assert (scaling["totalMinNodeCount"], scaling["totalMaxNodeCount"]) == (pool.min_nodes, pool.max_nodes)
+            assert resource.inputs["nodeConfig"].get("spot", False) is (pool.capacity == "spot")
+            assert resource.inputs["nodeConfig"]["machineType"] == pool.instance_type
+
+
+def test_every_gpu_pool_is_tainted_and_labelled(stack):
+    gpu = [(r, p) for r, p in _gpu_pools(stack) if p.is_gpu]
+    assert gpu, "the example stacks declare GPU pools"
+    for resource, pool in gpu:
+        taints = resource.inputs["taints"] if resource.type == NODE_GROUP else resource.inputs["nodeConfig"]["taints"]
+        labels = resource.inputs["labels"] if resource.type == NODE_GROUP else resource.inputs["nodeConfig"]["labels"]
+        assert {"key": GPU_TAINT_KEY, "value": "true", "effect": "NO_SCHEDULE"} in taints, resource.name
+        assert labels["modelfleet.io/hardware-class"] == pool.hardware_class
+        assert labels["modelfleet.io/pool"] == pool.name
+        assert labels["nvidia.com/gpu.present"] == "true"
+        if resource.type == NODE_GROUP:
+            assert resource.inputs["amiType"] in ("AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA")
+        else:
+            (accelerator,) = resource.inputs["nodeConfig"]["guestAccelerators"]
+            assert (accelerator["type"], accelerator["count"]) == (pool.accelerator, pool.gpus_per_node)
+            assert accelerator["gpuDriverInstallationConfig"]["gpuDriverVersion"] in ("DEFAULT", "LATEST")
+    # ...and nothing but GPU pools carries the GPU taint, so system pods never wait for a GPU node.
+    for resource, pool in _gpu_pools(stack):
+        if not pool.is_gpu:
+            taints = resource.inputs["taints"] if resource.type == NODE_GROUP else resource.inputs["nodeConfig"]["taints"]
+            assert not taints, resource.name
+
+
+def test_launch_templates_require_imdsv2_and_size_the_root_volume(stack):
+    templates = {t.id: t for t in stack.of(LAUNCH_TEMPLATE)}
+    for group in stack.of(NODE_GROUP):
+        pool, region = stack.pool_of(group), stack.region_of(group)
+        template = templates[group.inputs["launchTemplate"]["id"]]
+        metadata = template.inputs["metadataOptions"]
+        assert metadata["httpTokens"] == "required"
+        assert metadata["httpPutResponseHopLimit"] == region.imds_hop_limit == 1
+        (root,) = template.inputs["blockDeviceMappings"]
+        assert root["ebs"]["volumeSize"] == pool.disk_gib
+        assert root["ebs"]["encrypted"] == "true"
+
+
+# -------------------------------------------------------------------------------------- cluster endpoints
+
+def _check_endpoints(stack: Stack) -> None:
+    for cluster in stack.of(EKS):
+        region = stack.region_of(cluster)
+        vpc = cluster.inputs["vpcConfig"]
+        assert vpc["endpointPrivateAccess"] is True
+        assert vpc["endpointPublicAccess"] is (not region.endpoint_private_only)
+        assert vpc.get("publicAccessCidrs", []) == list(region.endpoint_public_cidrs)
+        assert "0.0.0.0/0" not in vpc.get("publicAccessCidrs", [])
+    for cluster in stack.of(GKE):
+        region = stack.region_of(cluster)
+        assert cluster.inputs["privateClusterConfig"]["enablePrivateEndpoint"] is region.endpoint_private_only
+        allowed = {b["cidrBlock"] for b in cluster.inputs["masterAuthorizedNetworksConfig"]["cidrBlocks"]}
+        assert allowed == {region.cidr, *region.endpoint_public_cidrs}
+
+
+def test_cluster_endpoints_are_as_private_as_the_spec_says(stack):
+    assert all(r.endpoint_private_only for r in stack.plan.regions), "the example stacks list no public CIDRs"
+    _check_endpoints(stack)
+
+
+def test_listed_cidrs_and_only_those_reach_the_endpoint(project_copy):
+    stack_file = project_copy / "stacks" / "Pulumi.prod.yaml"
+    stack_file.write_text(stack_file.read_text() + "  modelfleet:cluster_endpoint:\n"
+                          "    public_access_cidrs: [203.0.113.0/24]\n")
+    plan = build_plan(load_fleet(project_copy, "prod"))
+    assert all(r.endpoint_public_cidrs == ("203.0.113.0/24",) for r in plan.regions)
+    _check_endpoints(Stack(evaluate(project_copy, "prod").resources, plan))
+
+
+# ------------------------------------------------------------------------------------- secrets encryption
+
+def test_secrets_are_envelope_encrypted_with_a_rotating_key(stack):
+    kms_keys = {k.outputs["arn"]: k for k in stack.of(KMS_KEY)}
+    for cluster in stack.of(EKS):
+        (config,) = cluster.inputs["encryptionConfig"] if isinstance(cluster.inputs["encryptionConfig"], list) \
+            else [cluster.inputs["encryptionConfig"]]
+        assert config["resources"] == ["secrets"]
+        key = kms_keys[config["provider"]["keyArn"]]
+        assert key.inputs["enableKeyRotation"] is True
+        assert stack.region_of(key).key == stack.region_of(cluster).key
+        assert cluster.inputs["enabledClusterLogTypes"] == ["api", "audit", "authenticator", "controllerManager",
+                                                            "scheduler"]
+    crypto_keys = {k.id: k for k in stack.of(CRYPTO_KEY)}
+    for cluster in stack.of(GKE):
+        encryption = cluster.inputs["databaseEncryption"]
+        assert encryption["state"] == "ENCRYPTED"
+        assert crypto_keys[encryption["keyName"]].inputs["rotationPeriod"].endswith("s")
+
+
+# -------------------------------------------------------------------------------------- Triton's identity
+
+def _model_sources(stack: Stack, cloud: str) -> set[tuple[str, str]]:
+    out = set()
+    for model in stack.plan.models:
+        uri = model.source.on(cloud)
+        bucket, _, prefix = uri.split("://", 1)[1].partition("/")
+        out.add((bucket, prefix.strip("/")))
+    return out
+
+
+def test_irsa_role_only_reads_the_model_prefixes(stack):
+    aws_regions = [r for r in stack.plan.regions if r.cloud == "aws"]
+    triton_roles = [r for r in stack.of(ROLE) if r.name.endswith("-triton")]
+    assert len(triton_roles) == len(aws_regions)
+    sources = _model_sources(stack, "aws")
+    for role in triton_roles:
+        region = stack.region_of(role)
+        (statement,) = _json(role.inputs["assumeRolePolicy"])["Statement"]
+        assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
+        conditions = statement["Condition"]["StringEquals"]
+        subjects = {v for k, v in conditions.items() if k.endswith(":sub")}
+        audiences = {v for k, v in conditions.items() if k.endswith(":aud")}
+        assert subjects == {region.identity.subject} == {f"system:serviceaccount:modelfleet-{stack.plan.environment}:triton"}
+        assert audiences == {"sts.amazonaws.com"}
+
+        policies = [p for p in stack.of(ROLE_POLICY) if p.inputs["role"] == role.id]
+        assert len(policies) == 1, "exactly one inline policy"
+        assert not [a for a in stack.of(ROLE_ATTACHMENT) if a.inputs["role"] in (role.id, role.outputs["name"])]
+        read, listed = set(), set()
+        for st in _json(policies[0].inputs["policy"])["Statement"]:
+            assert st["Effect"] == "Allow"
+            assert set(st["Action"]) <= {"s3:GetObject", "s3:ListBucket"}, st
+            for resource in st["Resource"]:
+                assert "*" not in resource.split(":::")[1].split("/")[0], "no wildcard buckets"
+            if st["Action"] == ["s3:GetObject"]:
+                for resource in st["Resource"]:
+                    bucket, _, path = resource.removeprefix("arn:aws:s3:::").partition("/")
+                    assert path.endswith("/*") and "*" not in path[:-2]
+                    read.add((bucket, path[:-2]))
+            else:
+                (resource,) = st["Resource"]
+                prefixes = st["Condition"]["StringLike"]["s3:prefix"]
+                bucket = resource.removeprefix("arn:aws:s3:::")
+                (prefix,) = {p.removesuffix("/*") for p in prefixes}
+                listed.add((bucket, prefix))
+        assert read == listed == sources
+
+
+def test_workload_identity_only_reads_the_model_prefixes(stack):
+    gcp_regions = [r for r in stack.plan.regions if r.cloud == "gcp"]
+    accounts = [a for a in stack.of(GSA) if a.name.endswith("-triton")]
+    assert len(accounts) == len(gcp_regions)
+    sources = _model_sources(stack, "gcp")
+    for account in accounts:
+        region = stack.region_of(account)
+        member = f"serviceAccount:{account.outputs['email']}"
+        # Only Triton's Kubernetes service account may act as it...
+        (binding,) = [m for m in stack.of(SA_MEMBER) if m.inputs["serviceAccountId"] == account.outputs["name"]]
+        assert binding.inputs["role"] == "roles/iam.workloadIdentityUser"
+        assert binding.inputs["member"] == (f"serviceAccount:{stack.plan.gcp_project}.svc.id.goog"
+                                            f"[modelfleet-{stack.plan.environment}/triton]")
+        # ...it holds no project role...
+        assert not [m for m in stack.of(PROJECT_MEMBER) if m.inputs["member"] == member]
+        # ...and reads objects only under each model's prefix.
+        grants = [m for m in stack.of(BUCKET_MEMBER) if m.inputs["member"] == member]
+        seen = set()
+        for grant in grants:
+            assert grant.inputs["role"] == "roles/storage.objectViewer"
+            expression = grant.inputs["condition"]["expression"]
+            match = re.fullmatch(r'resource\.name\.startsWith\("projects/_/buckets/([^/"]+)/objects/([^"]+)/"\)'
+                                 r' \|\| (.+)', expression)
+            assert match and match.group(1) == grant.inputs["bucket"], expression
+            prefix = match.group(2)
+            for clause in match.group(3).split(" || "):
+                assert clause in (
+                    f'api.getAttribute("storage.googleapis.com/objectListPrefix", "") == "{prefix}"',
+                    f'api.getAttribute("storage.googleapis.com/objectListPrefix", "").startsWith("{prefix}/")',
+                ), clause
+            seen.add((grant.inputs["bucket"], prefix))
+        assert seen == sources, region.key
+
+
+def test_node_roles_are_least_privilege(stack):
+    allowed = {"arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
+               "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPullOnly"}
+    node_roles = [r for r in stack.of(ROLE) if r.name.endswith("-nodes")]
+    assert node_roles
+    for role in node_roles:
+        attached = {a.inputs["policyArn"] for a in stack.of(ROLE_ATTACHMENT)
+                    if a.inputs["role"] == role.outputs["name"]}
+        assert attached == allowed
+        assert not [p for p in stack.of(ROLE_POLICY) if p.inputs["role"] == role.id]
+    for account in [a for a in stack.of(GSA) if a.name.endswith("-nodes")]:
+        member = f"serviceAccount:{account.outputs['email']}"
+        roles = {m.inputs["role"] for m in stack.of(PROJECT_MEMBER) if m.inputs["member"] == member}
+        assert roles and not roles & {"roles/editor", "roles/owner", "roles/storage.admin", "roles/iam.serviceAccountUser"}
+
+
+# --------------------------------------------------------------------------------------------- NAT layout
+
+def test_nat_layout_matches_the_environment(stack):
+    expected = {"prod": 3, "dev": 1}[stack.plan.environment]
+    for region in [r for r in stack.plan.regions if r.cloud == "aws"]:
+        nats = [n for n in stack.of(NAT) if stack.region_of(n).key == region.key]
+        assert len(nats) == region.nat_gateways == expected
+        tables = [t for t in stack.of(ROUTE_TABLE) if stack.region_of(t).key == region.key and "-private-" in t.name]
+        used = {route["natGatewayId"] for t in tables for route in t.inputs["routes"]}
+        assert used == {n.id for n in nats}, "every NAT gateway serves a zone, every zone has one"
+        nat_subnets = {n.inputs["subnetId"] for n in nats}
+        public = {s.id for s in stack.of(SUBNET) if "kubernetes.io/role/elb" in s.inputs.get("tags", {})}
+        assert nat_subnets <= public
+    assert len(stack.of("gcp:compute/routerNat:RouterNat")) == sum(r.cloud == "gcp" for r in stack.plan.regions)
+
+
+def test_model_and_image_pulls_have_private_endpoints(stack):
+    endpoints = stack.of("aws:ec2/vpcEndpoint:VpcEndpoint")
+    for region in [r for r in stack.plan.regions if r.cloud == "aws"]:
+        mine = {e.inputs["serviceName"]: e for e in endpoints if stack.region_of(e).key == region.key}
+        prefix = f"com.amazonaws.{region.region}."
+        assert mine[prefix + "s3"].inputs["vpcEndpointType"] == "Gateway"
+        for service in ("ecr.api", "ecr.dkr", "sts"):
+            assert mine[prefix + service].inputs["vpcEndpointType"] == "Interface"
+            assert mine[prefix + service].inputs["privateDnsEnabled"] is True
+    assert len(stack.of("aws:ec2/flowLog:FlowLog")) == sum(r.cloud == "aws" for r in stack.plan.regions)
+
+
+def test_region_networks_never_overlap(stack):
+    ranges = [ipaddress.ip_network(v.inputs["cidrBlock"]) for v in stack.of("aws:ec2/vpc:Vpc")]
+    ranges += [ipaddress.ip_network(s.inputs["ipCidrRange"]) for s in stack.of("gcp:compute/subnetwork:Subnetwork")]
+    assert len(ranges) == len(stack.plan.regions)
+    for i, a in enumerate(ranges):
+        assert all(not a.overlaps(b) for b in ranges[i + 1:])
+
+
+# ------------------------------------------------------------------------------------------- tags, labels
+
+def test_required_tags_on_every_taggable_resource(stack):
+    required = dict(stack.plan.tags)
+    assert {"team", "cost-center", "environment"} <= required.keys()
+    checked = 0
+    for resource in stack.resources:
+        if not resource.custom or resource.is_provider:
+            continue
+        cloud = resource.type.split(":")[0]
+        if cloud not in ("aws", "gcp"):
+            continue
+        params = _init_params(resource.type)
+        provider = stack.providers[resource.provider].inputs
+        if cloud == "aws" and "tags" in params:
+            defaults = _json(provider["defaultTags"])["tags"]
+            effective = {**defaults, **resource.inputs.get("tags", {})}
+            assert required.items() <= effective.items(), resource.urn
+            checked += 1
+        if cloud == "gcp" and "labels" in params:
+            assert required.items() <= {**_json(provider["defaultLabels"]), **resource.inputs.get("labels", {})}.items()
+            checked += 1
+        if cloud == "gcp" and "resource_labels" in params:
+            # Provider default labels do not reach GKE's resource_labels: they must be explicit.
+            assert required.items() <= resource.inputs["resourceLabels"].items(), resource.urn
+            checked += 1
+    assert checked > 10
+    # What the resources launch at run time does not inherit default tags: explicit everywhere.
+    for template in stack.of(LAUNCH_TEMPLATE):
+        kinds = {spec["resourceType"] for spec in template.inputs["tagSpecifications"]}
+        assert kinds == {"instance", "volume", "network-interface"}
+        for spec in template.inputs["tagSpecifications"]:
+            assert required.items() <= spec["tags"].items(), template.name
+    for pool in stack.of(NODE_POOL):
+        assert required.items() <= pool.inputs["nodeConfig"]["resourceLabels"].items(), pool.name
+
+
+# ---------------------------------------------------------------------------------- Kubernetes and Helm
+
+def test_one_kubernetes_provider_per_cluster_with_exec_auth(stack):
+    providers = stack.of(K8S_PROVIDER)
+    assert len(providers) == len(stack.plan.regions)
+    for provider in providers:
+        config = json.loads(provider.inputs["kubeconfig"])
+        (user,) = config["users"]
+        assert set(user["user"]) == {"exec"}, "no token, password or client key in the state"
+        command = user["user"]["exec"]["command"]
+        region = stack.region_of(provider)
+        assert command == {"aws": "aws", "gcp": "gke-gcloud-auth-plugin"}[region.cloud]
+        (cluster,) = config["clusters"]
+        assert cluster["cluster"]["server"].startswith("https://")
+        assert cluster["name"] == region.cluster_name
+    for release in stack.of(HELM_RELEASE):
+        assert release.provider in {p.name for p in providers}, release.name
+
+
+def test_helm_releases_pin_their_chart_versions(stack):
+    releases = stack.of(HELM_RELEASE)
+    pinned = {(c.chart, c.repository): c.version for c in versions.ALL_CHARTS}
+    ours = [r for r in releases if (r.inputs["chart"], r.inputs["repositoryOpts"]["repo"]) in pinned]
+    assert len(ours) == len(versions.ALL_CHARTS) * sum(r.cloud == "aws" for r in stack.plan.regions)
+    for release in ours:
+        assert release.inputs["version"] == pinned[(release.inputs["chart"], release.inputs["repositoryOpts"]["repo"])]
+    # Every release in the program, ours or another component's: an exact version from a named repository.
+    for release in releases:
+        assert re.fullmatch(r"\d+\.\d+\.\d+", release.inputs.get("version", "")), release.name
+        assert release.inputs["repositoryOpts"]["repo"].startswith("https://"), release.name
+
+
+def test_gpu_software_tolerates_the_gpu_taint(stack):
+    for release in stack.of(HELM_RELEASE):
+        if release.inputs["chart"] in ("nvidia-device-plugin", "dcgm-exporter"):
+            values = release.inputs["values"]
+            assert {"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"} in values["tolerations"]
+            assert values["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+
+
+def test_cluster_autoscaler_resizes_only_its_own_cluster(stack):
+    for release in [r for r in stack.of(HELM_RELEASE) if r.inputs["chart"] == "cluster-autoscaler"]:
+        region = stack.region_of(release)
+        assert release.inputs["values"]["autoDiscovery"]["clusterName"] == region.cluster_name
+        role_arn = release.inputs["values"]["rbac"]["serviceAccount"]["annotations"]["eks.amazonaws.com/role-arn"]
+        (role,) = [r for r in stack.of(ROLE) if r.outputs["arn"] == role_arn]
+        (policy,) = [p for p in stack.of(ROLE_POLICY) if p.inputs["role"] == role.id]
+        for statement in _json(policy.inputs["policy"])["Statement"]:
+            mutating = [a for a in statement["Action"] if not a.split(":")[1].startswith(("Describe", "Get"))]
+            if mutating:
+                condition = statement["Condition"]["StringEquals"]
+                assert condition == {f"aws:ResourceTag/k8s.io/cluster-autoscaler/{region.cluster_name}": "owned"}
+
+
+@pytest.mark.parametrize("name", ["staging", "local"])
+def test_other_stacks_evaluate(evaluated, name):
+    stack = Stack(evaluated(name).resources, plan_of(name))
+    assert len(stack.of(REGION)) == len(stack.plan.regions)
+    assert len(stack.of(K8S_PROVIDER)) == len(stack.plan.regions)
+    assert bool(stack.resources) is (name != "local"), "local runs on this machine: no cloud resources"
