@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pulumi_policy import EnforcementLevel, ReportViolation, StackValidationArgs, StackValidationPolicy
 
-from ._util import (annotations_of, get, is_triton, items, labels_of, model_of, namespace_of, pod_template,
+from ._util import (annotations_of, as_dict, get, is_triton, items, labels_of, model_of, namespace_of, pod_template,
                     selector_matches, short, workload_name)
 
 SERVICE = "kubernetes:core/v1:Service"
@@ -53,7 +53,7 @@ def _alerted(model: str, name: str, resources) -> bool:
                 if not get(rule, "alert"):
                     continue
                 text = str(get(rule, "expr", default="")) + " " + " ".join(
-                    f"{k}={v}" for k, v in (get(rule, "labels") or {}).items())
+                    f"{k}={v}" for k, v in as_dict(get(rule, "labels")).items())
                 if model in text or name in text:
                     return True
     return False
