@@ -577,3 +577,42 @@ def test_mutated_stack_over_budget_is_caught(evaluated, project_copy):
                                                                 cost(12_345.0, budget=6_000)[2])]))
     [v] = [v for v in result.mandatory if v.policy == "cost-within-budget"]
     assert "over the budget of $" in v.message and "Fix:" in v.message
+
+
+def test_the_pack_serves_the_analyzer_protocol_the_cli_speaks():
+    """Start policies/__main__.py as the CLI does and talk gRPC to it: info, config, a resource and a stack."""
+    import subprocess
+
+    import grpc
+    from google.protobuf import empty_pb2, struct_pb2
+    from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
+
+    server = subprocess.Popen([sys.executable, str(PACK / "__main__.py")], stdout=subprocess.PIPE, cwd=PACK.parent.parent)
+    try:
+        port = int(server.stdout.readline())
+        stub = analyzer_pb2_grpc.AnalyzerStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+        info = stub.GetAnalyzerInfo(empty_pb2.Empty(), timeout=30)
+        assert info.name == "modelfleet-policies" and {p.name for p in info.policies} == set(POLICIES)
+
+        def struct(value: dict) -> struct_pb2.Struct:
+            s = struct_pb2.Struct()
+            s.update(value)
+            return s
+
+        config = struct({"max_gpus_per_pool": 4})
+        stub.Configure(analyzer_pb2.ConfigureAnalyzerRequest(policyConfig={
+            "gpu-count-under-cap": analyzer_pb2.PolicyConfig(enforcementLevel=analyzer_pb2.ADVISORY, properties=config)}),
+            timeout=30)
+        group = analyzer_pb2.AnalyzeRequest(type="aws:eks/nodeGroup:NodeGroup", urn=urn("aws:eks/nodeGroup:NodeGroup", "g"),
+                                            name="g", properties=struct(eks_gpu_group(taints=False, max_size=6)))
+        found = {d.policyName: d for d in stub.Analyze(group, timeout=30).diagnostics}
+        assert found["gpu-pools-tainted"].enforcementLevel == analyzer_pb2.MANDATORY
+        assert found["gpu-count-under-cap"].enforcementLevel == analyzer_pb2.ADVISORY
+        assert "cap of 4" in found["gpu-count-under-cap"].message
+        stack = analyzer_pb2.AnalyzeStackRequest(resources=[analyzer_pb2.AnalyzerResource(
+            type=t, urn=urn(t, n), name=n, properties=struct(props)) for t, n, props in [cost(20_000.0)]])
+        [diag] = [d for d in stub.AnalyzeStack(stack, timeout=30).diagnostics if d.policyName == "cost-within-budget"]
+        assert "$20,000.00/month" in diag.message
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
