@@ -11,7 +11,7 @@ import ipaddress
 import json
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from modelfleet.catalogue import hardware, regions
 from modelfleet.spec import BUCKET_URI, DNS_LABEL, LABEL, LABEL_VALUE, TENSOR_NAME, ModelSpec, StackSpec
+from modelfleet.tuning.record import TuningRecord
 
 CONFIG_NAMESPACE = "modelfleet"
 
@@ -267,6 +268,8 @@ class Fleet:
     stack_name: str
     stack: StackSpec
     models: tuple[ModelSpec, ...]
+    # Tuning records (models/<model>.tuning/<hardware-class>.yaml), keyed (model, hardware class).
+    tuning: dict[tuple[str, str], TuningRecord] = field(default_factory=dict)
 
 
 def load_models(root: Path) -> tuple[dict[str, ModelSpec], dict[str, str], list[Problem]]:
@@ -309,9 +312,33 @@ def load_fleet(root: Path, stack_name: str, config_map: dict[str, Any] | None = 
     specs, files, problems = load_models(root)
     broken = {Path(p.file).stem for p in problems}  # their own problems are already reported
     problems.extend(_cross_check(stack, specs, files, display, loaded, broken))
+    records, record_problems = load_tuning_records(root, [n for n in stack.models if n in specs])
+    problems.extend(record_problems)
     if problems:
         raise SpecError(problems)
-    return Fleet(stack_name, stack, tuple(specs[name] for name in stack.models))
+    return Fleet(stack_name, stack, tuple(specs[name] for name in stack.models), records)
+
+
+def load_tuning_records(root: Path, models: Iterable[str]) -> tuple[dict[tuple[str, str], TuningRecord], list[Problem]]:
+    """Every tuning record of `models`, keyed (model, hardware class), and the problems found reading them."""
+    records: dict[tuple[str, str], TuningRecord] = {}
+    problems: list[Problem] = []
+    for name in models:
+        for path in sorted((root / "models" / f"{name}.tuning").glob("*.yaml")):
+            display = str(path.relative_to(root))
+            loaded = read_yaml(path, display)
+            try:
+                record = TuningRecord.model_validate(loaded.data)
+            except ValidationError as exc:
+                problems.extend(problems_from(exc, TuningRecord, display, loaded))
+                continue
+            if record.model != name or record.hardware_class != path.stem:
+                problems.append(Problem(display, loaded.line_of(("model",)), "model",
+                                        f"this file holds the record of {record.model} on {record.hardware_class}; "
+                                        f"it must be models/{record.model}.tuning/{record.hardware_class}.yaml"))
+                continue
+            records[(name, path.stem)] = record
+    return records, problems
 
 
 def _cross_check(stack: StackSpec, specs: dict[str, ModelSpec], files: dict[str, str], display: str,

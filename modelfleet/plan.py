@@ -14,6 +14,8 @@ from typing import Literal
 from modelfleet.catalogue import Cloud, hardware, regions
 from modelfleet.loader import Fleet, region_networks
 from modelfleet.spec import ModelSpec, RegionEntry, StackSpec
+from modelfleet.tuning import capacity
+from modelfleet.tuning.record import TuningRecord
 
 GPU_TAINT_KEY = "nvidia.com/gpu"
 LABEL_PREFIX = "modelfleet.io"
@@ -107,6 +109,13 @@ class Placement:
     scale_to_zero: bool = False
     startup_budget_s: int = 0  # longest a replica may take from container start to ready (startup probe)
     cold_start_s: int = 0  # from zero replicas: a node, the image and the model load, before the first answer
+    # Measured sizing (modelfleet.tuning.capacity): replicas the traffic needs before the bounds, the record's
+    # throughput per replica and p99 at the SLO, the record's path, and why a record was not used.
+    needed_replicas: int | None = None
+    throughput_per_replica: float | None = None
+    p99_ms: float | None = None
+    record: str = ""
+    refused: str = ""
 
 
 @dataclass(frozen=True)
@@ -203,6 +212,8 @@ class FleetPlan:
     models: tuple[ModelSpec, ...]
     regions: tuple[RegionPlan, ...]
     warnings: tuple[str, ...] = field(default=())
+    capacity_headroom: float = 1.3
+    tuning: dict[tuple[str, str], TuningRecord] = field(default_factory=dict)  # the loader's records
 
     @property
     def monthly_usd(self) -> float:
@@ -225,6 +236,8 @@ def build_plan(fleet: Fleet) -> FleetPlan:
         tags=tuple(sorted({"managed-by": "modelfleet", "stack": fleet.stack_name, **stack.required_tags}.items())),
         models=fleet.models,
         regions=region_plans,
+        capacity_headroom=stack.capacity_headroom,
+        tuning=dict(fleet.tuning),
     )
     return FleetPlan(**{**plan.__dict__, "warnings": _warnings(plan)})
 
@@ -235,7 +248,7 @@ def _region_plan(entry: RegionEntry, network: ipaddress.IPv4Network, stack: Stac
     zones = regions()[cloud][name].zones
     quarters = list(network.subnets(prefixlen_diff=2))
     sixteenths = list(network.subnets(prefixlen_diff=4))
-    placements = tuple(_placement(model, entry) for model in models)
+    placements = tuple(_placement(model, entry, stack, fleet.tuning) for model in models)
     pools = (_system_pool(cloud, len(zones)),) + _serving_pools(cloud, placements, models, len(zones))
     nat = (len(zones) if stack.nat_layout == "per-zone" else 1) if cloud == "aws" else 1
     is_aws = cloud == "aws"
@@ -304,11 +317,14 @@ def _identity(entry: RegionEntry, stack: StackSpec, placements: tuple[Placement,
     )
 
 
-def _placement(model: ModelSpec, entry: RegionEntry) -> Placement:
+def _placement(model: ModelSpec, entry: RegionEntry, stack: StackSpec | None = None,
+               tuning: dict[tuple[str, str], TuningRecord] | None = None) -> Placement:
     scaling = model.scaling
     rps = model.traffic.rps_in(entry.region)
-    # Untuned: the declared bounds, running at least one replica while there is traffic.
-    desired = min(scaling.max_replicas, max(scaling.min_replicas, 1 if rps > 0 else 0))
+    # Tuned: from the measured throughput per replica at the SLO; untuned: the declared bounds, running at least
+    # one replica while there is traffic (modelfleet.tuning.capacity).
+    sized = capacity.size(model, model.hardware.gpu_class, rps, stack.capacity_headroom if stack else 1.0,
+                          tuning or {})
     return Placement(
         model=model.name,
         pool=pool_name(model.hardware.gpu_class, model.hardware.capacity),
@@ -317,12 +333,17 @@ def _placement(model: ModelSpec, entry: RegionEntry) -> Placement:
         rps=rps,
         min_replicas=scaling.min_replicas,
         max_replicas=scaling.max_replicas,
-        desired_replicas=desired,
-        tuned=False,
+        desired_replicas=sized.desired,
+        tuned=sized.tuned,
         source=model.source.on(entry.cloud) or "",
         scale_to_zero=scaling.scale_to_zero,
         startup_budget_s=startup_budget_s(model),
         cold_start_s=cold_start_s(model),
+        needed_replicas=sized.needed,
+        throughput_per_replica=sized.throughput_per_replica,
+        p99_ms=sized.p99_ms,
+        record=sized.record,
+        refused=sized.refused,
     )
 
 
@@ -423,4 +444,5 @@ def _warnings(plan: FleetPlan) -> tuple[str, ...]:
         if model.scaling.scale_to_zero:
             out.append(f"{model.name} may scale to zero: the first request after idle waits about "
                        f"{cold_start_s(model)} s for a node and a model load")
+    out.extend(capacity.warnings(plan))
     return tuple(out)

@@ -147,6 +147,40 @@ class RolloutSpec(Strict):
     canary_percent: Annotated[int, Field(ge=1, le=50)] = 10
 
 
+class ConcurrencyRange(Strict):
+    min: Annotated[int, Field(ge=1)] = 1
+    max: Annotated[int, Field(ge=1, le=4096)] = 64
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ConcurrencyRange:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
+        return self
+
+
+class TuningSpec(Strict):
+    """How `modelfleet tune` searches this model's Triton settings with Model Analyzer."""
+
+    objective: Literal["throughput", "latency"] = Field(
+        "throughput", description="throughput: the most infer/s within the p99 SLO; latency: the lowest p99 "
+                                  "among variants within 10% of that throughput.")
+    max_batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=list, description="Candidates; empty means the model's max_batch_size and a quarter of it.")
+    instance_counts: list[Annotated[int, Field(ge=1, le=16)]] = Field(default_factory=lambda: [1, 2])
+    concurrency: ConcurrencyRange = ConcurrencyRange()
+    queue_delays_us: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0, 100, 1000])
+    preferred_batch_sizes: list[list[Annotated[int, Field(ge=1)]]] = Field(
+        default_factory=list, description="Candidate preferred_batch_size lists to sweep; empty: not swept.")
+    accept_unmet_slo: bool = Field(
+        False, description="Size replicas from a record whose best variant missed the p99 SLO (normally refused).")
+
+    def batch_sizes_for(self, max_batch_size: int) -> list[int]:
+        """The max_batch_size candidates to search for a model whose spec allows `max_batch_size`."""
+        if max_batch_size == 0:
+            return [0]
+        return sorted(set(self.max_batch_sizes or [max(1, max_batch_size // 4), max_batch_size]))
+
+
 BUCKET_URI = r"^{scheme}://[a-z0-9][-a-z0-9.]{{1,61}}[a-z0-9](/\S*)?$"
 
 
@@ -198,6 +232,7 @@ class ModelSpec(Strict):
     monitoring: MonitoringSpec = MonitoringSpec()
     routing: RoutingSpec = RoutingSpec()
     rollout: RolloutSpec = RolloutSpec()
+    tuning: TuningSpec = TuningSpec()
 
     @model_validator(mode="after")
     def _batching_fits(self) -> ModelSpec:
@@ -210,6 +245,14 @@ class ModelSpec(Strict):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"tensor names must be unique across inputs and outputs; repeated: {', '.join(dup)}")
+        too_big = [s for s in self.tuning.max_batch_sizes if s > self.max_batch_size]
+        if too_big:
+            raise ValueError(f"tuning.max_batch_sizes {too_big} exceed max_batch_size {self.max_batch_size}")
+        smallest = min(self.tuning.batch_sizes_for(self.max_batch_size))
+        too_big = [s for sizes in self.tuning.preferred_batch_sizes for s in sizes if s > smallest]
+        if too_big:
+            raise ValueError(f"tuning.preferred_batch_sizes {too_big} exceed the smallest searched max_batch_size "
+                             f"{smallest}: every variant must be legal")
         return self
 
 

@@ -1,0 +1,193 @@
+"""Capacity planning from measured throughput: pure functions the plan calls, and the plan's `capacity` JSON.
+
+    replicas = ceil(region RPS x headroom / throughput per replica at the SLO), within [min, max] replicas
+
+The throughput is the tuning record's chosen operating point for the model on the region's hardware class.
+Without a usable record (none, or one whose best variant missed the SLO and the spec does not accept that), the
+plan keeps the declared bounds and marks the placement untuned. Failover: when the largest region is lost, the
+others must serve all traffic at their max replicas (without headroom: headroom is the everyday margin).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from modelfleet.catalogue import hardware
+from modelfleet.spec import ModelSpec
+from modelfleet.tuning.record import TuningRecord, usable
+
+if TYPE_CHECKING:  # the plan imports this module; only type hints point back
+    from modelfleet.plan import FleetPlan, Placement
+
+LOCAL = "local"
+CPU = "cpu"
+
+
+def record_file(model: str, hardware_class: str) -> str:
+    return f"models/{model}.tuning/{hardware_class}.yaml"
+
+
+@dataclass(frozen=True)
+class Sizing:
+    desired: int
+    needed: int | None  # replicas the traffic needs before the bounds; None when untuned
+    tuned: bool
+    throughput_per_replica: float | None
+    p99_ms: float | None
+    record: str  # the record's path, "" when there is none
+    refused: str = ""  # why a record exists but was not used
+
+
+def replicas_for(rps: float, headroom: float, throughput: float, min_replicas: int, max_replicas: int) -> tuple[int, int]:
+    """(desired, needed): `needed` from the traffic alone, `desired` within the bounds (at least one replica
+    while there is traffic, `min_replicas` otherwise: zero only for a model that may scale to zero)."""
+    if throughput <= 0:
+        raise ValueError(f"throughput per replica must be > 0, got {throughput}")
+    needed = 0 if rps <= 0 else math.ceil(round(rps * headroom / throughput, 9))
+    floor = min_replicas if rps <= 0 else max(min_replicas, 1)
+    return min(max_replicas, max(floor, needed)), needed
+
+
+def untuned_replicas(rps: float, min_replicas: int, max_replicas: int) -> int:
+    """The declared bounds: at least one replica while there is traffic."""
+    return min(max_replicas, max(min_replicas, 1 if rps > 0 else 0))
+
+
+def size(model: ModelSpec, hardware_class: str, rps: float, headroom: float,
+         records: dict[tuple[str, str], TuningRecord]) -> Sizing:
+    scaling = model.scaling
+    record = records.get((model.name, hardware_class))
+    fallback = untuned_replicas(rps, scaling.min_replicas, scaling.max_replicas)
+    if record is None:
+        return Sizing(fallback, None, False, None, None, "")
+    path = record_file(model.name, hardware_class)
+    if not usable(record, model.tuning.accept_unmet_slo):
+        why = (f"its best variant missed the p99 SLO of {record.slo_p99_ms:g} ms (p99 {record.p99_ms:g} ms); "
+               f"set tuning.accept_unmet_slo: true to size from it anyway")
+        return Sizing(fallback, None, False, record.throughput_per_replica, record.p99_ms, path, why)
+    desired, needed = replicas_for(rps, headroom, record.throughput_per_replica, scaling.min_replicas,
+                                   scaling.max_replicas)
+    return Sizing(desired, needed, True, record.throughput_per_replica, record.p99_ms, path)
+
+
+# --- reading the plan --------------------------------------------------------------------------------------
+
+def _replica_share_usd(placement: "Placement", cloud: str) -> float:
+    """Hourly cost of one replica: its share of a node (GPUs used / GPUs per node; a CPU replica is a node)."""
+    offering = hardware().classes[placement.hardware_class].on(cloud)
+    if offering is None:
+        return 0.0
+    per_node = max(offering.gpus_per_node, 1)
+    return offering.hourly_usd * max(placement.gpus_per_replica, 1) / per_node
+
+
+def failover(plan: "FleetPlan", model: str) -> dict:
+    """Can the other regions absorb the loss of this model's largest region within their max replicas?"""
+    rows = [(region.ref, p) for region in plan.regions for p in region.placements if p.model == model]
+    if len(rows) < 2:
+        return {"checked": False, "reason": "fewer than two regions: nothing to fail over to"}
+    untuned = sorted(ref for ref, p in rows if not p.tuned)
+    if untuned:
+        return {"checked": False, "reason": f"untuned in {', '.join(untuned)}: no measured throughput"}
+    lost_ref, lost = max(rows, key=lambda row: (row[1].rps, row[0]))
+    others = [(ref, p) for ref, p in rows if ref != lost_ref]
+    demand = sum(p.rps for _, p in rows)
+    absorbable = sum(p.max_replicas * p.throughput_per_replica for _, p in others)
+    return {
+        "checked": True,
+        "largest_region": lost_ref,
+        "lost_rps": round(lost.rps, 3),
+        "demand_rps": round(demand, 3),
+        "others_max_rps": round(absorbable, 1),
+        "ok": absorbable >= demand,
+        "basis": "other regions at max replicas x measured throughput per replica, no headroom",
+    }
+
+
+def capacity_json(plan: "FleetPlan") -> dict:
+    """The plan's `capacity` key: per model and region, replicas, GPUs, whether tuned, the measured throughput
+    per replica and p99, and the record they came from; failover headroom and cost per model."""
+    hours = hardware().hours_per_month
+    models: dict = {}
+    for model in plan.models:
+        regions: dict = {}
+        total = 0.0
+        for region in plan.regions:
+            for p in region.placements:
+                if p.model != model.name:
+                    continue
+                monthly = round(p.desired_replicas * _replica_share_usd(p, region.cloud) * hours, 2)
+                total += monthly
+                regions[region.ref] = {
+                    "hardware_class": p.hardware_class,
+                    "rps": p.rps,
+                    "replicas": p.desired_replicas,
+                    "needed_replicas": p.needed_replicas,
+                    "min_replicas": p.min_replicas,
+                    "max_replicas": p.max_replicas,
+                    "gpus": p.desired_replicas * p.gpus_per_replica,
+                    "max_gpus": p.max_replicas * p.gpus_per_replica,
+                    "tuned": p.tuned,
+                    "throughput_per_replica": p.throughput_per_replica,
+                    "p99_ms": p.p99_ms,
+                    "record": p.record or None,
+                    "monthly_usd": monthly,
+                }
+        if not plan.regions:  # the local stack: one Triton on this machine's CPU
+            regions[LOCAL] = _local_entry(plan, model)
+        models[model.name] = {
+            "regions": regions,
+            "failover": failover(plan, model.name),
+            "monthly_usd": round(total, 2),
+        }
+    return {"headroom": plan.capacity_headroom, "models": models}
+
+
+def _local_entry(plan: "FleetPlan", model: ModelSpec) -> dict:
+    record = plan.tuning.get((model.name, CPU))
+    ok = record is not None and usable(record, model.tuning.accept_unmet_slo)
+    rps = model.traffic.rps_in(LOCAL)
+    return {
+        "hardware_class": CPU,
+        "rps": rps,
+        "replicas": 1,
+        "needed_replicas": replicas_for(rps, plan.capacity_headroom, record.throughput_per_replica, 0, 10**9)[1]
+        if ok else None,
+        "gpus": 0,
+        "tuned": ok,
+        "throughput_per_replica": record.throughput_per_replica if record else None,
+        "p99_ms": record.p99_ms if record else None,
+        "record": record_file(model.name, CPU) if record else None,
+        "monthly_usd": 0.0,
+    }
+
+
+def warnings(plan: "FleetPlan") -> list[str]:
+    """What a reviewer must know about sizing: bounds that bind, refused records, failover shortfalls."""
+    out = []
+    for region in plan.regions:
+        for p in region.placements:
+            if p.tuned and p.needed_replicas is not None and p.needed_replicas > p.max_replicas:
+                served = p.max_replicas * p.throughput_per_replica / plan.capacity_headroom
+                out.append(f"{p.model} in {region.ref} needs {p.needed_replicas} replicas for {p.rps:g} rps "
+                           f"x {plan.capacity_headroom:g} headroom but max_replicas is {p.max_replicas}: capped, "
+                           f"serves about {served:,.0f} rps with headroom")
+            if p.refused:
+                out.append(f"{p.model} in {region.ref}: not sized from {p.record}: {p.refused}")
+    for model in plan.models:
+        verdict = failover(plan, model.name)
+        if verdict.get("checked") and not verdict["ok"]:
+            out.append(f"{model.name}: losing {verdict['largest_region']} leaves {verdict['others_max_rps']:,.0f} "
+                       f"rps of capacity at max replicas for {verdict['demand_rps']:,.0f} rps of demand; raise "
+                       f"max_replicas elsewhere")
+    return sorted(set(out))
+
+
+def tuned_settings(plan: "FleetPlan") -> dict:
+    """`(model, hardware_class) -> TunedSettings` for the config renderer, from every usable record."""
+    from modelfleet.tuning.run import settings_of
+
+    return {key: settings_of(record) for key, record in sorted(plan.tuning.items())
+            if usable(record, plan.model(key[0]).tuning.accept_unmet_slo)}
