@@ -76,5 +76,27 @@ class Region(pulumi.ComponentResource):
         self.triton_identity = GcpTritonIdentity(region, [self.cluster.cluster], opts=in_region)
 
 
+class Cost(pulumi.ComponentResource):
+    """The plan's cost estimate as a resource of the stack, so policy packs see it under `pulumi preview` as
+    they do offline: its props are its registered outputs (the contract in policies/README.md)."""
+
+    def __init__(self, fleet: FleetPlan, opts: pulumi.ResourceOptions | None = None):
+        props = {
+            "currency": "USD",
+            "monthlyUsd": fleet.monthly_usd,
+            "budgetMonthlyUsd": fleet.budget_monthly_usd,
+            "lines": [
+                {"region": region.key, "item": line.item, "quantity": line.quantity,
+                 "hourlyUsdEach": line.hourly_usd_each, "monthlyUsd": line.monthly_usd}
+                for region in fleet.regions for line in region.cost
+            ],
+        }
+        super().__init__("modelfleet:fleet:Cost", "cost", props, opts)
+        self.register_outputs(props)
+
+
 def deploy(fleet: FleetPlan) -> list[Region]:
-    return [Region(region, fleet) for region in fleet.regions]
+    regions = [Region(region, fleet) for region in fleet.regions]
+    if regions:
+        Cost(fleet)
+    return regions

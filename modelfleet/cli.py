@@ -141,13 +141,40 @@ def plan(
 
     root = _root(root)
     fleet_plan, evaluation = _evaluate(root, stack)
-    report = Report(fleet_plan, evaluation)
+    report = Report(fleet_plan, evaluation, {"policies": _review(evaluation).to_json()})
     if output is Format.json:
         sys.stdout.write(render_json(report))
     elif output is Format.markdown:
         sys.stdout.write(render_markdown(report))
     else:
         render_text(report, _console())
+
+
+def _review(evaluation):
+    """The policy pack's verdicts on an evaluation, or a clean exit when the pack's config is broken."""
+    from modelfleet.review import PolicyConfigError, review
+
+    try:
+        return review(evaluation)
+    except PolicyConfigError as exc:
+        _fail([Problem(f"policies/config/{evaluation.stack}.json", None, "", str(exc))])
+
+
+@app.command()
+def check(
+    stack: STACK_OPTION = "prod",
+    root: ROOT_OPTION = None,
+) -> None:
+    """Review the stack with the policy pack in policies/, offline (the same validate functions `pulumi preview
+    --policy-pack policies` runs). Exits 1 on any mandatory violation, 2 on a bad spec or policy config."""
+    from modelfleet.report import _policies_text
+
+    root = _root(root)
+    _, evaluation = _evaluate(root, stack)
+    result = _review(evaluation)
+    _policies_text(result.to_json(), _console())
+    if result.mandatory:
+        raise typer.Exit(1)
 
 
 def _plan_only(root: Path, stack: str):
@@ -228,6 +255,10 @@ def serve(
         console.print(f"[red]error:[/] {exc}", markup=True)
         raise typer.Exit(1)
     console.print("stopped")
+
+
+from modelfleet.cli_tune import tune  # noqa: E402  `modelfleet tune` lives in cli_tune.py
+app.command()(tune)
 
 
 def main() -> None:  # pragma: no cover - the console script

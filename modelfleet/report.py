@@ -176,8 +176,7 @@ def render_text(report: Report, console: Console) -> None:
     console.print(f"Budget {_money(cost['budget_monthly_usd'])}: {verdict} budget")
     for warning in plan.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
-    for renderer in TEXT_SECTIONS:
-        renderer(report, console)
+    _policies_text(report.extra.get("policies"), console)
 
 
 def render_markdown(report: Report) -> str:
@@ -200,8 +199,7 @@ def render_markdown(report: Report) -> str:
           f"{pool['min_nodes']}/{pool['desired_nodes']}/{pool['max_nodes']} | {pool['max_gpus']} |\n")
     if plan.warnings:
         w("\n### Warnings\n\n" + "".join(f"- {warning}\n" for warning in plan.warnings))
-    for renderer in MARKDOWN_SECTIONS:
-        w(renderer(report))
+    w(_policies_markdown(report.extra.get("policies")))
     w("\n<details><summary>Resources by type</summary>\n\n| type | count |\n|---|---:|\n")
     for resource_type, n in summary["by_type"].items():
         w(f"| `{resource_type}` | {n} |\n")
@@ -209,6 +207,32 @@ def render_markdown(report: Report) -> str:
     return out.getvalue()
 
 
-# Sections later features contribute (policy verdicts, capacity); each renders from `report.extra`.
-TEXT_SECTIONS: list = []
-MARKDOWN_SECTIONS: list = []
+def _verdict(policies: dict) -> str:
+    mandatory = sum(v["level"] == "mandatory" for v in policies["violations"])
+    advisory = len(policies["violations"]) - mandatory
+    return (f"{len(policies['evaluated'])} policies evaluated: {mandatory} mandatory violation(s), "
+            f"{advisory} advisory")
+
+
+def _policies_text(policies: dict | None, console: Console) -> None:
+    """One violation per entry, never folded: CI logs and terminals both keep every word greppable."""
+    if policies is None:
+        return
+    console.print(f"[bold]Policies[/] — {_verdict(policies)}")
+    for v in policies["violations"]:
+        level = "[red]mandatory[/]" if v["level"] == "mandatory" else "[yellow]advisory[/]"
+        console.print(f"{level} [bold]{v['policy']}[/] {v['urn'].split('::', 2)[-1]}", soft_wrap=True, highlight=False)
+        console.print(f"    {v['message']}", soft_wrap=True, markup=False, highlight=False)
+
+
+def _policies_markdown(policies: dict | None) -> str:
+    if policies is None:
+        return ""
+    out = f"\n### Policies\n\n{_verdict(policies)}.\n\n"
+    if policies["violations"]:
+        out += "| level | policy | resource | message |\n|---|---|---|---|\n"
+        for v in policies["violations"]:
+            icon = "❌" if v["level"] == "mandatory" else "⚠️"
+            message = v["message"].replace("|", "\\|").replace("\n", " ")
+            out += f"| {icon} {v['level']} | `{v['policy']}` | `{v['urn'].split('::', 2)[-1]}` | {message} |\n"
+    return out

@@ -480,29 +480,11 @@ def _recorded(stack: str, t: str, name: str, inputs: dict, provider: str | None 
                     provider=provider, custom=not t.startswith("modelfleet:"), inputs=inputs)
 
 
-def _has_cost(evaluation: Evaluation) -> bool:
-    return any(r.type == "modelfleet:fleet:Cost" for r in evaluation.resources)
-
-
-# Gaps that need a change outside the pack, waived only in exactly this shape (see policies/README.md). Once
-# the change lands the waiver goes unused and the test passes outright.
-PENDING = {
-    "cost-within-budget": ("no modelfleet:fleet:Cost resource",
-                           "components/fleet.py does not create the modelfleet:fleet:Cost component yet"),
-    "model-owner-and-slo": ("does not say modelfleet.io/owner",
-                            "Triton Deployments do not carry the modelfleet.io/owner and SLO annotations yet"),
-}
-
-
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
 def test_example_stacks_have_no_mandatory_violation(stack, evaluated):
     result = review(evaluated(stack))
     assert result.evaluated == sorted(POLICIES)
-    waived = [v for v in result.mandatory if v.policy in PENDING and PENDING[v.policy][0] in v.message]
-    others = [v for v in result.mandatory if v not in waived]
-    assert others == [], "\n".join(f"{v.policy} {v.urn}: {v.message}" for v in others)
-    if waived:
-        pytest.xfail("; ".join(sorted({PENDING[v.policy][1] for v in waived})))
+    assert result.mandatory == [], "\n".join(f"{v.policy} {v.urn}: {v.message}" for v in result.mandatory)
 
 
 def test_review_json_shape_is_deterministic(evaluated):
@@ -552,29 +534,21 @@ def test_mutated_stack_unpinned_image_is_caught(evaluated):
     evaluation = evaluated("prod")
     workloads = [r for r in evaluation.resources if r.type == "kubernetes:apps/v1:Deployment"
                  and "tritonserver" in json.dumps(r.inputs)]
-    if workloads:  # the Triton workloads have landed: unpin a real one
-        target = workloads[0]
-        inputs = json.loads(json.dumps(target.inputs))
-        inputs["spec"]["template"]["spec"]["containers"][0]["image"] = "nvcr.io/nvidia/tritonserver:25.01-py3"
-        mutated = _with(evaluation, replace={target.urn: inputs})
-    else:  # not yet: a hand-built Triton Deployment in wire form
-        target = _recorded("prod", "kubernetes:apps/v1:Deployment", "fraud-detector",
-                           deployment(image="nvcr.io/nvidia/tritonserver:25.01-py3"))
-        mutated = _with(evaluation, add=[target])
-    result = review(mutated)
+    assert workloads, "prod declares Triton Deployments"
+    target = workloads[0]
+    inputs = json.loads(json.dumps(target.inputs))
+    inputs["spec"]["template"]["spec"]["containers"][0]["image"] = "nvcr.io/nvidia/tritonserver:25.01-py3"
+    result = review(_with(evaluation, replace={target.urn: inputs}))
     [v] = [v for v in result.mandatory if v.policy == "images-pinned-by-digest" and v.urn == target.urn]
     assert "'nvcr.io/nvidia/tritonserver:25.01-py3', not pinned by digest" in v.message
 
 
 def test_mutated_stack_over_budget_is_caught(evaluated, project_copy):
     from modelfleet.offline import evaluate
-    if _has_cost(evaluated("dev")):  # the plan's cost is in the program: lower the budget in the spec itself
-        stack_file = project_copy / "stacks" / "Pulumi.dev.yaml"
-        stack_file.write_text(stack_file.read_text().replace("budget_monthly_usd: 6000", "budget_monthly_usd: 100"))
-        result = review(evaluate(project_copy, "dev"))
-    else:  # not yet: the plan's cost as the component will carry it, over budget
-        result = review(_with(evaluated("dev"), add=[_recorded("dev", *cost(12_345.0, budget=6_000)[:2],
-                                                                cost(12_345.0, budget=6_000)[2])]))
+
+    stack_file = project_copy / "stacks" / "Pulumi.dev.yaml"
+    stack_file.write_text(stack_file.read_text().replace("budget_monthly_usd: 6000", "budget_monthly_usd: 100"))
+    result = review(evaluate(project_copy, "dev"), PACK / "config" / "dev.json")
     [v] = [v for v in result.mandatory if v.policy == "cost-within-budget"]
     assert "over the budget of $" in v.message and "Fix:" in v.message
 
