@@ -129,3 +129,7 @@ def _summary(result, root: Path, console: Console) -> None:
     if not result.complete:
         console.print("[yellow]incomplete[/]: the time bound stopped the search; rerun with --resume to finish it")
     console.print(f"record: {where}")
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m modelfleet.cli_tune MODEL`, without the main CLI
+    typer.run(tune)

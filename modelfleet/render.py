@@ -22,6 +22,7 @@ from modelfleet import serving
 from modelfleet.plan import FleetPlan
 from modelfleet.spec import ModelSpec
 from modelfleet.triton.config import CPU, TunedSettings, render_config
+from modelfleet.tuning import capacity
 
 
 def hardware_classes(plan: FleetPlan, model: ModelSpec) -> tuple[str, ...]:
@@ -35,9 +36,9 @@ def model_configs(plan: FleetPlan, tuning: dict[tuple[str, str], TunedSettings] 
                   ) -> dict[tuple[str, str], str]:
     """Every model's validated config.pbtxt in this stack, keyed `(model, hardware_class)`.
 
-    `tuning` maps `(model, hardware_class)` to measured settings, where the tuning issue has them.
+    `tuning` maps `(model, hardware_class)` to measured settings; default: the plan's usable tuning records.
     """
-    tuning = tuning or {}
+    tuning = capacity.tuned_settings(plan) if tuning is None else tuning
     return {
         (model.name, hw): render_config(model, hw, tuning.get((model.name, hw)))
         for model in plan.models

@@ -18,6 +18,7 @@ from rich.tree import Tree
 
 from modelfleet.offline import Evaluation, Recorded
 from modelfleet.plan import FleetPlan
+from modelfleet.tuning.capacity import capacity_json
 
 REGION_COMPONENT = "modelfleet:fleet:Region"
 GLOBAL = "global"
@@ -103,6 +104,7 @@ class Report:
             "summary": self.summary(),
             "cost": self.cost(),
             "warnings": list(self.plan.warnings),
+            "capacity": capacity_json(self.plan),
             **self.extra,
         }
 

@@ -310,12 +310,33 @@ def read_results(work_dir: Path, model: str) -> list[Measurement]:
 
 # --- choosing --------------------------------------------------------------------------------------------
 
+def merge_repeats(measurements: Iterable[Measurement]) -> list[Measurement]:
+    """One figure per (settings, concurrency): the same config measured twice (Model Analyzer's default config in
+    each search phase, the quick winner again in the delay pass) counts once, with the mean throughput and the
+    worse p99. On noisy machines this keeps one lucky window from becoming the operating point."""
+    groups: dict = {}
+    for m in measurements:
+        key = (m.settings, m.concurrency) if m.settings is not None else (m.variant, m.concurrency)
+        groups.setdefault(key, []).append(m)
+    merged = []
+    for group in groups.values():
+        group.sort(key=lambda m: m.variant)
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+        merged.append(replace(group[0], variant="+".join(m.variant for m in group),
+                              throughput_per_s=round(sum(m.throughput_per_s for m in group) / len(group), 1),
+                              p99_ms=max(m.p99_ms for m in group), satisfies_constraints=None))
+    return merged
+
+
 def select(measurements: Iterable[Measurement], slo_p99_ms: float,
            objective: Literal["throughput", "latency"] = "throughput") -> Selection:
     """The operating point: the measurement with the most throughput whose p99 meets the SLO (`latency`: the
     lowest p99 among those within 10% of that throughput). When none meets the SLO, the closest: the lowest
-    p99, then the most throughput. Ties break on fewer instances, then the variant name, for determinism."""
-    rows = [m for m in measurements if math.isfinite(m.throughput_per_s) and m.throughput_per_s > 0]
+    p99, then the most throughput. Ties break on fewer instances, then the variant name, for determinism.
+    Repeated measurements of the same settings at the same concurrency are merged first (`merge_repeats`)."""
+    rows = merge_repeats(m for m in measurements if math.isfinite(m.throughput_per_s) and m.throughput_per_s > 0)
     if not rows:
         raise ValueError("Model Analyzer measured nothing: no variant completed a measurement")
 

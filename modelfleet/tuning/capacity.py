@@ -191,3 +191,42 @@ def tuned_settings(plan: "FleetPlan") -> dict:
 
     return {key: settings_of(record) for key, record in sorted(plan.tuning.items())
             if usable(record, plan.model(key[0]).tuning.accept_unmet_slo)}
+
+
+# --- for `modelfleet plan` text and markdown (the report calls these with `capacity_json(plan)`) ---------------
+
+def _rows(doc: dict):
+    for model, data in doc["models"].items():
+        for region, e in data["regions"].items():
+            tp = f"{e['throughput_per_replica']:,.0f}" if e["throughput_per_replica"] is not None else "—"
+            p99 = f"{e['p99_ms']:g}" if e["p99_ms"] is not None else "—"
+            yield (model, region, f"{e['rps']:g}", str(e["replicas"]), str(e["gpus"]),
+                   "yes" if e["tuned"] else "no", tp, p99, f"${e['monthly_usd']:,.0f}")
+
+
+_HEADERS = ("model", "region", "rps", "replicas", "GPUs", "tuned", "infer/s per replica", "p99 ms", "$/month")
+
+
+def capacity_text(doc: dict, console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"Capacity (replicas = ceil(rps x {doc['headroom']:g} / measured infer/s per replica))",
+                  title_justify="left")
+    for column in _HEADERS:
+        table.add_column(column, justify="left" if column in ("model", "region", "tuned") else "right")
+    for row in _rows(doc):
+        table.add_row(*row)
+    console.print(table)
+    for model, data in doc["models"].items():
+        f = data["failover"]
+        if f["checked"]:
+            verdict = "ok" if f["ok"] else "[red]SHORT[/]"
+            console.print(f"failover {model}: losing {f['largest_region']} needs {f['demand_rps']:,.0f} rps from "
+                          f"{f['others_max_rps']:,.0f} rps of capacity elsewhere: {verdict}")
+
+
+def capacity_markdown(doc: dict) -> str:
+    out = (f"\n### Capacity\n\nReplicas = ceil(rps × {doc['headroom']:g} ÷ measured infer/s per replica at the SLO), "
+           "within the spec's bounds.\n\n| " + " | ".join(_HEADERS) + " |\n|" + "---|" * len(_HEADERS) + "\n")
+    out += "".join("| " + " | ".join(row) + " |\n" for row in _rows(doc))
+    return out

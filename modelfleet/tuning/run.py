@@ -143,8 +143,9 @@ def triton_version(http: str) -> str:
 
 def perf_analyzer_version(install) -> str:
     try:
-        out = subprocess.run([str(install.perf_analyzer), "--version"], env=install.env(), capture_output=True,
-                             text=True, timeout=20).stdout
+        done = subprocess.run([str(install.perf_analyzer), "--version"], env=install.env(), capture_output=True,
+                              text=True, timeout=20)
+        out = done.stdout + done.stderr
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     match = re.search(r"Version\s+(\S+)", out)
