@@ -8,6 +8,8 @@ later resources see endpoints, ARNs and ids shaped like the real ones.
 from __future__ import annotations
 
 import base64
+import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -269,6 +271,29 @@ def _set_stack_config(root: Path, stack: str) -> None:
     pulumi.runtime.set_all_config(config)
 
 
+@contextlib.contextmanager
+def offline_runtime():
+    """Two SDK costs that buy nothing offline, switched off for the length of an evaluation:
+    - the capture of the user's stack at each registration: source positions only feed the engine's diagnostics,
+      no engine runs here, and capturing them stats every source file of every frame, for every resource;
+    - Python's cyclic garbage collector: every resource keeps many live objects, so full collections grow with
+      the fleet and made large evaluations superlinear (2,250 resources: 7.6 s with it, 4.0 s without). Garbage
+      left behind goes at the next ordinary collection after the evaluation."""
+    from pulumi.runtime import resource as runtime_resource
+    from pulumi.runtime.proto import source_pb2
+
+    original = runtime_resource._get_stack_trace
+    runtime_resource._get_stack_trace = source_pb2.StackTrace
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        runtime_resource._get_stack_trace = original
+        if collecting:
+            gc.enable()
+
+
 def evaluate(root: Path, stack: str, program: Path | None = None) -> Evaluation:
     """Run `__main__.py` of the project at `root` for `stack` under mocks and return what it declared."""
     root = root.resolve()
@@ -283,7 +308,8 @@ def evaluate(root: Path, stack: str, program: Path | None = None) -> Evaluation:
     cwd = os.getcwd()
     os.chdir(root)  # the program reads models/ relative to the project, as under `pulumi up`
     try:
-        _sync_await(pulumi.runtime.stack.run_pulumi_func(lambda: runpy.run_path(str(program), run_name="__main__")))
+        with offline_runtime():
+            _sync_await(pulumi.runtime.stack.run_pulumi_func(lambda: runpy.run_path(str(program), run_name="__main__")))
     finally:
         os.chdir(cwd)
     resources = [

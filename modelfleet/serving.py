@@ -141,17 +141,9 @@ class Workload:
 
 
 def model_repository(model: ModelSpec, source: str) -> str:
-    """Triton's `--model-repository`: the parent of the model's bucket directory, which must be named after it."""
-    where = f"models/{model.name}.yaml"
-    if not source:
-        raise ServingError(f"{where} source: no bucket for this cloud")
-    scheme, _, path = source.partition("://")
-    parts = [p for p in path.rstrip("/").split("/") if p]
-    if len(parts) < 2 or parts[-1] != model.name:
-        raise ServingError(
-            f"{where} source.{'aws' if scheme == 's3' else 'gcp'}: must end in /{model.name} (Triton finds a model "
-            f"by its directory name in the repository), got {source!r}")
-    return f"{scheme}://{'/'.join(parts[:-1])}"
+    """Triton's `--model-repository`: the parent of the model's bucket folder (the spec checks that the folder
+    is named after the model, and the loader that the stack's clouds all have one)."""
+    return source.rstrip("/").rsplit("/", 1)[0]
 
 
 def workload(plan: FleetPlan, region: RegionPlan, placement: Placement, config_text: str | None = None) -> Workload:

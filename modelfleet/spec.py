@@ -241,6 +241,11 @@ class ModelSpec(Strict):
             raise ValueError(
                 f"batching.preferred_batch_sizes {too_big} exceed max_batch_size {self.max_batch_size}"
             )
+        for cloud in ("aws", "gcp"):
+            uri = self.source.on(cloud)
+            if uri and (uri.rstrip("/").rsplit("/", 1)[-1] != self.name or uri.rstrip("/").count("/") < 3):
+                raise ValueError(f"source.{cloud} must be a bucket folder named after the model, "
+                                 f"e.g. .../{self.name} (Triton finds a model by its folder name), got {uri!r}")
         names = [t.name for t in self.inputs + self.outputs]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:

@@ -115,11 +115,10 @@ def test_autoscaling_targets_average_queue_time_per_request():
     assert trigger["metadata"]["threshold"] == str(int(w.model.slo.p99_ms * 1000 * serving.QUEUE_SHARE_OF_P99))
 
 
-def test_a_bucket_directory_not_named_after_the_model_is_stopped():
-    plan = plan_of("dev")
-    model = plan.model("fraud-detector")
-    with pytest.raises(serving.ServingError, match=r"models/fraud-detector.yaml source.aws: must end in /fraud-detector"):
-        serving.model_repository(model, "s3://bucket/models/fraud")
+def test_triton_reads_the_parent_of_the_model_folder():
+    # The spec rejects a folder not named after the model (tests/corpus/bad.yaml); Triton gets its parent.
+    model = plan_of("dev").model("fraud-detector")
+    assert serving.model_repository(model, "s3://bucket/models/fraud-detector/") == "s3://bucket/models"
 
 
 def test_render_writes_valid_yaml_per_region(tmp_path):
