@@ -40,8 +40,10 @@ test: setup
 test-unit: setup
 	$(BIN)/pytest -q -m "not integration"
 
+# Benchmarks print ratios measured side by side in one run; bench/tuning_gain.py (minutes) runs on its own.
 bench: setup
 	$(BIN)/python bench/plan_scale.py
+	$(BIN)/python bench/serve_local.py
 
 clean:
 	rm -rf $(VENV) $(TRITON_VENV) build

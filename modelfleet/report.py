@@ -74,6 +74,23 @@ class Report:
             ],
         }
 
+    def regions(self) -> list[dict]:
+        """Per region: the network and the cluster, as decided in the plan."""
+        return [
+            {
+                "region": region.ref,
+                "cidr": region.cidr,
+                "zones": list(region.zones),
+                "nat_gateways": region.nat_gateways if region.cloud == "aws" else "cloud-nat",
+                "cluster": region.cluster_name,
+                "kubernetes_version": region.kubernetes_version,
+                "endpoint": ("public: " + ", ".join(region.endpoint_public_cidrs)) if region.endpoint_public_cidrs
+                else "private",
+                "monthly_usd": region.monthly_usd,
+            }
+            for region in self.plan.regions
+        ]
+
     def cost(self) -> dict:
         total = self.plan.monthly_usd
         return {
@@ -101,6 +118,7 @@ class Report:
             "environment": self.plan.environment,
             "regions": [region.ref for region in self.plan.regions],
             "resources": [r.as_dict() for r in self.evaluation.resources],
+            "region_plans": self.regions(),
             "summary": self.summary(),
             "cost": self.cost(),
             "warnings": list(self.plan.warnings),
@@ -156,6 +174,15 @@ def render_text(report: Report, console: Console) -> None:
     console.print(counts)
     console.print("Per cloud: " + ", ".join(f"{k} {v}" for k, v in summary["by_cloud"].items()))
 
+    networks = Table(title="Regions: network and cluster", title_justify="left")
+    for column in ("region", "VPC", "zones", "NAT", "cluster", "k8s", "API endpoint", "$/month"):
+        networks.add_column(column, justify="right" if column == "$/month" else "left")
+    for r in report.regions():
+        networks.add_row(r["region"], r["cidr"], " ".join(z.rsplit("-", 1)[-1] for z in r["zones"]),
+                         str(r["nat_gateways"]), r["cluster"], r["kubernetes_version"], r["endpoint"],
+                         _money(r["monthly_usd"]))
+    console.print(networks)
+
     pools = Table(title="Node pools (nodes: min / desired / max)", title_justify="left")
     for column in ("region", "pool", "instance", "capacity", "nodes", "GPUs min–max", "$/month"):
         pools.add_column(column, justify="right" if column in ("nodes", "GPUs min–max", "$/month") else "left")
@@ -164,18 +191,19 @@ def render_text(report: Report, console: Console) -> None:
             pools.add_row(region.ref, pool.name, pool.instance_type, pool.capacity,
                           f"{pool.min_nodes} / {pool.desired_nodes} / {pool.max_nodes}",
                           f"{pool.min_nodes * pool.gpus_per_node}–{pool.max_gpus}" if pool.is_gpu else "—",
-                          _money(pool.desired_nodes * pool.hourly_usd_per_node * 730))
+                          _money(next(line.monthly_usd for line in region.cost if line.item.startswith(f"pool {pool.name} "))))
     console.print(pools)
 
-    money = Table(title="Estimated monthly cost", title_justify="left")
-    money.add_column("region")
-    money.add_column("$/month", justify="right")
-    for ref, data in cost["regions"].items():
-        money.add_row(ref, _money(data["monthly_usd"]))
+    sizing = Table(title="Capacity per model and region", title_justify="left")
+    for column in ("model", "region", "hardware", "rps", "replicas", "tuned", "infer/s per replica", "p99 ms"):
+        sizing.add_column(column, justify="left" if column in ("model", "region", "hardware", "tuned") else "right")
+    for row in _capacity_rows(report):
+        sizing.add_row(*row)
+    console.print(sizing)
+
     verdict = "[green]within[/]" if cost["within_budget"] else "[red]OVER[/]"
-    money.add_row("[bold]total[/]", f"[bold]{_money(cost['monthly_usd_total'])}[/]")
-    console.print(money)
-    console.print(f"Budget {_money(cost['budget_monthly_usd'])}: {verdict} budget")
+    console.print(f"Estimated [bold]{_money(cost['monthly_usd_total'])}/month[/] against a budget of "
+                  f"{_money(cost['budget_monthly_usd'])}: {verdict} budget")
     for warning in plan.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
     _policies_text(report.extra.get("policies"), console)
@@ -190,15 +218,20 @@ def render_markdown(report: Report) -> str:
     w(f"**{summary['resource_count']} resources** in {len(plan.regions)} region(s) for {len(plan.models)} model(s). "
       f"Estimated **{_money(cost['monthly_usd_total'])}/month** against a budget of "
       f"{_money(cost['budget_monthly_usd'])}: {status}.\n\n")
-    w("| region | resources | $/month |\n|---|---:|---:|\n")
-    for ref, data in cost["regions"].items():
-        key = ref.replace(":", "-")
-        w(f"| {ref} | {summary['by_region'].get(key, 0)} | {_money(data['monthly_usd'])} |\n")
+    w("| region | VPC | NAT | cluster | API endpoint | resources | $/month |\n|---|---|---|---|---|---:|---:|\n")
+    for r in report.regions():
+        key = r["region"].replace(":", "-")
+        w(f"| {r['region']} | {r['cidr']} | {r['nat_gateways']} | `{r['cluster']}` | {r['endpoint']} | "
+          f"{summary['by_region'].get(key, 0)} | {_money(r['monthly_usd'])} |\n")
     w("\n### Node pools\n\n| region | pool | instance | capacity | nodes min/desired/max | GPUs max |\n"
       "|---|---|---|---|---:|---:|\n")
     for pool in summary["pools"]:
         w(f"| {pool['region']} | {pool['pool']} | {pool['instance_type']} | {pool['capacity']} | "
           f"{pool['min_nodes']}/{pool['desired_nodes']}/{pool['max_nodes']} | {pool['max_gpus']} |\n")
+    w("\n### Capacity\n\n| model | region | hardware | rps | replicas | tuned | infer/s per replica | p99 ms |\n"
+      "|---|---|---|---:|---:|---|---:|---:|\n")
+    for row in _capacity_rows(report):
+        w("| " + " | ".join(row) + " |\n")
     if plan.warnings:
         w("\n### Warnings\n\n" + "".join(f"- {warning}\n" for warning in plan.warnings))
     w(_policies_markdown(report.extra.get("policies")))
@@ -207,6 +240,17 @@ def render_markdown(report: Report) -> str:
         w(f"| `{resource_type}` | {n} |\n")
     w("\n</details>\n")
     return out.getvalue()
+
+
+def _capacity_rows(report: Report) -> list[tuple[str, ...]]:
+    rows = []
+    for model, data in capacity_json(report.plan)["models"].items():
+        for region, c in data["regions"].items():
+            rows.append((model, region, c["hardware_class"], f"{c['rps']:g}", str(c["replicas"]),
+                         "yes" if c["tuned"] else "no",
+                         f"{c['throughput_per_replica']:,.0f}" if c["throughput_per_replica"] else "—",
+                         f"{c['p99_ms']:g}" if c["p99_ms"] else "—"))
+    return rows
 
 
 def _verdict(policies: dict) -> str:
