@@ -17,18 +17,23 @@ class _Data(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Offering(_Data):
-    """One hardware class on one cloud: the node type that carries it and what a node costs."""
+class NodeType(_Data):
+    """A machine type and what one node costs."""
 
     instance_type: str
-    accelerator: str | None = None
-    gpus_per_node: int
     vcpus: int
     memory_gib: int
     hourly_usd: float
     price_region: str
     price_date: str
     price_source: str
+
+
+class Offering(NodeType):
+    """One hardware class on one cloud: the node type that carries it, its accelerator, where it is offered."""
+
+    accelerator: str | None = None
+    gpus_per_node: int
     regions: tuple[str, ...]
 
 
@@ -40,16 +45,6 @@ class HardwareClass(_Data):
 
     def on(self, cloud: Cloud) -> Offering | None:
         return getattr(self, cloud)
-
-
-class NodeType(_Data):
-    instance_type: str
-    vcpus: int
-    memory_gib: int
-    hourly_usd: float
-    price_region: str
-    price_date: str
-    price_source: str
 
 
 class SystemPool(_Data):
