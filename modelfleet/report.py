@@ -18,7 +18,7 @@ from rich.tree import Tree
 
 from modelfleet.offline import Evaluation, Recorded
 from modelfleet.plan import FleetPlan
-from modelfleet.tuning.capacity import capacity_json
+from modelfleet.tuning.capacity import capacity_json, capacity_markdown, capacity_text
 
 REGION_COMPONENT = "modelfleet:fleet:Region"
 GLOBAL = "global"
@@ -194,12 +194,7 @@ def render_text(report: Report, console: Console) -> None:
                           _money(next(line.monthly_usd for line in region.cost if line.item.startswith(f"pool {pool.name} "))))
     console.print(pools)
 
-    sizing = Table(title="Capacity per model and region", title_justify="left")
-    for column in ("model", "region", "hardware", "rps", "replicas", "tuned", "infer/s per replica", "p99 ms"):
-        sizing.add_column(column, justify="left" if column in ("model", "region", "hardware", "tuned") else "right")
-    for row in _capacity_rows(report):
-        sizing.add_row(*row)
-    console.print(sizing)
+    capacity_text(capacity_json(plan), console)
 
     verdict = "[green]within[/]" if cost["within_budget"] else "[red]OVER[/]"
     console.print(f"Estimated [bold]{_money(cost['monthly_usd_total'])}/month[/] against a budget of "
@@ -228,10 +223,7 @@ def render_markdown(report: Report) -> str:
     for pool in summary["pools"]:
         w(f"| {pool['region']} | {pool['pool']} | {pool['instance_type']} | {pool['capacity']} | "
           f"{pool['min_nodes']}/{pool['desired_nodes']}/{pool['max_nodes']} | {pool['max_gpus']} |\n")
-    w("\n### Capacity\n\n| model | region | hardware | rps | replicas | tuned | infer/s per replica | p99 ms |\n"
-      "|---|---|---|---:|---:|---|---:|---:|\n")
-    for row in _capacity_rows(report):
-        w("| " + " | ".join(row) + " |\n")
+    w(capacity_markdown(capacity_json(plan)))
     if plan.warnings:
         w("\n### Warnings\n\n" + "".join(f"- {warning}\n" for warning in plan.warnings))
     w(_policies_markdown(report.extra.get("policies")))
@@ -240,17 +232,6 @@ def render_markdown(report: Report) -> str:
         w(f"| `{resource_type}` | {n} |\n")
     w("\n</details>\n")
     return out.getvalue()
-
-
-def _capacity_rows(report: Report) -> list[tuple[str, ...]]:
-    rows = []
-    for model, data in capacity_json(report.plan)["models"].items():
-        for region, c in data["regions"].items():
-            rows.append((model, region, c["hardware_class"], f"{c['rps']:g}", str(c["replicas"]),
-                         "yes" if c["tuned"] else "no",
-                         f"{c['throughput_per_replica']:,.0f}" if c["throughput_per_replica"] else "—",
-                         f"{c['p99_ms']:g}" if c["p99_ms"] else "—"))
-    return rows
 
 
 def _verdict(policies: dict) -> str:
