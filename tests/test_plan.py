@@ -136,3 +136,18 @@ def test_golden_summary(evaluated, stack):
         golden.write_text(actual)
     assert golden.exists(), f"no golden file {golden}; run UPDATE_GOLDEN=1 make test"
     assert actual == golden.read_text(), f"{stack} plan summary changed; if intended, run UPDATE_GOLDEN=1 make test"
+
+
+def test_the_program_stops_on_a_bad_spec_with_the_validate_report(project_copy: Path):
+    """Under `pulumi up` the spec comes from the engine's config; problems stop the program with the same
+    file:line lines as `modelfleet validate`, as a RunError (which the CLI prints without a traceback)."""
+    import pulumi
+
+    from modelfleet.offline import evaluate
+
+    stack = project_copy / "stacks" / "Pulumi.dev.yaml"
+    stack.write_text(stack.read_text().replace("budget_monthly_usd: 6000", "budget_monthly_usd: -1"))
+    with pytest.raises(pulumi.RunError) as raised:
+        evaluate(project_copy, "dev")
+    assert "the fleet spec has problems" in str(raised.value)
+    assert "stacks/Pulumi.dev.yaml:7 modelfleet:budget_monthly_usd: must be > 0, got -1" in str(raised.value)
