@@ -7,13 +7,14 @@ found, the field path, what was expected and what was found. Nothing here raises
 from __future__ import annotations
 
 import difflib
+import re
 import ipaddress
 import json
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -185,14 +186,29 @@ def _message(error: dict, root: type[BaseModel]) -> str:
     return error["msg"][0].lower() + error["msg"][1:]
 
 
+# A whole-model validator names the field it is about by starting its message with `field.path: `.
+_FIELD_PREFIX = re.compile(r"^((?:[a-z_]+)(?:\.[a-z_]+|\[\d+\])*): (.+)$", re.S)
+
+
+def _field_path(text: str) -> tuple:
+    return tuple(int(part) if part.isdigit() else part for part in re.findall(r"[a-z_]+|\d+", text))
+
+
 def problems_from(exc: ValidationError, root: type[BaseModel], display: str, loaded: Loaded | None,
-                  prefix: tuple = ()) -> list[Problem]:
+                  where: Callable[[tuple], tuple] = lambda loc: loc,
+                  name: Callable[[tuple], str] = _dotted) -> list[Problem]:
+    """One problem per pydantic error. `where` maps a field path to its place in the YAML document (the stack
+    file nests its keys under `config:` and the namespace); `name` gives the path as the user reads it."""
     out = []
     for error in exc.errors():
         # pydantic appends the union member or validator name to loc in some cases; keep only data keys.
         loc = tuple(p for p in error["loc"] if isinstance(p, int) or not str(p).startswith("function-"))
-        line = loaded.line_of(prefix + loc) if loaded else None
-        out.append(Problem(display, line, _dotted(loc), _message(error, root)))
+        message = _message(error, root)
+        named = _FIELD_PREFIX.match(message) if error["type"] == "value_error" else None
+        if named:
+            loc, message = loc + _field_path(named.group(1)), named.group(2)
+        line = loaded.line_of(where(loc)) if loaded else None
+        out.append(Problem(display, line, name(loc), message))
     return out
 
 
@@ -243,14 +259,9 @@ def parse_stack(values: dict, display: str, loaded: Loaded | None) -> StackSpec:
     try:
         return StackSpec.model_validate(values)
     except ValidationError as exc:
-        problems = problems_from(exc, StackSpec, display, None)
-        if loaded is not None:
-            # Field paths are reported without the namespace, lines are found under it.
-            problems = [
-                Problem(p.file, loaded.line_of(("config",) + _config_path(e["loc"])), _config_key(e["loc"]), p.message)
-                for p, e in zip(problems, exc.errors())
-            ]
-        raise SpecError(problems) from None
+        # Field paths are reported with the namespace, as the file spells them, and found under `config:`.
+        raise SpecError(problems_from(exc, StackSpec, display, loaded,
+                                      where=lambda loc: ("config",) + _config_path(loc), name=_config_key)) from None
 
 
 def _config_path(loc: tuple) -> tuple:
@@ -311,7 +322,10 @@ def load_fleet(root: Path, stack_name: str, config_map: dict[str, Any] | None = 
     stack = parse_stack(values, display, loaded)
     specs, files, problems = load_models(root)
     broken = {Path(p.file).stem for p in problems}  # their own problems are already reported
-    problems.extend(_cross_check(stack, specs, files, display, loaded, broken))
+    def model_line(name: str, path: tuple) -> int | None:  # only problems need it: read the file again then
+        return read_yaml(root / files[name], files[name]).line_of(path)
+
+    problems.extend(_cross_check(stack, specs, files, display, loaded, broken, model_line))
     records, record_problems = load_tuning_records(root, [n for n in stack.models if n in specs])
     problems.extend(record_problems)
     if problems:
@@ -342,7 +356,8 @@ def load_tuning_records(root: Path, models: Iterable[str]) -> tuple[dict[tuple[s
 
 
 def _cross_check(stack: StackSpec, specs: dict[str, ModelSpec], files: dict[str, str], display: str,
-                 loaded: Loaded | None, broken: set[str]) -> list[Problem]:
+                 loaded: Loaded | None, broken: set[str], model_line: Callable[[str, tuple], int | None]
+                 ) -> list[Problem]:
     def line(*path: Any) -> int | None:
         return loaded.line_of(("config",) + _config_path(path)) if loaded else None
 
@@ -365,7 +380,7 @@ def _cross_check(stack: StackSpec, specs: dict[str, ModelSpec], files: dict[str,
             offering = hardware().classes[spec.hardware.gpu_class].on(entry.cloud)
             if offering is not None and spec.hardware.gpus_per_replica > offering.gpus_per_node:
                 problems.append(Problem(
-                    files[name], None, "hardware.gpus_per_replica",
+                    files[name], model_line(name, ("hardware", "gpus_per_replica")), "hardware.gpus_per_replica",
                     f"{spec.hardware.gpus_per_replica} GPUs per replica do not fit one {offering.instance_type} "
                     f"({offering.gpus_per_node} GPU per node on {entry.cloud}); lower it or pick a larger gpu_class"))
             if offering is None or entry.name not in offering.regions:
@@ -381,7 +396,7 @@ def _cross_check(stack: StackSpec, specs: dict[str, ModelSpec], files: dict[str,
         for cloud in sorted(clouds) if spec else ():
             if spec.source.on(cloud) is None:
                 example = {"aws": "s3://bucket/prefix", "gcp": "gs://bucket/prefix", "local": "a local path"}[cloud]
-                problems.append(Problem(files[name], None, f"source.{cloud}",
+                problems.append(Problem(files[name], model_line(name, ("source",)), f"source.{cloud}",
                                         f"stack {display} runs this model on {cloud}; add source.{cloud}: {example}"))
 
     networks = region_networks(stack)

@@ -66,9 +66,9 @@ class HardwareSpec(Strict):
     @model_validator(mode="after")
     def _gpus_match_class(self) -> HardwareSpec:
         if self.gpu_class == "cpu" and self.gpus_per_replica != 0:
-            raise ValueError("gpus_per_replica must be 0 when gpu_class is cpu")
+            raise ValueError("gpus_per_replica: must be 0 when gpu_class is cpu")
         if self.gpu_class != "cpu" and self.gpus_per_replica < 1:
-            raise ValueError(f"gpus_per_replica must be at least 1 on {self.gpu_class}")
+            raise ValueError(f"gpus_per_replica: must be at least 1 on {self.gpu_class}")
         return self
 
     @property
@@ -99,9 +99,9 @@ class ScalingSpec(Strict):
     @model_validator(mode="after")
     def _bounds(self) -> ScalingSpec:
         if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})")
+            raise ValueError(f"min_replicas: {self.min_replicas} must be <= max_replicas ({self.max_replicas})")
         if self.min_replicas == 0 and not self.scale_to_zero:
-            raise ValueError("min_replicas is 0 but scale_to_zero is false; set scale_to_zero: true or min_replicas >= 1")
+            raise ValueError("min_replicas: 0 needs scale_to_zero: true; set it, or min_replicas >= 1")
         return self
 
 
@@ -239,24 +239,24 @@ class ModelSpec(Strict):
         too_big = [s for s in self.batching.preferred_batch_sizes if s > self.max_batch_size]
         if too_big:
             raise ValueError(
-                f"batching.preferred_batch_sizes {too_big} exceed max_batch_size {self.max_batch_size}"
+                f"batching.preferred_batch_sizes: {too_big} exceed max_batch_size {self.max_batch_size}"
             )
         for cloud in ("aws", "gcp"):
             uri = self.source.on(cloud)
             if uri and (uri.rstrip("/").rsplit("/", 1)[-1] != self.name or uri.rstrip("/").count("/") < 3):
-                raise ValueError(f"source.{cloud} must be a bucket folder named after the model, "
+                raise ValueError(f"source.{cloud}: must be a bucket folder named after the model, "
                                  f"e.g. .../{self.name} (Triton finds a model by its folder name), got {uri!r}")
         names = [t.name for t in self.inputs + self.outputs]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise ValueError(f"tensor names must be unique across inputs and outputs; repeated: {', '.join(dup)}")
+            raise ValueError(f"outputs: tensor names must be unique across inputs and outputs; repeated: {', '.join(dup)}")
         too_big = [s for s in self.tuning.max_batch_sizes if s > self.max_batch_size]
         if too_big:
-            raise ValueError(f"tuning.max_batch_sizes {too_big} exceed max_batch_size {self.max_batch_size}")
+            raise ValueError(f"tuning.max_batch_sizes: {too_big} exceed max_batch_size {self.max_batch_size}")
         smallest = min(self.tuning.batch_sizes_for(self.max_batch_size))
         too_big = [s for sizes in self.tuning.preferred_batch_sizes for s in sizes if s > smallest]
         if too_big:
-            raise ValueError(f"tuning.preferred_batch_sizes {too_big} exceed the smallest searched max_batch_size "
+            raise ValueError(f"tuning.preferred_batch_sizes: {too_big} exceed the smallest searched max_batch_size "
                              f"{smallest}: every variant must be legal")
         return self
 
@@ -330,15 +330,15 @@ class StackSpec(Strict):
     @model_validator(mode="after")
     def _regions_fit_environment(self) -> StackSpec:
         if self.environment == "local" and self.regions:
-            raise ValueError("the local environment runs on this machine; remove its regions")
+            raise ValueError("regions: the local environment runs on this machine; remove its regions")
         if self.environment != "local" and not self.regions:
-            raise ValueError(f"environment {self.environment} needs at least one region, e.g. aws:us-east-1")
+            raise ValueError(f"regions: environment {self.environment} needs at least one region, e.g. aws:us-east-1")
         if any(r.cloud == "gcp" for r in self.regions) and not self.gcp_project:
-            raise ValueError("the stack has GCP regions; set modelfleet:gcp_project to the Google Cloud project id")
+            raise ValueError("gcp_project: required, the stack has GCP regions; set it to the Google Cloud project id")
         keys = [r.region for r in self.regions]
         dup = sorted({k for k in keys if keys.count(k) > 1})
         if dup:
-            raise ValueError(f"regions listed twice: {', '.join(dup)}")
+            raise ValueError(f"regions: listed twice: {', '.join(dup)}")
         return self
 
     @property

@@ -205,8 +205,8 @@ def test_spec_bounds_and_a_latency_objective_flow_into_the_config(project_copy):
 
 
 @pytest.mark.parametrize("tuning, message", [
-    ({"max_batch_sizes": [128]}, "tuning.max_batch_sizes [128] exceed max_batch_size 64"),
-    ({"preferred_batch_sizes": [[32]]}, "tuning.preferred_batch_sizes [32] exceed the smallest searched max_batch_size 16"),
+    ({"max_batch_sizes": [128]}, "tuning.max_batch_sizes: [128] exceed max_batch_size 64"),
+    ({"preferred_batch_sizes": [[32]]}, "tuning.preferred_batch_sizes: [32] exceed the smallest searched max_batch_size 16"),
     ({"concurrency": {"min": 8, "max": 4}}, "min (8) must be <= max (4)"),
     ({"objective": "cost"}, "tuning.objective: must be one of 'throughput' or 'latency', got 'cost'"),
 ])
