@@ -134,6 +134,7 @@ def test_golden_summary(evaluated, stack):
     golden = GOLDEN / f"{stack}.json"
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(actual)
+        pytest.fail(f"rewrote {golden.name}: review `git diff tests/golden`, then run the tests without UPDATE_GOLDEN")
     assert golden.exists(), f"no golden file {golden}; run UPDATE_GOLDEN=1 make test"
     assert actual == golden.read_text(), f"{stack} plan summary changed; if intended, run UPDATE_GOLDEN=1 make test"
 

@@ -25,12 +25,12 @@ def _get(url: str) -> dict:
         return json.loads(response.read())
 
 
-@pytest.fixture(scope="module")
-def served(triton_install):
+def start_serve(root: Path = ROOT):
+    """`modelfleet serve --stack local` on free ports, as a process; returns it once Triton is ready."""
     http, grpc, metrics = free_ports(3)
     process = subprocess.Popen(
         [sys.executable, "-m", "modelfleet.cli", "serve", "--stack", "local", "--http-port", str(http),
-         "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--root", str(ROOT)],
+         "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--root", str(root)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -43,10 +43,20 @@ def served(triton_install):
     else:
         process.kill()
         pytest.fail("modelfleet serve did not become ready in 90 s")
-    yield {"http": http, "metrics": metrics, "process": process}
+    return {"http": http, "metrics": metrics, "process": process}
+
+
+def stop(process: subprocess.Popen) -> int:
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
+    return process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def served(triton_install):
+    server = start_serve()
+    yield server
+    stop(server["process"])
 
 
 def test_metadata_matches_every_model_spec(served):
@@ -74,25 +84,44 @@ def test_served_config_is_the_rendered_one(served):
     assert live["instance_group"][0]["count"] == rendered.instance_group[0].count
 
 
-def test_inference_over_http_and_metrics(served, examples):
-    rows = np.random.default_rng(3).normal(size=(4, 32)).astype(np.float32)
-    body = {"inputs": [{"name": "features", "shape": list(rows.shape), "datatype": "FP32",
-                        "data": rows.ravel().tolist()}]}
-    request = urllib.request.Request(f"http://127.0.0.1:{served['http']}/v2/models/fraud-detector/infer",
+def _infer(port: int, model: str, name: str, datatype: str, rows: list, shape: list) -> np.ndarray:
+    body = {"inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": rows}]}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/{model}/infer",
                                      data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as response:
         out = json.loads(response.read())["outputs"][0]
-    np.testing.assert_allclose(np.array(out["data"]).reshape(out["shape"]), examples.fraud_reference(rows),
-                               rtol=1e-5, atol=1e-6)
+    return np.array(out["data"], dtype=np.float32).reshape(out["shape"])
+
+
+def test_every_model_answers_like_running_it_directly(served, examples):
+    rows = np.random.default_rng(3).normal(size=(4, 32)).astype(np.float32)
+    fraud = _infer(served["http"], "fraud-detector", "features", "FP32", rows.ravel().tolist(), list(rows.shape))
+    np.testing.assert_allclose(fraud, examples.fraud_reference(rows), rtol=1e-5, atol=1e-6)
+    texts = ["I love it, great and fast", "terrible, broken, I want a refund", "it arrived on tuesday"]
+    scores = _infer(served["http"], "sentiment", "text", "BYTES", texts, [len(texts), 1])
+    np.testing.assert_allclose(scores, examples.sentiment_reference(texts), rtol=1e-5, atol=1e-6)
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{served['metrics']}/metrics", timeout=5).read().decode()
-    assert 'nv_inference_request_success{model="fraud-detector",version="1"}' in metrics
+    for model in ("fraud-detector", "sentiment"):
+        assert f'nv_inference_request_success{{model="{model}",version="1"}}' in metrics
 
 
-def test_ctrl_c_stops_cleanly(served):
-    process = served["process"]
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=30) == 0
-    assert "stopped" in process.stdout.read()
+def test_ctrl_c_stops_cleanly(triton_install):
+    server = start_serve()
+    assert stop(server["process"]) == 0
+    output = server["process"].stdout.read()
+    assert "Triton ready" in output and f"HTTP    127.0.0.1:{server['http']}" in output and "stopped" in output
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{server['http']}/v2/health/live", timeout=2)
+
+
+def test_a_broken_spec_is_stopped_before_triton_starts(project_copy):
+    spec = project_copy / "models" / "sentiment.yaml"
+    spec.write_text(spec.read_text().replace("max_batch_size: 64", "max_batch_size: 64\nbatching: {preferred_batch_sizes: [128]}"))
+    result = subprocess.run([sys.executable, "-m", "modelfleet.cli", "serve", "--stack", "local", "--root",
+                             str(project_copy)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "models/sentiment.yaml:15 batching.preferred_batch_sizes: [128] exceed max_batch_size 64" in result.stderr
+    assert "Triton ready" not in result.stderr + result.stdout and "Traceback" not in result.stderr
 
 
 def test_serve_refuses_a_cloud_stack():
