@@ -65,6 +65,7 @@ TMP_SIZE = "20Gi"  # Triton downloads an s3:// or gs:// repository to a local te
 EXIT_TIMEOUT_S = 30  # in-flight requests drain this long on SIGTERM
 RESPONSE_CACHE_BYTES = 256 * 1024 * 1024
 PROBE_PERIOD_S = 10
+PDB_MAX_UNAVAILABLE = 1  # replicas a voluntary disruption may take at once (pod_disruption_budget)
 QUEUE_SHARE_OF_P99 = 0.25  # scale out when the average queue time per request passes this share of the p99 SLO
 METRIC_WINDOW = "1m"
 POLLING_INTERVAL_S = 15
@@ -243,6 +244,16 @@ def _probe(path: str, period: int, failures: int) -> dict:
     }
 
 
+def tolerations(pool: PoolPlan) -> list[dict]:
+    """Tolerate each of the pool's taints by key and effect, whatever its value (`operator: Exists`).
+
+    The value must not matter: on GPU nodes GKE adds its own `nvidia.com/gpu=present:NoSchedule` next to (or
+    instead of) the plan's `nvidia.com/gpu=true:NoSchedule`; an `Equal` toleration of `true` would leave Triton
+    unschedulable there. Exists on the key and effect tolerates both, and nothing else."""
+    seen = dict.fromkeys((t.key, t.effect) for t in pool.taints)
+    return [{"key": key, "operator": "Exists", "effect": effect} for key, effect in seen]
+
+
 def deployment(plan: FleetPlan, w: Workload) -> dict:
     labels = _labels(plan, w.model.name)
     selector = selector_labels(w.model.name)
@@ -283,9 +294,7 @@ def deployment(plan: FleetPlan, w: Workload) -> dict:
         "serviceAccountName": SERVICE_ACCOUNT,
         "automountServiceAccountToken": False,
         "nodeSelector": {POOL_LABEL: w.pool.name},
-        "tolerations": [
-            {"key": t.key, "operator": "Equal", "value": t.value, "effect": t.effect} for t in w.pool.taints
-        ],
+        "tolerations": tolerations(w.pool),
         "topologySpreadConstraints": [
             # Spread over zones and nodes, but never leave a replica pending for it: GPU capacity is scarce.
             {"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
@@ -354,7 +363,11 @@ def service(plan: FleetPlan, w: Workload) -> dict:
 
 
 def pod_disruption_budget(plan: FleetPlan, w: Workload) -> dict:
-    spec: dict[str, Any] = {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(w.model.name)}}
+    """Voluntary disruptions (node drains, upgrades, the node autoscaler) take at most PDB_MAX_UNAVAILABLE
+    replicas at a time. maxUnavailable, not minAvailable: a model scaled to one replica (KEDA may go that low
+    for a scale-to-zero model) would block every drain of its node under a minAvailable of 1."""
+    spec: dict[str, Any] = {"maxUnavailable": PDB_MAX_UNAVAILABLE,
+                            "selector": {"matchLabels": selector_labels(w.model.name)}}
     if _version(w.kubernetes_version) >= (1, 31):  # GA in 1.31: a crash-looping pod must not block node drains
         spec["unhealthyPodEvictionPolicy"] = "AlwaysAllow"
     return {

@@ -159,7 +159,7 @@ def test_prod_declares_a_deployment_per_model_per_region(prod_resources):
         assert container["image"] == serving.TRITON_IMAGE and "@sha256:" in container["image"]
         assert {"startupProbe", "readinessProbe", "livenessProbe"} <= set(container)
         assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
-        assert {"key": "nvidia.com/gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"} in pod["tolerations"]
+        assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
         assert pod["nodeSelector"]["modelfleet.io/pool"].startswith("gpu-")
 
 
