@@ -11,7 +11,7 @@ import ipaddress
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from modelfleet.catalogue import CLOUDS, Cloud, hardware, regions
 
@@ -286,9 +286,13 @@ class RegionEntry(Strict):
 
     @field_validator("cidr")
     @classmethod
-    def _private_and_big_enough(cls, net: ipaddress.IPv4Network | None) -> ipaddress.IPv4Network | None:
+    def _private_and_big_enough(cls, net: ipaddress.IPv4Network | None,
+                                info: ValidationInfo) -> ipaddress.IPv4Network | None:
         if net is not None and (not net.is_private or net.prefixlen > 16):
             raise ValueError(f"must be a private /16 or larger (e.g. 10.20.0.0/16), got {net}")
+        # An AWS VPC's primary range is /16 at most (AWS rejects a larger one); the plan carves subnets from a /16.
+        if net is not None and str(info.data.get("region", "")).startswith("aws:") and net.prefixlen != 16:
+            raise ValueError(f"must be exactly a /16 on AWS (the largest VPC AWS accepts), got {net}")
         return net
 
     @property
