@@ -9,7 +9,7 @@ import pulumi_aws as aws
 
 from components.network_aws import AwsNetwork
 from modelfleet import access
-from modelfleet.plan import KMS_DELETION_WINDOW_DAYS, PoolPlan, RegionPlan
+from modelfleet.plan import KMS_DELETION_WINDOW_DAYS, AddonPlan, PoolPlan, RegionPlan
 
 CAPACITY = {"on-demand": "ON_DEMAND", "spot": "SPOT"}
 EFFECT = {"NoSchedule": "NO_SCHEDULE", "NoExecute": "NO_EXECUTE", "PreferNoSchedule": "PREFER_NO_SCHEDULE"}
@@ -33,6 +33,7 @@ class EksCluster(pulumi.ComponentResource):
             f"{key}-eks-secrets",
             description=f"Envelope encryption of Kubernetes secrets in {region.cluster_name}",
             enable_key_rotation=True,
+            rotation_period_in_days=region.kms_rotation_days,
             deletion_window_in_days=KMS_DELETION_WINDOW_DAYS,
             opts=child,
         )
@@ -97,15 +98,11 @@ class EksCluster(pulumi.ComponentResource):
             aws.iam.RolePolicyAttachment(f"{key}-vpc-cni-{i}", role=cni_role.name, policy_arn=arn, opts=child)
             for i, arn in enumerate(access.EKS_CNI_POLICIES)
         ]
-        vpc_cni = aws.eks.Addon(
-            f"{key}-vpc-cni",
-            cluster_name=self.cluster.name,
-            addon_name="vpc-cni",
-            service_account_role_arn=cni_role.arn,
-            resolve_conflicts_on_create="OVERWRITE",
-            resolve_conflicts_on_update="OVERWRITE",
-            opts=pulumi.ResourceOptions(parent=self, depends_on=cni_attachments),
-        )
+        before_nodes = [
+            self._addon(key, region, addon, service_account_role_arn=cni_role.arn if addon.name == "vpc-cni" else None,
+                        depends_on=cni_attachments if addon.name == "vpc-cni" else [])
+            for addon in region.addons if not addon.after_nodes
+        ]
 
         self.node_role = aws.iam.Role(
             f"{key}-nodes",
@@ -128,6 +125,8 @@ class EksCluster(pulumi.ComponentResource):
                 ami_type=pool.node_image,
                 capacity_type=CAPACITY[pool.capacity],
                 instance_types=[pool.instance_type],
+                # The control plane's minor: nodes follow the cluster when the stack's kubernetes_version moves.
+                version=region.kubernetes_version,
                 scaling_config=aws.eks.NodeGroupScalingConfigArgs(
                     min_size=pool.min_nodes, max_size=pool.max_nodes, desired_size=pool.desired_nodes),
                 labels=dict(pool.labels),
@@ -135,9 +134,13 @@ class EksCluster(pulumi.ComponentResource):
                         for t in pool.taints],
                 launch_template=aws.eks.NodeGroupLaunchTemplateArgs(
                     id=template.id, version=template.latest_version.apply(str)),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[vpc_cni, *node_attachments],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[*before_nodes, *node_attachments],
                                             ignore_changes=AUTOSCALED),
             )
+        self.addons = before_nodes + [
+            self._addon(key, region, addon, depends_on=list(self.node_groups.values()))
+            for addon in region.addons if addon.after_nodes
+        ]
 
         self.name = self.cluster.name
         self.endpoint = self.cluster.endpoint
@@ -148,6 +151,28 @@ class EksCluster(pulumi.ComponentResource):
             "oidcProviderArn": self.oidc_provider.arn,
             "nodeGroups": {name: group.node_group_name for name, group in self.node_groups.items()},
         })
+
+    def _addon(self, key: str, region: RegionPlan, addon: AddonPlan, depends_on: list[pulumi.Resource],
+               service_account_role_arn: pulumi.Input[str] | None = None) -> aws.eks.Addon:
+        # The version EKS names as the default for the cluster's minor (most_recent=False): qualified by AWS for
+        # that minor, and it moves with kubernetes_version, as the node groups do. Pinning versions here would
+        # need a bump per minor that nothing could check offline.
+        version = aws.eks.get_addon_version_output(
+            addon_name=addon.name, kubernetes_version=region.kubernetes_version, most_recent=False,
+            opts=pulumi.InvokeOutputOptions(parent=self))
+        return aws.eks.Addon(
+            f"{key}-{addon.name}",
+            cluster_name=self.cluster.name,
+            addon_name=addon.name,
+            addon_version=version.version,
+            configuration_values=json.dumps(dict(addon.configuration), sort_keys=True) if addon.configuration
+            else None,
+            service_account_role_arn=service_account_role_arn,
+            # EKS installs self-managed copies at creation; the managed add-ons take them over.
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
+        )
 
     def _launch_template(self, key: str, pool: PoolPlan, region: RegionPlan,
                          tags: dict[str, str]) -> aws.ec2.LaunchTemplate:

@@ -7,11 +7,12 @@ import pulumi_gcp as gcp
 
 from components.network_gcp import PODS_RANGE, SERVICES_RANGE, GcpNetwork
 from modelfleet import access
-from modelfleet.plan import GKE_GPU_DRIVER, GKE_MONITORING, KMS_ROTATION_DAYS, PoolPlan, RegionPlan
+from modelfleet.plan import GKE_GPU_DRIVER, GKE_MONITORING, PoolPlan, RegionPlan
 
 EFFECT = {"NoSchedule": "NO_SCHEDULE", "NoExecute": "NO_EXECUTE", "PreferNoSchedule": "PREFER_NO_SCHEDULE"}
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"  # access is decided by IAM roles, not scopes
-SECONDS_PER_DAY = 86_400
+# Set once at creation; afterwards the autoscaler owns the node count, and a changed value would replace the pool.
+CREATE_ONLY = ["initialNodeCount"]
 
 
 class GkeCluster(pulumi.ComponentResource):
@@ -25,12 +26,17 @@ class GkeCluster(pulumi.ComponentResource):
         key = region.key
 
         # Application-layer secrets encryption: GKE's service agent wraps etcd secrets with this key.
-        key_ring = gcp.kms.KeyRing(key, name=region.cluster_name, location=region.region, opts=child)
+        # GCP never deletes a key ring (nor a key): `pulumi destroy` only forgets it, and a ring's name stays taken
+        # in its project and location forever. The name is therefore auto-named (the logical name and a random
+        # suffix, fixed in the state), so a stack destroyed and brought up again gets a fresh ring instead of
+        # failing on the old name; retain_on_delete says outright that destroy leaves the ring behind.
+        key_ring = gcp.kms.KeyRing(key, location=region.region,
+                                   opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True))
         self.secrets_key = gcp.kms.CryptoKey(
             f"{key}-gke-secrets",
             name="gke-secrets",
             key_ring=key_ring.id,
-            rotation_period=f"{KMS_ROTATION_DAYS * SECONDS_PER_DAY}s",
+            rotation_period=region.kms_rotation_period,
             opts=child,
         )
         project_info = gcp.organizations.get_project_output(
@@ -63,9 +69,7 @@ class GkeCluster(pulumi.ComponentResource):
         ]
 
         authorized = [gcp.container.ClusterMasterAuthorizedNetworksConfigCidrBlockArgs(
-            cidr_block=region.cidr, display_name=f"{key} network")]
-        authorized += [gcp.container.ClusterMasterAuthorizedNetworksConfigCidrBlockArgs(
-            cidr_block=cidr, display_name=f"stack endpoint access {cidr}") for cidr in region.endpoint_public_cidrs]
+            cidr_block=cidr, display_name=name) for cidr, name in region.master_authorized_cidrs]
 
         self.cluster = gcp.container.Cluster(
             key,
@@ -86,9 +90,15 @@ class GkeCluster(pulumi.ComponentResource):
                 enable_private_nodes=True,
                 enable_private_endpoint=region.endpoint_private_only,
                 master_ipv4_cidr_block=region.master_cidr,
+                # The private endpoint answers clients in every region of the network, not only this one.
+                master_global_access_config=gcp.container.ClusterPrivateClusterConfigMasterGlobalAccessConfigArgs(
+                    enabled=region.master_global_access),
             ),
             master_authorized_networks_config=gcp.container.ClusterMasterAuthorizedNetworksConfigArgs(
-                cidr_blocks=authorized),
+                cidr_blocks=authorized,
+                # Only the listed networks: not every Google Cloud public address.
+                gcp_public_cidrs_access_enabled=False,
+            ),
             workload_identity_config=gcp.container.ClusterWorkloadIdentityConfigArgs(
                 workload_pool=region.identity.workload_pool),
             enable_shielded_nodes=True,
@@ -112,6 +122,22 @@ class GkeCluster(pulumi.ComponentResource):
         self.node_pools: dict[str, gcp.container.NodePool] = {
             pool.name: self._node_pool(key, pool, region, tags, depends_on=node_roles) for pool in region.pools
         }
+
+        # The control plane calls webhooks and aggregated APIs on the nodes (the plan's ports), from its /28.
+        self.node_ingress = [
+            gcp.compute.Firewall(
+                f"{key}-{rule.name}",
+                network=network.network.id,
+                direction="INGRESS",
+                priority=rule.priority,
+                source_ranges=list(rule.source_ranges),
+                target_service_accounts=[self.node_account.email],
+                allows=[gcp.compute.FirewallAllowArgs(protocol=rule.protocol, ports=[str(p) for p in rule.ports])],
+                log_config=gcp.compute.FirewallLogConfigArgs(metadata="INCLUDE_ALL_METADATA"),
+                opts=child,
+            )
+            for rule in region.node_ingress
+        ]
 
         self.name = self.cluster.name
         self.endpoint = self.cluster.endpoint
@@ -137,13 +163,13 @@ class GkeCluster(pulumi.ComponentResource):
             cluster=self.cluster.id,
             location=region.region,
             node_locations=list(region.zones),
+            # Per zone, at creation only (CREATE_ONLY): the autoscaler owns the count afterwards.
             initial_node_count=pool.initial_nodes_per_zone,
             autoscaling=gcp.container.NodePoolAutoscalingArgs(
                 # Totals across zones, so the bounds mean what they mean on EKS.
                 total_min_node_count=pool.min_nodes,
                 total_max_node_count=pool.max_nodes,
-                # GPUs and spot capacity come where they are available, not evenly.
-                location_policy="ANY" if pool.is_gpu or pool.capacity == "spot" else "BALANCED",
+                location_policy=pool.location_policy,
             ),
             management=gcp.container.NodePoolManagementArgs(auto_repair=True, auto_upgrade=True),
             node_config=gcp.container.NodePoolNodeConfigArgs(
@@ -165,5 +191,6 @@ class GkeCluster(pulumi.ComponentResource):
                     enable_secure_boot=True, enable_integrity_monitoring=True),
                 metadata={"disable-legacy-endpoints": "true"},
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on, delete_before_replace=True),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on, delete_before_replace=True,
+                                        ignore_changes=CREATE_ONLY),
         )

@@ -40,8 +40,11 @@ class Region(pulumi.ComponentResource):
             self._aws(region, tags, in_region)
         else:
             self._gcp(region, fleet, tags, in_region)
+        # KEDA and Triton need schedulable nodes (on EKS also the device plugin, or GPU pods never fit): without
+        # this they race the node groups, and their Helm/Deployment awaits time out on an empty cluster.
         self.serving = Serving(fleet, region, self.kubernetes, self.triton_identity.annotations,
-                               opts=pulumi.ResourceOptions(parent=self, depends_on=[self.triton_identity]))
+                               opts=pulumi.ResourceOptions(parent=self, depends_on=[self.triton_identity],
+                                                           transformations=[_depends_on(self.serving_needs)]))
         self.register_outputs({
             "clusterName": self.cluster.name,
             "endpoint": self.cluster.endpoint,
@@ -60,6 +63,7 @@ class Region(pulumi.ComponentResource):
         self.gpu_software = GpuSoftware(region, self.kubernetes, node_groups, opts=in_region)
         self.autoscaler = ClusterAutoscaler(region, self.cluster, self.kubernetes, node_groups, opts=in_region)
         self.triton_identity = AwsTritonIdentity(region, self.cluster, opts=in_region)
+        self.serving_needs: list[pulumi.Resource] = [*node_groups, self.gpu_software.device_plugin]
 
     def _gcp(self, region: RegionPlan, fleet: FleetPlan, tags: dict[str, str],
              in_region: pulumi.ResourceOptions) -> None:
@@ -74,6 +78,22 @@ class Region(pulumi.ComponentResource):
         # GKE brings the device plugin with its managed driver, DCGM with managed monitoring, and its own
         # node autoscaler within each pool's bounds: no charts needed there.
         self.triton_identity = GcpTritonIdentity(region, [self.cluster.cluster], opts=in_region)
+        self.serving_needs = list(self.cluster.node_pools.values())
+
+
+def _depends_on(resources: list[pulumi.Resource]) -> pulumi.ResourceTransformation:
+    """Adds `resources` to the dependencies of a component and of every resource under it.
+
+    A component's own `depends_on` does not reach its children in the Python SDK (a child inherits only its
+    parent's providers, protect flag and transformations: `pulumi.resource.Resource.__init__`), and `Serving`
+    (components/serving.py) registers its children with `parent=self` only. A transformation is inherited,
+    so it carries the dependency to the Helm release and every Triton object."""
+
+    def add(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult:
+        return pulumi.ResourceTransformationResult(
+            args.props, pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(depends_on=resources)))
+
+    return add
 
 
 class Cost(pulumi.ComponentResource):

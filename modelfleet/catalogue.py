@@ -57,6 +57,7 @@ class SystemPool(_Data):
 class PlatformPrices(_Data):
     cluster_hourly_usd: float
     nat_gateway_hourly_usd: float
+    interface_endpoint_hourly_usd: float = 0.0  # per interface endpoint per zone
     price_date: str
     price_source: str
 

@@ -42,6 +42,8 @@ class Recorded:
     custom: bool
     inputs: dict
     dependencies: tuple[str, ...] = ()
+    ignore_changes: tuple[str, ...] = ()  # property paths the engine leaves alone on updates
+    retain_on_delete: bool = False
     id: str | None = None  # what the mocked provider answered; not part of `as_dict` (the plan's JSON)
     outputs: dict = field(default_factory=dict, compare=False)
 
@@ -224,6 +226,11 @@ def _invoke_answers(token: str, region: str, stack: str, args: dict | None = Non
     if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
         zones = list(regions()["aws"].get(region, regions()["aws"]["us-east-1"]).zones)
         return {"names": zones, "zoneIds": [z.replace(region, "use1-az") for z in zones], "id": region}
+    if token == "aws:eks/getAddonVersion:getAddonVersion":
+        # The shape EKS answers with (`v<version>-eksbuild.<n>`); the real default depends on the add-on.
+        minor = args.get("kubernetesVersion", "")
+        return {"addonName": args.get("addonName"), "kubernetesVersion": minor, "mostRecent": args.get("mostRecent"),
+                "version": f"v{minor}.0-eksbuild.1", "id": args.get("addonName"), "region": region}
     if token == "gcp:organizations/getClientConfig:getClientConfig":
         return {"project": f"modelfleet-{stack}", "region": region, "zone": f"{region}-a", "accessToken": "mock"}
     if token == "gcp:organizations/getProject:getProject":
@@ -260,6 +267,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     "provider": _name_of(provider_urn),
                     "custom": bool(request.custom),
                     "dependencies": tuple(sorted(_engine_urn(d) for d in request.dependencies)),
+                    "ignore_changes": tuple(request.ignoreChanges),
+                    "retain_on_delete": bool(request.retainOnDelete),
                 }
         return response
 

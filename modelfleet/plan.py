@@ -45,7 +45,12 @@ GKE_GPU_DRIVER = "DEFAULT"
 # The lowest-priority firewall rule GCP allows below its implied rules; anything GKE or we allow wins over it.
 GCP_DENY_ALL_PRIORITY = 65534
 GCP_FLOW_LOG_SAMPLING = 0.5
+# GKE opens only 443 and 10250 from its control plane to the nodes. The control plane also calls the aggregated
+# API servers and admission webhooks that run on them: KEDA's metrics server (6443) and webhooks (9443).
+GKE_CONTROL_PLANE_TO_NODE_PORTS = (6443, 9443)
+GCP_ALLOW_PRIORITY = 1000  # GCP's default priority: above the deny-all, like GKE's own allows
 KMS_ROTATION_DAYS = 90
+SECONDS_PER_DAY = 86_400
 KMS_DELETION_WINDOW_DAYS = 30
 # Cold start, in seconds (estimates to replace with measurements): Triton's start and the model repository's
 # download from the bucket, the model load by backend, a fresh node becoming schedulable (GPU nodes also wait
@@ -61,6 +66,36 @@ class Taint:
     key: str
     value: str
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+
+
+@dataclass(frozen=True)
+class FirewallRule:
+    """One GCP ingress allow rule to the cluster's nodes."""
+
+    name: str  # suffix of the resource name
+    source_ranges: tuple[str, ...]
+    protocol: str
+    ports: tuple[int, ...]
+    priority: int
+
+
+@dataclass(frozen=True)
+class AddonPlan:
+    """One EKS managed add-on, at the default version EKS qualifies for the cluster's Kubernetes minor."""
+
+    name: str
+    # coredns is a Deployment: EKS reports it ACTIVE only once its pods run, so it waits for the nodes. The CNI
+    # and kube-proxy (DaemonSets) come first: nodes are not Ready without them.
+    after_nodes: bool
+    configuration: tuple[tuple[str, str], ...] = ()  # configuration_values, as JSON
+
+
+# Network policy enforcement by the VPC CNI's agent (the serving components declare NetworkPolicies).
+EKS_ADDONS = (
+    AddonPlan("vpc-cni", after_nodes=False, configuration=(("enableNetworkPolicy", "true"),)),
+    AddonPlan("kube-proxy", after_nodes=False),
+    AddonPlan("coredns", after_nodes=True),
+)
 
 
 @dataclass(frozen=True)
@@ -81,7 +116,10 @@ class PoolPlan:
     labels: tuple[tuple[str, str], ...]
     taints: tuple[Taint, ...]
     node_image: str  # EKS AMI type or GKE image type
-    initial_nodes_per_zone: int  # GKE creates regional pools per zone; autoscaling bounds are totals
+    # GKE creates a regional pool with this many nodes in each zone (autoscaling bounds are totals). From the
+    # pool's minimum, never from traffic: it is a create-time value (the node pool ignores later changes).
+    initial_nodes_per_zone: int
+    location_policy: str  # GKE autoscaler: ANY (where capacity is) or BALANCED (even zones); "" on AWS
 
     @property
     def is_gpu(self) -> bool:
@@ -182,6 +220,18 @@ class RegionPlan:
     node_service_account: str  # GKE node identity's account id; "" on AWS (node role is name-prefixed)
     imds_hop_limit: int
     identity: IdentityPlan
+    # GKE: who reaches the control plane (the region's network, then the stack's endpoint CIDRs), as
+    # (cidr, display name); the private endpoint answers from every region of the network (global access).
+    master_authorized_cidrs: tuple[tuple[str, str], ...] = ()
+    master_global_access: bool = False
+    node_ingress: tuple[FirewallRule, ...] = ()  # GCP: allows to the nodes beyond GKE's own
+    addons: tuple[AddonPlan, ...] = ()  # EKS managed add-ons
+    kms_rotation_days: int = KMS_ROTATION_DAYS
+
+    @property
+    def kms_rotation_period(self) -> str:
+        """GCP's rotation period: seconds, with the unit."""
+        return f"{self.kms_rotation_days * SECONDS_PER_DAY}s"
 
     @property
     def endpoint_private_only(self) -> bool:
@@ -253,6 +303,10 @@ def _region_plan(entry: RegionEntry, network: ipaddress.IPv4Network, stack: Stac
     nat = (len(zones) if stack.nat_layout == "per-zone" else 1) if cloud == "aws" else 1
     is_aws = cloud == "aws"
     prod = stack.environment == "prod"
+    endpoint_cidrs = tuple(str(c) for c in stack.cluster_endpoint.public_access_cidrs)
+    # The first /28 of the region's third /20: unused by the subnet (first /20) and services (second /20).
+    master_cidr = "" if is_aws else str(next(sixteenths[2].subnets(new_prefix=28)))
+    interface_endpoints = AWS_INTERFACE_ENDPOINTS if is_aws else ()
     return RegionPlan(
         cloud=cloud,
         region=name,
@@ -266,15 +320,14 @@ def _region_plan(entry: RegionEntry, network: ipaddress.IPv4Network, stack: Stac
         services_cidr=_eks_service_cidr(network) if is_aws else str(sixteenths[1]),
         nat_gateways=nat,
         kubernetes_version=stack.kubernetes_version,
-        endpoint_public_cidrs=tuple(str(c) for c in stack.cluster_endpoint.public_access_cidrs),
+        endpoint_public_cidrs=endpoint_cidrs,
         pools=pools,
         placements=placements,
-        cost=_cost(cloud, pools, nat),
+        cost=_cost(cloud, pools, nat, len(interface_endpoints) * len(zones)),
         cluster_name=f"{fleet.stack_name}-{cloud}-{name}",
         nat_routes=tuple(min(i, nat - 1) for i in range(len(zones))) if is_aws else (),
-        # The first /28 of the region's third /20: unused by the subnet (first /20) and services (second /20).
-        master_cidr="" if is_aws else str(next(sixteenths[2].subnets(new_prefix=28))),
-        interface_endpoints=AWS_INTERFACE_ENDPOINTS if is_aws else (),
+        master_cidr=master_cidr,
+        interface_endpoints=interface_endpoints,
         gateway_endpoints=AWS_GATEWAY_ENDPOINTS if is_aws else (),
         control_plane_logs=EKS_CONTROL_PLANE_LOGS if is_aws else ("SYSTEM_COMPONENTS", "APISERVER", "WORKLOADS"),
         # A year of audit trail in production (CloudWatch accepts 365), a month elsewhere.
@@ -284,6 +337,12 @@ def _region_plan(entry: RegionEntry, network: ipaddress.IPv4Network, stack: Stac
         node_service_account="" if is_aws else _gcp_account_id(stack.environment, "nodes", name),
         imds_hop_limit=IMDS_HOP_LIMIT,
         identity=_identity(entry, stack, placements),
+        master_authorized_cidrs=() if is_aws else ((str(network), f"{cloud}-{name} network"),) + tuple(
+            (cidr, f"stack endpoint access {cidr}") for cidr in endpoint_cidrs),
+        master_global_access=not is_aws,
+        node_ingress=() if is_aws else (FirewallRule(
+            "control-plane-webhooks", (master_cidr,), "tcp", GKE_CONTROL_PLANE_TO_NODE_PORTS, GCP_ALLOW_PRIORITY),),
+        addons=EKS_ADDONS if is_aws else (),
     )
 
 
@@ -370,8 +429,16 @@ def _node_image(cloud: Cloud, is_gpu: bool) -> str:
     return "AL2023_x86_64_NVIDIA" if is_gpu else "AL2023_x86_64_STANDARD"
 
 
-def _per_zone(nodes: int, zones: int) -> int:
-    return math.ceil(nodes / zones)
+def _per_zone(min_nodes: int, zones: int) -> int:
+    """Nodes per zone at creation: the fewest that meet the pool's minimum (0 for a pool that may be empty)."""
+    return math.ceil(min_nodes / zones)
+
+
+def _location_policy(cloud: Cloud, is_gpu: bool, capacity: str) -> str:
+    if cloud != "gcp":
+        return ""
+    # GPUs and spot capacity come where they are available, not evenly.
+    return "ANY" if is_gpu or capacity == "spot" else "BALANCED"
 
 
 def _system_pool(cloud: Cloud, zones: int) -> PoolPlan:
@@ -383,6 +450,7 @@ def _system_pool(cloud: Cloud, zones: int) -> PoolPlan:
         disk_gib=MIN_ROOT_VOLUME_GIB, hourly_usd_per_node=node.hourly_usd,
         labels=((f"{LABEL_PREFIX}/pool", "system"),), taints=(),
         node_image=_node_image(cloud, False), initial_nodes_per_zone=_per_zone(system.min_nodes, zones),
+        location_policy=_location_policy(cloud, False, "on-demand"),
     )
 
 
@@ -419,16 +487,22 @@ def _serving_pools(cloud: Cloud, placements: tuple[Placement, ...], models: tupl
             labels=tuple(sorted(labels)),
             taints=(Taint(GPU_TAINT_KEY, "true", "NoSchedule"),) if is_gpu else (),
             node_image=_node_image(cloud, is_gpu),
-            initial_nodes_per_zone=_per_zone(nodes(lambda p: p.desired_replicas), zones),
+            initial_nodes_per_zone=_per_zone(nodes(lambda p: p.min_replicas), zones),
+            location_policy=_location_policy(cloud, is_gpu, "spot" if pool.endswith("-spot") else "on-demand"),
         ))
     return tuple(pools)
 
 
-def _cost(cloud: Cloud, pools: tuple[PoolPlan, ...], nat_gateways: int) -> tuple[CostLine, ...]:
+def _cost(cloud: Cloud, pools: tuple[PoolPlan, ...], nat_gateways: int,
+          interface_endpoint_zones: int) -> tuple[CostLine, ...]:
     platform = getattr(hardware().platform, cloud)
     lines = [CostLine("cluster control plane", 1, platform.cluster_hourly_usd)]
     if platform.nat_gateway_hourly_usd:
         lines.append(CostLine("NAT gateways", nat_gateways, platform.nat_gateway_hourly_usd))
+    if platform.interface_endpoint_hourly_usd and interface_endpoint_zones:
+        # Billed per endpoint per zone it has an interface in.
+        lines.append(CostLine("interface endpoints (per zone)", interface_endpoint_zones,
+                              platform.interface_endpoint_hourly_usd))
     lines += [CostLine(f"pool {p.name} ({p.instance_type})", p.desired_nodes, p.hourly_usd_per_node) for p in pools]
     return tuple(lines)
 
@@ -444,5 +518,11 @@ def _warnings(plan: FleetPlan) -> tuple[str, ...]:
         if model.scaling.scale_to_zero:
             out.append(f"{model.name} may scale to zero: the first request after idle waits about "
                        f"{cold_start_s(model)} s for a node and a model load")
+    for region in plan.regions:
+        for pool in region.pools:
+            if region.cloud == "gcp" and pool.initial_nodes_per_zone * len(region.zones) > pool.max_nodes:
+                out.append(f"{region.ref} pool {pool.name} starts with {pool.initial_nodes_per_zone} node(s) in each "
+                           f"of {len(region.zones)} zones, above its maximum of {pool.max_nodes}; raise the "
+                           "models' max_replicas")
     out.extend(capacity.warnings(plan))
     return tuple(out)

@@ -110,19 +110,34 @@ def test_no_subnet_hands_out_public_addresses(stack):
         [s.name for s in subnets if s.inputs.get("mapPublicIpOnLaunch") is not False]
 
 
+def _aws(stack: Stack) -> list[RegionPlan]:
+    return [r for r in stack.plan.regions if r.cloud == "aws"]
+
+
+def _gcp(stack: Stack) -> list[RegionPlan]:
+    return [r for r in stack.plan.regions if r.cloud == "gcp"]
+
+
 def test_nodes_live_only_in_private_subnets_without_public_ips(stack):
-    private = {s.id for s in stack.of(SUBNET) if "kubernetes.io/role/internal-elb" in s.inputs.get("tags", {})}
-    public = {s.id for s in stack.of(SUBNET)} - private
+    subnets = {s.id: s for s in stack.of(SUBNET)}
+    private = {i for i, s in subnets.items() if "kubernetes.io/role/internal-elb" in s.inputs.get("tags", {})}
+    public = set(subnets) - private
+    assert len(private) == len(public) == sum(len(r.zones) for r in _aws(stack))
     groups = stack.of(NODE_GROUP)
-    assert groups
+    assert len(groups) == sum(len(r.pools) for r in _aws(stack))
     for group in groups:
         assert set(group.inputs["subnetIds"]) <= private and not set(group.inputs["subnetIds"]) & public, group.name
-    for template in stack.of(LAUNCH_TEMPLATE):
-        for nic in template.inputs.get("networkInterfaces", []):
-            assert nic.get("associatePublicIpAddress") in (None, "false", False), template.name
+        # Without a network interface in the launch template, the subnet decides about public addresses.
+        assert all(subnets[i].inputs["mapPublicIpOnLaunch"] is False for i in group.inputs["subnetIds"])
+    templates = stack.of(LAUNCH_TEMPLATE)
+    assert len(templates) == len(groups), "one launch template per pool"
+    assert {g.inputs["launchTemplate"]["id"] for g in groups} == {t.id for t in templates}
+    for template in templates:
+        # No network interface block: nothing can set associatePublicIpAddress; the subnet's false applies.
+        assert "networkInterfaces" not in template.inputs, template.name
     # Private route tables reach the internet only through NAT, never an internet gateway.
     private_routes = [t for t in stack.of(ROUTE_TABLE) if "-private-" in t.name]
-    assert private_routes
+    assert len(private_routes) == sum(len(r.zones) for r in _aws(stack))
     for table in private_routes:
         assert all("gatewayId" not in route and route.get("natGatewayId") for route in table.inputs["routes"])
 
@@ -132,7 +147,9 @@ def test_gke_nodes_are_private(stack):
     assert len(clusters) == sum(r.cloud == "gcp" for r in stack.plan.regions)
     for cluster in clusters:
         assert cluster.inputs["privateClusterConfig"]["enablePrivateNodes"] is True
-    for pool in stack.of(NODE_POOL):
+    pools = stack.of(NODE_POOL)
+    assert len(pools) == sum(len(r.pools) for r in _gcp(stack))
+    for pool in pools:
         assert pool.inputs.get("networkConfig", {}).get("enablePrivateNodes") in (None, True)
 
 
@@ -185,7 +202,9 @@ def test_every_gpu_pool_is_tainted_and_labelled(stack):
 
 def test_launch_templates_require_imdsv2_and_size_the_root_volume(stack):
     templates = {t.id: t for t in stack.of(LAUNCH_TEMPLATE)}
-    for group in stack.of(NODE_GROUP):
+    groups = stack.of(NODE_GROUP)
+    assert len(groups) == len(templates) == sum(len(r.pools) for r in _aws(stack))
+    for group in groups:
         pool, region = stack.pool_of(group), stack.region_of(group)
         template = templates[group.inputs["launchTemplate"]["id"]]
         metadata = template.inputs["metadataOptions"]
@@ -198,32 +217,62 @@ def test_launch_templates_require_imdsv2_and_size_the_root_volume(stack):
 
 # -------------------------------------------------------------------------------------- cluster endpoints
 
+WORLD = {"0.0.0.0/0", "::/0"}
+EXAMPLE_DEPLOYER = "203.0.113.0/28"  # the example stacks' deployer CIDR (a documentation range)
+
+
 def _check_endpoints(stack: Stack) -> None:
-    for cluster in stack.of(EKS):
+    eks = stack.of(EKS)
+    assert len(eks) == len(_aws(stack))
+    for cluster in eks:
         region = stack.region_of(cluster)
         vpc = cluster.inputs["vpcConfig"]
         assert vpc["endpointPrivateAccess"] is True
         assert vpc["endpointPublicAccess"] is (not region.endpoint_private_only)
         assert vpc.get("publicAccessCidrs", []) == list(region.endpoint_public_cidrs)
-        assert "0.0.0.0/0" not in vpc.get("publicAccessCidrs", [])
-    for cluster in stack.of(GKE):
+        # Public access without a list would be AWS's default, 0.0.0.0/0.
+        assert not vpc["endpointPublicAccess"] or vpc["publicAccessCidrs"]
+        assert not WORLD & set(vpc.get("publicAccessCidrs", []))
+    gke = stack.of(GKE)
+    assert len(gke) == len(_gcp(stack))
+    for cluster in gke:
         region = stack.region_of(cluster)
-        assert cluster.inputs["privateClusterConfig"]["enablePrivateEndpoint"] is region.endpoint_private_only
-        allowed = {b["cidrBlock"] for b in cluster.inputs["masterAuthorizedNetworksConfig"]["cidrBlocks"]}
-        assert allowed == {region.cidr, *region.endpoint_public_cidrs}
+        private = cluster.inputs["privateClusterConfig"]
+        assert private["enablePrivateEndpoint"] is region.endpoint_private_only
+        # A deployer in another region of the network reaches the private endpoint too.
+        assert private["masterGlobalAccessConfig"]["enabled"] is True
+        authorized = cluster.inputs["masterAuthorizedNetworksConfig"]
+        allowed = [b["cidrBlock"] for b in authorized["cidrBlocks"]]
+        assert allowed == [cidr for cidr, _ in region.master_authorized_cidrs] == [region.cidr,
+                                                                                  *region.endpoint_public_cidrs]
+        assert authorized["gcpPublicCidrsAccessEnabled"] is False
+        assert not WORLD & set(allowed)
 
 
-def test_cluster_endpoints_are_as_private_as_the_spec_says(stack):
-    assert all(r.endpoint_private_only for r in stack.plan.regions), "the example stacks list no public CIDRs"
+def test_the_deployer_reaches_every_cluster_endpoint_and_nobody_else(stack):
+    """The regions' networks are not connected: one deployer reaches every cluster only through public endpoints
+    restricted to the stack's deployer CIDR (EKS public_access_cidrs, GKE master authorized networks)."""
+    assert all(r.endpoint_public_cidrs == (EXAMPLE_DEPLOYER,) for r in stack.plan.regions)
     _check_endpoints(stack)
+
+
+def test_without_listed_cidrs_the_endpoints_are_private(project_copy):
+    stack_file = project_copy / "stacks" / "Pulumi.prod.yaml"
+    text = stack_file.read_text()
+    assert f"    public_access_cidrs: [{EXAMPLE_DEPLOYER}]\n" in text
+    stack_file.write_text(text.replace(f"    public_access_cidrs: [{EXAMPLE_DEPLOYER}]\n", "    public_access_cidrs: []\n"))
+    plan = build_plan(load_fleet(project_copy, "prod"))
+    assert all(r.endpoint_private_only for r in plan.regions)
+    resources = evaluate(project_copy, "prod").resources
+    _check_endpoints(Stack(resources, plan))
+    assert all("publicAccessCidrs" not in c.inputs["vpcConfig"] for c in resources if c.type == EKS)
 
 
 def test_listed_cidrs_and_only_those_reach_the_endpoint(project_copy):
     stack_file = project_copy / "stacks" / "Pulumi.prod.yaml"
-    stack_file.write_text(stack_file.read_text() + "  modelfleet:cluster_endpoint:\n"
-                          "    public_access_cidrs: [203.0.113.0/24]\n")
+    stack_file.write_text(stack_file.read_text().replace(f"[{EXAMPLE_DEPLOYER}]", "[198.51.100.0/24, 203.0.113.7/32]"))
     plan = build_plan(load_fleet(project_copy, "prod"))
-    assert all(r.endpoint_public_cidrs == ("203.0.113.0/24",) for r in plan.regions)
+    assert all(r.endpoint_public_cidrs == ("198.51.100.0/24", "203.0.113.7/32") for r in plan.regions)
     _check_endpoints(Stack(evaluate(project_copy, "prod").resources, plan))
 
 
@@ -231,20 +280,35 @@ def test_listed_cidrs_and_only_those_reach_the_endpoint(project_copy):
 
 def test_secrets_are_envelope_encrypted_with_a_rotating_key(stack):
     kms_keys = {k.outputs["arn"]: k for k in stack.of(KMS_KEY)}
+    assert len(kms_keys) == len(stack.of(EKS)) == len(_aws(stack))
     for cluster in stack.of(EKS):
         (config,) = cluster.inputs["encryptionConfig"] if isinstance(cluster.inputs["encryptionConfig"], list) \
             else [cluster.inputs["encryptionConfig"]]
         assert config["resources"] == ["secrets"]
         key = kms_keys[config["provider"]["keyArn"]]
         assert key.inputs["enableKeyRotation"] is True
+        assert key.inputs["rotationPeriodInDays"] == stack.region_of(cluster).kms_rotation_days == 90
         assert stack.region_of(key).key == stack.region_of(cluster).key
         assert cluster.inputs["enabledClusterLogTypes"] == ["api", "audit", "authenticator", "controllerManager",
                                                             "scheduler"]
     crypto_keys = {k.id: k for k in stack.of(CRYPTO_KEY)}
+    assert len(crypto_keys) == len(stack.of(GKE)) == len(_gcp(stack))
     for cluster in stack.of(GKE):
         encryption = cluster.inputs["databaseEncryption"]
         assert encryption["state"] == "ENCRYPTED"
-        assert crypto_keys[encryption["keyName"]].inputs["rotationPeriod"].endswith("s")
+        region = stack.region_of(cluster)
+        assert crypto_keys[encryption["keyName"]].inputs["rotationPeriod"] == region.kms_rotation_period \
+            == f"{90 * 86_400}s"
+
+
+def test_gcp_key_rings_survive_a_destroy_and_a_fresh_stack_gets_its_own(stack):
+    """GCP never deletes key rings: destroy only forgets them, so names are auto-named (a fresh ring after a
+    destroy and re-create) and the ring is retained on delete, as it would be anyway."""
+    rings = stack.of("gcp:kms/keyRing:KeyRing")
+    assert len(rings) == len(_gcp(stack))
+    for ring in rings:
+        assert "name" not in ring.inputs, "an explicit name would collide with the ring a destroy left behind"
+        assert ring.retain_on_delete is True
 
 
 # -------------------------------------------------------------------------------------- Triton's identity
@@ -479,3 +543,216 @@ def test_other_stacks_evaluate(evaluated, name):
     assert len(stack.of(REGION)) == len(stack.plan.regions)
     assert len(stack.of(K8S_PROVIDER)) == len(stack.plan.regions)
     assert bool(stack.resources) is (name != "local"), "local runs on this machine: no cloud resources"
+
+
+# ------------------------------------------------------------------------------- GKE cluster and network
+
+FIREWALL = "gcp:compute/firewall:Firewall"
+SUBNETWORK = "gcp:compute/subnetwork:Subnetwork"
+
+
+def test_gcp_networks_deny_all_ingress_below_every_allow(stack):
+    rules = stack.of(FIREWALL)
+    denies = [r for r in rules if r.inputs.get("denies")]
+    assert len(denies) == len(_gcp(stack))
+    for rule in denies:
+        assert rule.inputs["direction"] == "INGRESS"
+        assert rule.inputs["priority"] == 65534
+        assert rule.inputs["sourceRanges"] == ["0.0.0.0/0"]
+        assert rule.inputs["denies"] == [{"protocol": "all"}]
+    # Every allow ranks above the deny and never admits the world.
+    for rule in [r for r in rules if r.inputs.get("allows")]:
+        assert rule.inputs["priority"] < 65534 and not WORLD & set(rule.inputs["sourceRanges"]), rule.name
+
+
+def test_gke_control_plane_reaches_the_webhooks_on_its_nodes(stack):
+    """KEDA's metrics API server (6443) and admission webhooks (9443) run on the nodes; GKE's own rule opens
+    only 443 and 10250 from the control plane."""
+    allows = [r for r in stack.of(FIREWALL) if r.inputs.get("allows")]
+    assert len(allows) == len(_gcp(stack))
+    accounts = {a.name: a for a in stack.of(GSA)}
+    for rule in allows:
+        region = stack.region_of(rule)
+        (planned,) = region.node_ingress
+        assert rule.inputs["direction"] == "INGRESS"
+        assert rule.inputs["priority"] == planned.priority == 1000
+        assert rule.inputs["sourceRanges"] == [region.master_cidr]
+        assert rule.inputs["allows"] == [{"protocol": "tcp", "ports": ["6443", "9443"]}]
+        network = stack.of("gcp:compute/network:Network")
+        assert rule.inputs["network"] in {n.id for n in network if stack.region_of(n).key == region.key}
+        # Only the cluster's nodes, by their service account.
+        assert rule.inputs["targetServiceAccounts"] == [accounts[f"{region.key}-nodes"].outputs["email"]]
+
+
+def test_gcp_subnet_has_private_google_access_and_the_planned_secondary_ranges(stack):
+    subnets = stack.of(SUBNETWORK)
+    assert len(subnets) == len(_gcp(stack))
+    clusters = {stack.region_of(c).key: c for c in stack.of(GKE)}
+    for subnet in subnets:
+        region = stack.region_of(subnet)
+        assert subnet.inputs["privateIpGoogleAccess"] is True
+        assert subnet.inputs["ipCidrRange"] == region.private_subnets[0]
+        ranges = {r["rangeName"]: r["ipCidrRange"] for r in subnet.inputs["secondaryIpRanges"]}
+        assert ranges == {"pods": region.pods_cidr, "services": region.services_cidr}
+        policy = clusters[region.key].inputs["ipAllocationPolicy"]
+        assert (policy["clusterSecondaryRangeName"], policy["servicesSecondaryRangeName"]) == ("pods", "services")
+        assert clusters[region.key].inputs["subnetwork"] == subnet.id
+
+
+def test_gke_cluster_hardening(stack):
+    clusters = stack.of(GKE)
+    assert len(clusters) == len(_gcp(stack))
+    for cluster in clusters:
+        region = stack.region_of(cluster)
+        inputs = cluster.inputs
+        assert inputs["workloadIdentityConfig"] == {"workloadPool": region.identity.workload_pool} \
+            == {"workloadPool": f"{stack.plan.gcp_project}.svc.id.goog"}
+        assert inputs["enableShieldedNodes"] is True
+        assert inputs["releaseChannel"] == {"channel": region.release_channel} == {"channel": "REGULAR"}
+        assert inputs["loggingConfig"]["enableComponents"] == list(region.control_plane_logs)
+        assert {"SYSTEM_COMPONENTS", "APISERVER", "WORKLOADS"} <= set(inputs["loggingConfig"]["enableComponents"])
+        assert "SYSTEM_COMPONENTS" in inputs["monitoringConfig"]["enableComponents"]
+        assert inputs["monitoringConfig"]["managedPrometheus"] == {"enabled": True}
+        assert inputs["datapathProvider"] == "ADVANCED_DATAPATH", "Dataplane V2 enforces NetworkPolicy"
+    for pool in stack.of(NODE_POOL):
+        config = pool.inputs["nodeConfig"]
+        assert config["shieldedInstanceConfig"] == {"enableSecureBoot": True, "enableIntegrityMonitoring": True}
+        assert config["workloadMetadataConfig"] == {"mode": "GKE_METADATA"}
+
+
+def test_gke_node_pools_are_not_replaced_when_traffic_changes(stack):
+    """initial_node_count forces a replacement (a fixed-name pool, deleted first): it comes from the pool's
+    minimum, not from traffic, and later changes to it are ignored; the autoscaler owns the count."""
+    pools = stack.of(NODE_POOL)
+    assert len(pools) == sum(len(r.pools) for r in _gcp(stack))
+    for resource in pools:
+        pool, region = stack.pool_of(resource), stack.region_of(resource)
+        assert "initialNodeCount" in resource.ignore_changes
+        assert resource.inputs["initialNodeCount"] == pool.initial_nodes_per_zone \
+            == -(-pool.min_nodes // len(region.zones))
+        assert resource.inputs["autoscaling"]["locationPolicy"] == pool.location_policy
+    for group in stack.of(NODE_GROUP):
+        assert "scalingConfig.desiredSize" in group.ignore_changes
+
+
+def test_gke_pool_sizes_do_not_follow_traffic(project_copy):
+    model = project_copy / "models" / "fraud-detector.yaml"
+    before = build_plan(load_fleet(project_copy, "prod"))
+    model.write_text(model.read_text().replace("rps: 400", "rps: 4000"))
+    after = build_plan(load_fleet(project_copy, "prod"))
+    initial = lambda plan: [(r.key, p.name, p.initial_nodes_per_zone) for r in plan.regions for p in r.pools]  # noqa: E731
+    assert initial(before) == initial(after)
+    assert not [w for w in before.warnings if "starts with" in w]
+    # A pool that would start above its maximum (one node in each of three zones, at most two) is called out.
+    model.write_text(model.read_text().replace("min_replicas: 2", "min_replicas: 1").replace("max_replicas: 12",
+                                                                                              "max_replicas: 2"))
+    small = build_plan(load_fleet(project_copy, "prod"))
+    assert [w for w in small.warnings if "starts with" in w] == [
+        f"{r} pool gpu-l4 starts with 1 node(s) in each of 3 zones, above its maximum of 2; raise the models' "
+        "max_replicas" for r in ("gcp:us-central1", "gcp:europe-west4")]
+
+
+# ----------------------------------------------------------------------------------- EKS cluster details
+
+OIDC = "aws:iam/openIdConnectProvider:OpenIdConnectProvider"
+ADDON = "aws:eks/addon:Addon"
+
+
+def test_irsa_trusts_the_clusters_own_oidc_provider(stack):
+    providers = stack.of(OIDC)
+    assert len(providers) == len(stack.of(EKS)) == len(_aws(stack))
+    issuers = {stack.region_of(c).key: c.outputs["identities"][0]["oidcs"][0]["issuer"] for c in stack.of(EKS)}
+    irsa_roles = [r for r in stack.of(ROLE) if "AssumeRoleWithWebIdentity" in json.dumps(_json(r.inputs["assumeRolePolicy"]))]
+    # Triton, the VPC CNI and cluster-autoscaler in each region.
+    assert len(irsa_roles) == 3 * len(_aws(stack))
+    for provider in providers:
+        region = stack.region_of(provider)
+        assert provider.inputs["url"] == issuers[region.key]
+        assert provider.inputs["clientIdLists"] == ["sts.amazonaws.com"]
+        host = provider.inputs["url"].removeprefix("https://")
+        mine = [r for r in irsa_roles if stack.region_of(r).key == region.key]
+        assert len(mine) == 3
+        for role in mine:
+            (statement,) = _json(role.inputs["assumeRolePolicy"])["Statement"]
+            assert statement["Principal"] == {"Federated": provider.outputs["arn"]}
+            assert set(statement["Condition"]["StringEquals"]) == {f"{host}:sub", f"{host}:aud"}
+
+
+def test_network_policy_is_enforced_on_eks(stack):
+    addons = stack.of(ADDON)
+    assert len(addons) == 3 * len(_aws(stack))
+    for region in _aws(stack):
+        mine = {a.inputs["addonName"]: a for a in addons if stack.region_of(a).key == region.key}
+        assert set(mine) == {"vpc-cni", "kube-proxy", "coredns"} == {a.name for a in region.addons}
+        assert json.loads(mine["vpc-cni"].inputs["configurationValues"]) == {"enableNetworkPolicy": "true"}
+        for addon in mine.values():
+            # EKS's default version for the cluster's minor, looked up at deploy time.
+            assert addon.inputs["addonVersion"].startswith("v"), addon.name
+            assert addon.inputs["resolveConflictsOnUpdate"] == "OVERWRITE"
+
+
+def test_eks_nodes_follow_the_cluster_version_and_wait_for_the_cni(stack):
+    groups = stack.of(NODE_GROUP)
+    assert len(groups) == sum(len(r.pools) for r in _aws(stack))
+    addons = {(stack.region_of(a).key, a.inputs["addonName"]): a.urn for a in stack.of(ADDON)}
+    for group in groups:
+        region = stack.region_of(group)
+        assert group.inputs["version"] == region.kubernetes_version
+        assert {addons[(region.key, "vpc-cni")], addons[(region.key, "kube-proxy")]} <= set(group.dependencies)
+    # coredns is a Deployment: it becomes ACTIVE only with nodes to run on.
+    for addon in [a for a in stack.of(ADDON) if a.inputs["addonName"] == "coredns"]:
+        key = stack.region_of(addon).key
+        assert {g.urn for g in groups if stack.region_of(g).key == key} <= set(addon.dependencies)
+
+
+# ------------------------------------------------------------------------------------ deployment order
+
+SERVING = "modelfleet:serving:Serving"
+
+
+def _under(stack: Stack, ancestor: Recorded) -> list[Recorded]:
+    def inside(resource: Recorded) -> bool:
+        node = resource
+        while node.parent:
+            if node.parent == ancestor.urn:
+                return True
+            node = stack.by_urn[node.parent]
+        return False
+
+    return [r for r in stack.resources if r.custom and inside(r)]
+
+
+def test_keda_and_triton_wait_for_nodes_and_gpu_software(stack):
+    servings = stack.of(SERVING)
+    assert len(servings) == len(stack.plan.regions)
+    for serving in servings:
+        region = stack.region_of(serving)
+        nodes = {r.urn for r in stack.of(NODE_GROUP) + stack.of(NODE_POOL) if stack.region_of(r).key == region.key}
+        assert len(nodes) == len(region.pools)
+        needed = set(nodes)
+        if region.cloud == "aws":
+            (plugin,) = [r for r in stack.of(HELM_RELEASE) if r.inputs["chart"] == "nvidia-device-plugin"
+                         and stack.region_of(r).key == region.key]
+            needed.add(plugin.urn)
+        children = _under(stack, serving)
+        keda = [r for r in children if r.type == HELM_RELEASE and r.inputs["chart"] == "keda"]
+        deployments = [r for r in children if r.type == "kubernetes:apps/v1:Deployment"]
+        assert len(keda) == 1 and len(deployments) == len(region.placements)
+        for resource in children:
+            assert needed <= set(resource.dependencies), resource.name
+
+
+# ------------------------------------------------------------------------------------------------ cost
+
+def test_interface_endpoints_are_priced_per_zone(stack):
+    for region in stack.plan.regions:
+        endpoints = [e for e in stack.of("aws:ec2/vpcEndpoint:VpcEndpoint")
+                     if stack.region_of(e).key == region.key and e.inputs["vpcEndpointType"] == "Interface"]
+        lines = [line for line in region.cost if line.item.startswith("interface endpoints")]
+        if region.cloud == "gcp":
+            assert not endpoints and not lines
+            continue
+        assert len(endpoints) == len(region.interface_endpoints) == 3
+        (line,) = lines
+        assert line.quantity == sum(len(e.inputs["subnetIds"]) for e in endpoints) == 3 * len(region.zones)
+        assert line.hourly_usd_each == 0.01

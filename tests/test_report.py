@@ -71,6 +71,12 @@ def test_every_cost_line_is_catalogue_price_times_planned_nodes():
         nat = lines.pop("NAT gateways", None)
         if region.cloud == "aws":
             assert (nat.quantity, nat.hourly_usd_each) == (region.nat_gateways, platform.nat_gateway_hourly_usd)
+        endpoints = lines.pop("interface endpoints (per zone)", None)
+        if region.cloud == "aws":
+            assert (endpoints.quantity, endpoints.hourly_usd_each) == (
+                len(region.interface_endpoints) * len(region.zones), platform.interface_endpoint_hourly_usd)
+        else:
+            assert endpoints is None
         for pool in region.pools:
             line = lines.pop(f"pool {pool.name} ({pool.instance_type})")
             offering = (getattr(catalogue.system_pool, region.cloud) if pool.hardware_class == "system"
