@@ -38,7 +38,13 @@ def tune(
                                               show_default=False)] = None,
 ) -> None:
     """Tune MODEL's Triton settings with the real Model Analyzer against its p99 SLO, and write
-    models/MODEL.tuning/HARDWARE.yaml (chosen settings, measured throughput and p99, every variant measured)."""
+    models/MODEL.tuning/HARDWARE.yaml (chosen settings, measured throughput and p99, every variant measured).
+
+    Exit codes:
+    0: record written, also when --timeout stopped the search (the record says complete: false);
+    3: record written, but no variant meets the p99 SLO;
+    130: interrupted (Ctrl-C): nothing written, rerun with --resume;
+    1: Triton or Model Analyzer failed; 2: a bad spec or option."""
     from modelfleet.cli import _fail, _root
     from modelfleet.loader import Problem, SpecError, load_model
     from modelfleet.tuning.run import Progress, TuneError, TuneInterrupted, TuneOptions, gpus

@@ -9,15 +9,21 @@ fraud-detector --search quick` (quick phase) on this project's CPU machine. Reco
 from __future__ import annotations
 
 import json
+import math
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
 import yaml
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2  # a test dependency: Triton's model-config schema
 
 from modelfleet.loader import SpecError, load_fleet, load_model
 from modelfleet.plan import build_plan
-from modelfleet.tuning import analyzer, capacity
+from modelfleet.triton.config import render_config
+from modelfleet.catalogue import hardware
+from modelfleet.tuning import analyzer, capacity, run
 from modelfleet.tuning.analyzer import Measurement, Settings
 from modelfleet.tuning.record import (Hardware, Search, TuningRecord, Variant, Versions, read_record,
                                       record_path, write_record)
@@ -152,21 +158,47 @@ def _spec(root: Path = PROJECT, name: str = MODEL):
     return load_model(root / "models" / f"{name}.yaml")
 
 
-def _profile(spec, mode, **kwargs):
+def _profile(spec, mode, hardware_class: str = "cpu", **kwargs):
+    """The profile config as `modelfleet tune` builds it for `hardware_class` (cpu_only decided by run.cpu_only)."""
+    endpoints = run.Endpoints.local(1, 2, 3)
     return analyzer.profile_config(
         spec, mode=mode, model_repository=Path("/repo"), work_dir=Path("/work"),
-        perf_analyzer_path=Path("/venv/bin/perf_analyzer"), http="127.0.0.1:1", grpc="127.0.0.1:2",
-        metrics_url="http://127.0.0.1:3/metrics", cpu_only=True, **kwargs)
+        perf_analyzer_path=Path("/venv/bin/perf_analyzer"), http=endpoints.http, grpc=endpoints.grpc,
+        metrics_url=endpoints.metrics_url, cpu_only=run.cpu_only(hardware_class), **kwargs)
 
 
-def test_the_slo_becomes_the_p99_constraint_and_cpu_only_is_set():
+def test_the_slo_becomes_the_p99_constraint_and_the_search_settings():
     config = _profile(_spec(), "brute")
     model = config["profile_models"][MODEL]
-    assert model["constraints"] == {"perf_latency_p99": {"max": 50.0}}
+    assert model["constraints"] == {"perf_latency_p99": {"max": 50}}
     assert model["objectives"] == {"perf_throughput": 10}
-    assert model["cpu_only"] is True
     assert config["triton_launch_mode"] == "remote" and config["run_config_search_mode"] == "brute"
+    assert (config["triton_http_endpoint"], config["triton_grpc_endpoint"], config["triton_metrics_url"]) == (
+        "127.0.0.1:1", "127.0.0.1:2", "http://127.0.0.1:3/metrics")
     assert config["perf_analyzer_flags"]["measurement-mode"] == "time_windows"
+
+
+@pytest.mark.parametrize("p99_ms, constraint", [(50, 50), (12.5, 13), (0.01, 1)])
+def test_model_analyzer_gets_whole_milliseconds_rounded_up_never_zero(project_copy, p99_ms, constraint):
+    # Model Analyzer reads the constraint as an int: 0.01 would become 0 and crash it (ZeroDivisionError).
+    path = project_copy / "models" / f"{MODEL}.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["slo"]["p99_ms"] = p99_ms
+    path.write_text(yaml.safe_dump(data))
+    model = _profile(_spec(project_copy), "brute")["profile_models"][MODEL]
+    assert model["constraints"] == {"perf_latency_p99": {"max": constraint}}
+
+
+@pytest.mark.parametrize("hardware_class, cpu_only, kind", [
+    ("cpu", True, "KIND_CPU"),
+    ("nvidia-l4", False, "KIND_GPU"),
+    ("nvidia-h100", False, "KIND_GPU"),
+])
+def test_the_hardware_class_decides_cpu_only_and_the_instance_kind(hardware_class, cpu_only, kind):
+    assert run.cpu_only(hardware_class) is cpu_only
+    model = _profile(_spec(), "brute", hardware_class)["profile_models"][MODEL]
+    assert model["cpu_only"] is cpu_only
+    assert model["model_config_parameters"]["instance_group"] == [[{"kind": kind, "count": [1, 2]}]]
 
 
 def test_brute_search_sweeps_every_bound_of_the_spec():
@@ -266,15 +298,60 @@ def test_a_record_in_the_wrong_file_or_broken_is_a_spec_problem(project_copy):
         load_fleet(project_copy, "prod")
 
 
-def test_committed_records_are_valid_and_name_their_measurements():
-    for path in sorted(PROJECT.glob("models/*.tuning/*.yaml")):
-        record = read_record(path)
-        assert record.model == path.parent.name.removesuffix(".tuning") and record.hardware_class == path.stem
-        names = {v.variant for v in record.variants}
-        assert set(record.chosen.variant.split("+")) <= names  # merged repeats name every row they came from
-        assert record.versions.triton and record.versions.model_analyzer and record.hardware.cpu_model
-        for artefact in record.artifacts:
-            assert (path.parent / artefact).is_file(), artefact
+COMMITTED = {"fraud-detector/cpu", "sentiment/cpu"}
+
+
+def _committed_records() -> list[Path]:
+    return sorted(PROJECT.glob("models/*.tuning/*.yaml"))
+
+
+def test_the_committed_records_are_the_two_cpu_records():
+    assert {f"{p.parent.name.removesuffix('.tuning')}/{p.stem}" for p in _committed_records()} == COMMITTED
+
+
+@pytest.mark.parametrize("name", sorted(COMMITTED))
+def test_a_committed_record_is_consistent_and_matches_model_analyzers_tables(name):
+    model, hardware_class = name.split("/")
+    path = record_path(PROJECT, model, hardware_class)
+    record = read_record(path)
+    assert (record.model, record.hardware_class) == (model, hardware_class)
+    assert record.versions.triton and record.versions.model_analyzer and record.hardware.cpu_model
+    assert record.slo_p99_ms == _spec(name=model).slo.p99_ms
+    assert record.search.complete and record.search.measurements == len(record.variants)
+    assert record.search.variants_measured == len({v.variant for v in record.variants})
+
+    # The chosen point: every variant row it merges, at its concurrency, and their mean throughput.
+    chosen = record.chosen
+    rows = [v for v in record.variants if v.variant in chosen.variant.split("+") and v.concurrency == chosen.concurrency]
+    assert len(rows) == len(chosen.variant.split("+")) >= 1
+    assert chosen.throughput_per_s == pytest.approx(sum(v.throughput_per_s for v in rows) / len(rows), abs=0.1)
+    assert chosen.p99_ms == max(v.p99_ms for v in rows)
+    assert record.slo_met and chosen.meets_slo and chosen.p99_ms <= record.slo_p99_ms
+    assert all(v.meets_slo == (v.p99_ms <= record.slo_p99_ms) for v in record.variants)
+
+    # Every row is a row of the inference table Model Analyzer exported for its phase, and nothing else is.
+    tables = sorted(a for a in record.artifacts if a.endswith("-metrics-model-inference.csv"))
+    assert {Path(a).name.split("-")[0] for a in tables} == {v.variant.split("/")[0] for v in record.variants}
+    exported = {}
+    for artefact in tables:
+        phase = Path(artefact).name.split("-")[0]
+        for m in analyzer.parse_inference_csv(path.parent / artefact):
+            exported[(f"{phase}/{m.variant}", m.concurrency)] = m
+    assert set(exported) == {(v.variant, v.concurrency) for v in record.variants}
+    for v in record.variants:
+        m = exported[(v.variant, v.concurrency)]
+        assert (v.throughput_per_s, v.p99_ms) == (pytest.approx(m.throughput_per_s, abs=0.05),
+                                                  pytest.approx(m.p99_ms, abs=0.05))
+    for artefact in record.artifacts:
+        assert (path.parent / artefact).is_file(), artefact
+
+    # Choosing again from the record's own rows lands on the same point.
+    measured = [Measurement(v.variant, v.concurrency, v.throughput_per_s, v.p99_ms, settings=Settings(
+        v.max_batch_size, v.instance_count, v.dynamic_batching, v.max_queue_delay_us, tuple(v.preferred_batch_sizes)))
+        for v in record.variants]
+    again = analyzer.select(measured, record.slo_p99_ms, record.objective).best
+    assert (again.variant, again.concurrency, again.throughput_per_s, again.p99_ms) == (
+        chosen.variant, chosen.concurrency, chosen.throughput_per_s, chosen.p99_ms)
 
 
 # --- capacity ---------------------------------------------------------------------------------------------
@@ -315,6 +392,30 @@ def test_the_plan_sizes_tuned_regions_and_falls_back_where_there_is_no_record(pr
     assert pool.desired_nodes == 4  # one L4 per node, one GPU per replica
 
 
+def test_gpu_nodes_come_from_gpus_not_replicas_on_a_multi_gpu_node(project_copy):
+    # Fraud on H100 nodes (8 GPUs each) with 2 GPUs per replica, in dev (aws:us-east-1 only, 1200 rps).
+    path = project_copy / "models" / f"{MODEL}.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["hardware"] = {"gpu_class": "nvidia-h100", "gpus_per_replica": 2}
+    path.write_text(yaml.safe_dump(data))
+    _write(project_copy, make_record(MODEL, "nvidia-h100", 320.0, 20.0))  # 1200 x 1.3 / 320 = 4.875 -> 5 replicas
+    plan = build_plan(load_fleet(project_copy, "dev"))
+    east = _placement(plan, "aws:us-east-1", MODEL)
+    assert (east.tuned, east.desired_replicas, east.gpus_per_replica) == (True, 5, 2)
+    offering = hardware().classes["nvidia-h100"].aws
+    assert offering.gpus_per_node == 8
+    pool = next(p for r in plan.regions for p in r.pools if p.hardware_class == "nvidia-h100")
+    assert pool.desired_nodes == math.ceil(5 * 2 / 8) == 2  # 10 GPUs on 8-GPU nodes: not 5 nodes, not 10
+    bounds = data["scaling"]  # 2..12 replicas: 4..24 GPUs
+    assert (pool.min_nodes, pool.max_nodes) == (math.ceil(bounds["min_replicas"] * 2 / 8),
+                                                math.ceil(bounds["max_replicas"] * 2 / 8)) == (1, 3)
+    entry = capacity.capacity_json(plan)["models"][MODEL]["regions"]["aws:us-east-1"]
+    assert (entry["replicas"], entry["gpus"], entry["max_gpus"]) == (5, 10, 24)
+    # Each replica pays for its share of a node: 2 of its 8 GPUs.
+    share = offering.hourly_usd * 2 / offering.gpus_per_node
+    assert entry["monthly_usd"] == pytest.approx(round(5 * share * hardware().hours_per_month, 2), abs=0.005)
+
+
 def test_capacity_json_per_model_and_region(project_copy):
     _write(project_copy, make_record(MODEL, "nvidia-l4", 400.0, 20.0))
     doc = capacity.capacity_json(_prod(project_copy))
@@ -323,7 +424,9 @@ def test_capacity_json_per_model_and_region(project_copy):
     assert {k: east[k] for k in ("replicas", "gpus", "tuned", "throughput_per_replica", "p99_ms", "record")} == {
         "replicas": 4, "gpus": 4, "tuned": True, "throughput_per_replica": 400.0, "p99_ms": 20.0,
         "record": "models/fraud-detector.tuning/nvidia-l4.yaml"}
-    assert east["monthly_usd"] == round(4 * 0.9776 * 730, 2)
+    l4 = hardware().classes["nvidia-l4"].aws  # one GPU per node, one GPU per replica: a replica is a node
+    assert l4.gpus_per_node == 1
+    assert east["monthly_usd"] == pytest.approx(round(4 * l4.hourly_usd * hardware().hours_per_month, 2), abs=0.005)
     assert doc["models"]["sentiment"]["regions"]["aws:us-east-1"]["tuned"] is False
     assert doc["models"]["sentiment"]["failover"]["checked"] is False
     json.dumps(doc)  # plain data
@@ -375,60 +478,35 @@ def test_the_local_stack_reports_its_cpu_record(project_copy):
 
 
 def test_the_renderer_gets_settings_from_usable_records_only(project_copy):
-    pytest.importorskip("tritonclient.grpc")
     _write(project_copy, make_record(MODEL, "cpu", 5000.0, 10.0))
     _write(project_copy, make_record("sentiment", "cpu", 50.0, 500.0, slo=120.0, slo_met=False))
     settings = capacity.tuned_settings(build_plan(load_fleet(project_copy, "local")))
     assert set(settings) == {(MODEL, "cpu")}
     s = settings[(MODEL, "cpu")]
     assert (s.max_batch_size, s.instance_count, s.max_queue_delay_us) == (16, 1, 100)
+    # ...and the config Triton loads carries them (read back through Triton's own schema).
+    config = text_format.Parse(render_config(_spec(project_copy), "cpu", s), model_config_pb2.ModelConfig())
+    assert (config.max_batch_size, sum(g.count for g in config.instance_group),
+            config.dynamic_batching.max_queue_delay_microseconds) == (16, 1, 100)
 
 
-# --- the time bound stops Model Analyzer cleanly (a stand-in process, no Triton needed) --------------------
+# --- resuming -----------------------------------------------------------------------------------------------
 
-class _FakeInstall:
-    def __init__(self, prefix: Path):
-        self.prefix = prefix
-
-    def env(self):
-        import os
-        return dict(os.environ)
-
-
-def _fake_model_analyzer(tmp_path: Path, body: str) -> _FakeInstall:
-    script = tmp_path / "venv" / "bin" / "model-analyzer"
-    script.parent.mkdir(parents=True)
-    script.write_text("#!/usr/bin/env bash\n" + body)
-    script.chmod(0o755)
-    return _FakeInstall(tmp_path / "venv")
-
-
-def test_the_time_bound_sends_sigint_and_model_analyzer_saves_and_exits(tmp_path):
-    import time
-
-    from modelfleet.tuning.run import Progress, run_model_analyzer
-
-    install = _fake_model_analyzer(tmp_path, """
-trap 'echo "[Model Analyzer] Received SIGINT, saving checkpoint"; touch "$PWD/saved"; exit 0' INT
-echo "[Model Analyzer] Profiling m_config_0: concurrency=1"
-while true; do sleep 0.1; done
-""")
-    events = []
-    progress = Progress(on_event=lambda kind, text: events.append((kind, text)))
-    started = time.monotonic()
-    finished = run_model_analyzer(install, tmp_path / "profile.yaml", tmp_path, time.monotonic() + 1.5, progress)
-    assert finished is False and time.monotonic() - started < 20
-    assert (tmp_path / "saved").exists()  # it got SIGINT, not SIGKILL
-    assert progress.measurements == 1 and ("measure", "m_config_0 at concurrency 1") in events
-    assert any(kind == "stop" for kind, _ in events)
-    assert "Received SIGINT" in (tmp_path / "model-analyzer.log").read_text()
-
-
-def test_a_failing_model_analyzer_is_reported_with_its_log(tmp_path):
-    import time
-
-    from modelfleet.tuning.run import Progress, TuneError, run_model_analyzer
-
-    install = _fake_model_analyzer(tmp_path, 'echo "[Model Analyzer] ERROR: no such model"; exit 1\n')
-    with pytest.raises(TuneError, match="(?s)exited with code 1.*no such model"):
-        run_model_analyzer(install, tmp_path / "p.yaml", tmp_path, time.monotonic() + 30, Progress())
+def test_resume_keeps_the_ports_while_only_closed_connections_linger_on_them(tmp_path):
+    # Model Analyzer's checkpoint names the server's ports: new ports on --resume would re-measure everything.
+    ports = run._ports(tmp_path, resume=False)
+    with socket.socket() as listener:  # the previous run's server, and a client it served and hung up on
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", ports[0]))
+        listener.listen()
+        with socket.create_connection(("127.0.0.1", ports[0])) as client:
+            served, _ = listener.accept()
+            served.close()  # the server closes first: its side of the connection waits in TIME_WAIT
+            assert client.recv(1) == b""
+    assert run._ports(tmp_path, resume=True) == ports
+    with socket.socket() as squatter:  # something else listening there now: fresh ports
+        squatter.bind(("127.0.0.1", ports[1]))
+        squatter.listen()
+        fresh = run._ports(tmp_path, resume=True)
+    assert fresh != ports and ports[1] not in fresh
+    assert run._ports(tmp_path, resume=True) == fresh  # and those are kept from then on

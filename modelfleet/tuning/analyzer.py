@@ -101,6 +101,13 @@ def brute_parameters(spec: ModelSpec, kind: str) -> dict:
     return params
 
 
+def constraint_ms(p99_ms: float) -> int:
+    """The SLO as Model Analyzer's p99 constraint. Model Analyzer reads constraints as whole milliseconds
+    (`int(0.5)` is 0, and a 0 ms constraint crashes it with ZeroDivisionError), so the constraint is the SLO
+    rounded up, at least 1 ms. It only steers Model Analyzer's own search: `select` judges against the exact SLO."""
+    return max(1, math.ceil(p99_ms))
+
+
 def objectives(spec: ModelSpec) -> dict[str, int]:
     if spec.tuning.objective == "latency":
         return {"perf_throughput": 5, "perf_latency_p99": 5}
@@ -132,7 +139,7 @@ def profile_config(
     t = spec.tuning
     model: dict = {
         "cpu_only": cpu_only,
-        "constraints": {"perf_latency_p99": {"max": float(spec.slo.p99_ms)}},
+        "constraints": {"perf_latency_p99": {"max": constraint_ms(spec.slo.p99_ms)}},
         "objectives": objectives(spec),
     }
     config: dict = {

@@ -279,15 +279,24 @@ def _ports(work_dir: Path, resume: bool) -> tuple[int, int, int]:
 
 
 def _all_free(ports) -> bool:
+    """Whether nothing listens on `ports`. SO_REUSEADDR as the server binds: connections of the previous run
+    still in TIME_WAIT on a port do not stop a new server from listening there."""
     import socket
 
     for port in ports:
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 return False
     return True
+
+
+def cpu_only(hardware_class: str) -> bool:
+    """Whether Model Analyzer profiles `hardware_class` without GPUs: only the `cpu` class (as in the spec's
+    `hardware.gpu_class`); every other class is a GPU class, profiled with GPU metrics and KIND_GPU instances."""
+    return hardware_class == "cpu"
 
 
 def base_config(spec: ModelSpec, hardware_class: str) -> str:
@@ -313,14 +322,13 @@ def tune(spec: ModelSpec, root: Path, options: TuneOptions, progress: Progress |
     repository = work / "model_repository"
     source = triton_config.local_source(spec, root)
     triton_config.write_model(repository, spec, base_config(spec, hw), source, link=True)
-    cpu_only = hw == "cpu"
     started = time.monotonic()
     deadline = started + options.timeout_s
 
     def search(endpoints: Endpoints) -> tuple[list[Measurement], bool, str]:
         version = triton_version(endpoints.http)
-        measured, complete = _search(spec, options.mode, install, repository, work, endpoints, cpu_only, deadline,
-                                     progress)
+        measured, complete = _search(spec, options.mode, install, repository, work, endpoints, cpu_only(hw),
+                                     deadline, progress)
         return measured, complete, version
 
     if options.triton_url:
@@ -371,7 +379,8 @@ def tune(spec: ModelSpec, root: Path, options: TuneOptions, progress: Progress |
 
 
 def _search(spec, mode, install, repository, work, endpoints, cpu_only, deadline, progress) -> tuple[list, bool]:
-    """Run the phases of `mode`; returns every measurement (variant names prefixed by phase) and completeness."""
+    """Run the phases of `mode`; returns every measurement (variant names prefixed by phase) and completeness.
+    `cpu_only`: the hardware class's `cpu_only(...)`."""
     kind = "KIND_CPU" if cpu_only else "KIND_GPU"
     t = spec.tuning
 
