@@ -43,8 +43,8 @@ class Region(pulumi.ComponentResource):
         # KEDA and Triton need schedulable nodes (on EKS also the device plugin, or GPU pods never fit): without
         # this they race the node groups, and their Helm/Deployment awaits time out on an empty cluster.
         self.serving = Serving(fleet, region, self.kubernetes, self.triton_identity.annotations,
-                               opts=pulumi.ResourceOptions(parent=self, depends_on=[self.triton_identity],
-                                                           transformations=[_depends_on(self.serving_needs)]))
+                               needs=self.serving_needs,
+                               opts=pulumi.ResourceOptions(parent=self, depends_on=[self.triton_identity]))
         self.register_outputs({
             "clusterName": self.cluster.name,
             "endpoint": self.cluster.endpoint,
@@ -79,21 +79,6 @@ class Region(pulumi.ComponentResource):
         # node autoscaler within each pool's bounds: no charts needed there.
         self.triton_identity = GcpTritonIdentity(region, [self.cluster.cluster], opts=in_region)
         self.serving_needs = list(self.cluster.node_pools.values())
-
-
-def _depends_on(resources: list[pulumi.Resource]) -> pulumi.ResourceTransformation:
-    """Adds `resources` to the dependencies of a component and of every resource under it.
-
-    A component's own `depends_on` does not reach its children in the Python SDK (a child inherits only its
-    parent's providers, protect flag and transformations: `pulumi.resource.Resource.__init__`), and `Serving`
-    (components/serving.py) registers its children with `parent=self` only. A transformation is inherited,
-    so it carries the dependency to the Helm release and every Triton object."""
-
-    def add(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult:
-        return pulumi.ResourceTransformationResult(
-            args.props, pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(depends_on=resources)))
-
-    return add
 
 
 class Cost(pulumi.ComponentResource):

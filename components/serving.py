@@ -8,7 +8,7 @@ KEDA ScaledObject. Every child uses the cluster's Kubernetes provider, inherited
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -59,19 +59,22 @@ class Serving(pulumi.ComponentResource):
     """Everything Triton needs on one region's cluster, through that cluster's Kubernetes provider."""
 
     def __init__(self, fleet: FleetPlan, region: RegionPlan, kubernetes: pulumi.ProviderResource,
-                 identity_annotations: Mapping[str, Any] | pulumi.Output,
+                 identity_annotations: Mapping[str, Any] | pulumi.Output, needs: Sequence[pulumi.Resource] = (),
                  configs: Mapping[str, str] | None = None, opts: pulumi.ResourceOptions | None = None):
+        """`needs`: what must exist before anything here can run — the cluster's node groups or pools, and on
+        EKS the GPU device plugin; without them KEDA and Triton race an empty cluster and time out."""
         name = f"{region.key}-serving"
         super().__init__("modelfleet:serving:Serving", name, None,
                          pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(providers={"kubernetes": kubernetes})))
         serving.check_keda_supports(region.kubernetes_version)
         configs = cloud_configs(fleet) if configs is None else configs
-        child = pulumi.ResourceOptions(parent=self)
+        # A component's depends_on does not reach its children: each child names what it needs itself.
+        child = pulumi.ResourceOptions(parent=self, depends_on=list(needs))
 
         ns = serving.namespace(fleet)
         self.namespace = k8s.core.v1.Namespace(f"{region.key}-{ns['metadata']['name']}", metadata=_meta(ns),
                                                opts=child)
-        after_ns = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
+        after_ns = pulumi.ResourceOptions(parent=self, depends_on=[*needs, self.namespace])
         account = serving.service_account(fleet, {})
         metadata = dict(_meta(account))
         metadata["annotations"] = identity_annotations
@@ -94,7 +97,7 @@ class Serving(pulumi.ComponentResource):
         self.models = [
             TritonService(f"{region.key}-{placement.model}", fleet, region, placement,
                           configs.get(placement.model),
-                          depends_on=[self.namespace, self.service_account, self.keda],
+                          depends_on=[*needs, self.namespace, self.service_account, self.keda],
                           opts=child)
             for placement in region.placements
         ]

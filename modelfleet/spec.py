@@ -309,6 +309,15 @@ class EndpointAccess(Strict):
         default_factory=list, description="CIDRs allowed to reach the cluster API; empty means private only."
     )
 
+    @field_validator("public_access_cidrs")
+    @classmethod
+    def _never_the_whole_internet(cls, cidrs: list[ipaddress.IPv4Network]) -> list[ipaddress.IPv4Network]:
+        wide = [str(c) for c in cidrs if c.prefixlen < 8]
+        if wide:
+            raise ValueError(f"must name your deployers' egress ranges, not the internet: {', '.join(wide)} "
+                             "is too wide (use /8 or narrower)")
+        return cidrs
+
 
 class StackSpec(Strict):
     """An environment: the `modelfleet:` keys of `stacks/Pulumi.<stack>.yaml`."""
