@@ -260,3 +260,28 @@ def test_a_failing_model_analyzer_is_reported_with_its_log(tmp_path, triton_inst
     assert any(kind == "log" and "missing" in text for kind, text in events)  # shown as it happened
     assert progress.measurements == 0
     assert _processes_in(tmp_path) == []
+
+
+def test_tune_against_a_running_triton_by_url(small_project, triton_install):
+    """--triton-url: profile a Triton someone else runs (a GPU node in a cluster, here one on localhost that this
+    test starts), which holds the model; the record names the hardware class it was told."""
+    from modelfleet.loader import load_fleet
+    from modelfleet.local import build_local_repository
+    from modelfleet.plan import build_plan
+    from modelfleet.triton.runtime import TritonServer, free_ports
+
+    repository = build_local_repository(build_plan(load_fleet(small_project, "local")), small_project,
+                                        small_project / "build" / "remote-repository")
+    http, grpc, metrics = free_ports(3)
+    with TritonServer(repository, http, grpc, metrics, install=triton_install) as server:
+        result = subprocess.run(
+            _command(small_project, "--timeout", "170", "--hardware", "cpu", "--triton-url", server.http_url,
+                     "--grpc-url", server.grpc_url, "--metrics-url", server.metrics_url),
+            capture_output=True, text=True, timeout=BOUND_S)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert server.process.poll() is None, "tune must not stop a server it did not start"
+        # Model Analyzer and perf_analyzer are gone; the only process left in the project is the test's server.
+        assert [p for p in _processes_in(small_project) if "tritonserver" not in p and "triton_python" not in p] == []
+    record = read_record(record_path(small_project, MODEL, "cpu"))
+    assert record.search.complete and record.slo_met and record.chosen.throughput_per_s > 0
+    assert {v.max_queue_delay_us for v in record.variants} >= {0, 500}
