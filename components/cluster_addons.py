@@ -1,5 +1,5 @@
 """Cluster software from third-party charts: the NVIDIA GPU stack and the node autoscaler, pinned in
-`components/versions.py`.
+`modelfleet/versions.py`.
 
 Helm talks to the cluster's private API endpoint: `pulumi up` must run where that endpoint is reachable (a CI
 runner in the VPC, or a stack whose spec lists the runner's CIDR in `cluster_endpoint.public_access_cidrs`).
@@ -13,31 +13,13 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as kubernetes
 
-from components import versions
+from components.helm import pinned_release
 from components.cluster_aws import EksCluster, irsa_role
-from modelfleet import access
+from modelfleet import access, versions
 from modelfleet.plan import GPU_TAINT_KEY, RegionPlan
 
 GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")  # set on every GPU pool by the plan
 SYSTEM_POOL_LABEL = ("modelfleet.io/pool", "system")
-
-
-def _release(name: str, chart: versions.Chart, values: pulumi.Input[dict], opts: pulumi.ResourceOptions
-             ) -> kubernetes.helm.v3.Release:
-    # Helm objects carry no cloud tags; they are labelled by Helm (app.kubernetes.io/managed-by, helm.sh/chart)
-    # and live on nodes whose instances carry the stack's tags.
-    return kubernetes.helm.v3.Release(
-        name,
-        name=chart.chart,
-        chart=chart.chart,
-        version=chart.version,
-        repository_opts=kubernetes.helm.v3.RepositoryOptsArgs(repo=chart.repository),
-        namespace=chart.namespace,
-        create_namespace=True,
-        atomic=True,
-        values=values,
-        opts=opts,
-    )
 
 
 def _gpu_placement() -> dict:
@@ -54,9 +36,9 @@ class GpuSoftware(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("modelfleet:k8s:GpuSoftware", region.key, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=kubernetes_provider, depends_on=depends_on)
-        self.device_plugin = _release(f"{region.key}-nvidia-device-plugin", versions.NVIDIA_DEVICE_PLUGIN,
+        self.device_plugin = pinned_release(f"{region.key}-nvidia-device-plugin", versions.NVIDIA_DEVICE_PLUGIN,
                                       _gpu_placement(), child)
-        self.dcgm_exporter = _release(f"{region.key}-dcgm-exporter", versions.DCGM_EXPORTER, {
+        self.dcgm_exporter = pinned_release(f"{region.key}-dcgm-exporter", versions.DCGM_EXPORTER, {
             **_gpu_placement(),
             # The monitoring stack scrapes the exporter's Service; no ServiceMonitor CRD is assumed here.
             "serviceMonitor": {"enabled": False},
@@ -80,7 +62,7 @@ class ClusterAutoscaler(pulumi.ComponentResource):
             policy=cluster.name.apply(lambda name: json.dumps(access.cluster_autoscaler_policy(name), sort_keys=True)),
             opts=child,
         )
-        self.release = _release(f"{region.key}-cluster-autoscaler", versions.CLUSTER_AUTOSCALER, {
+        self.release = pinned_release(f"{region.key}-cluster-autoscaler", versions.CLUSTER_AUTOSCALER, {
             "cloudProvider": "aws",
             "awsRegion": region.region,
             "autoDiscovery": {"clusterName": cluster.name},

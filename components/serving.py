@@ -13,7 +13,9 @@ from typing import Any, Mapping, Sequence
 import pulumi
 import pulumi_kubernetes as k8s
 
-from modelfleet import serving
+from components.helm import pinned_release
+
+from modelfleet import serving, versions
 from modelfleet.plan import FleetPlan, Placement, RegionPlan
 from modelfleet.render import cloud_configs
 
@@ -82,18 +84,7 @@ class Serving(pulumi.ComponentResource):
             f"{region.key}-triton", metadata=metadata,
             automount_service_account_token=account["automountServiceAccountToken"], opts=after_ns,
         )
-        self.keda = k8s.helm.v3.Release(
-            f"{region.key}-keda",
-            name="keda",
-            chart=serving.KEDA_CHART,
-            version=serving.KEDA_CHART_VERSION,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=serving.KEDA_CHART_REPOSITORY),
-            namespace=serving.KEDA_NAMESPACE,
-            create_namespace=True,
-            atomic=True,
-            values=serving.keda_release_values(),
-            opts=child,
-        )
+        self.keda = pinned_release(f"{region.key}-keda", versions.KEDA, serving.keda_release_values(), child)
         self.models = [
             TritonService(f"{region.key}-{placement.model}", fleet, region, placement,
                           configs.get(placement.model),

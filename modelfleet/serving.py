@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import yaml
 
 from modelfleet.catalogue import hardware
+from modelfleet import versions
 from modelfleet.plan import LABEL_PREFIX, TRITON_SERVICE_ACCOUNT, FleetPlan, Placement, PoolPlan, RegionPlan
 from modelfleet.spec import ModelSpec
 
@@ -35,11 +36,9 @@ TRITON_IMAGE_DIGEST = "sha256:f836551575df7c9fb71144073845c6b3911de57db91a8c95e0
 TRITON_IMAGE = f"{TRITON_IMAGE_REPOSITORY}:{TRITON_IMAGE_TAG}@{TRITON_IMAGE_DIGEST}"
 TRITON_UID = 1000  # the image's triton-server user
 
-KEDA_CHART = "keda"
-KEDA_CHART_REPOSITORY = "https://kedacore.github.io/charts"
-KEDA_CHART_VERSION = "2.20.0"  # chart and app versions move together
+KEDA_CHART, KEDA_CHART_VERSION, KEDA_CHART_REPOSITORY, KEDA_NAMESPACE = (
+    versions.KEDA.chart, versions.KEDA.version, versions.KEDA.repository, versions.KEDA.namespace)
 KEDA_TESTED_KUBERNETES = ("1.33", "1.35")  # KEDA's compatibility matrix for 2.20
-KEDA_NAMESPACE = "keda"
 
 # --- contracts with the gateway and monitoring (label selectors and names they must use) ----------------
 GATEWAY_POD_LABELS = {"app.kubernetes.io/name": "modelfleet-gateway"}  # in the environment's namespace
@@ -211,7 +210,7 @@ def check_keda_supports(kubernetes_version: str) -> None:
     if not low <= _version(kubernetes_version) <= high:
         raise ServingError(
             f"KEDA {KEDA_CHART_VERSION} is tested on Kubernetes {KEDA_TESTED_KUBERNETES[0]}-{KEDA_TESTED_KUBERNETES[1]}, "
-            f"the cluster runs {kubernetes_version}: move KEDA_CHART_VERSION in modelfleet/serving.py with it")
+            f"the cluster runs {kubernetes_version}: move KEDA in modelfleet/versions.py with it")
 
 
 # --- per model in a region --------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from components import versions
+from modelfleet import versions
 from modelfleet.loader import load_fleet
 from modelfleet.offline import Recorded, evaluate
 from modelfleet.plan import GPU_TAINT_KEY, FleetPlan, RegionPlan, build_plan

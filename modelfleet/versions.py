@@ -1,5 +1,7 @@
 """Every third-party chart modelfleet installs, pinned in one place. Bump here, nowhere else.
 
+Plain data (no Pulumi): the components install these, and `modelfleet render` writes them for reviewers.
+
 Chart versions are exact (never ranges), so `pulumi preview` shows an upgrade as a diff of this file.
 """
 
@@ -45,3 +47,13 @@ CLUSTER_AUTOSCALER = Chart(
 )
 
 ALL_CHARTS = (NVIDIA_DEVICE_PLUGIN, DCGM_EXPORTER, CLUSTER_AUTOSCALER)
+
+
+# Scales Triton on its own queue time per request (docs/adr/0002-autoscaling.md); installed on every cluster.
+# Chart and app versions move together; modelfleet/serving.py holds the Kubernetes versions 2.20 is tested on.
+KEDA = Chart(
+    chart="keda",
+    version="2.20.0",
+    repository="https://kedacore.github.io/charts",
+    namespace="keda",
+)
