@@ -60,19 +60,16 @@ def fraud_reference(features: np.ndarray, weights: dict[str, np.ndarray] | None 
 
 
 def fraud_onnx(weights: dict[str, np.ndarray] | None = None) -> "onnx.ModelProto":
-    # onnx is imported only to build: the reference functions must run where onnx is not installed.
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper  # noqa: F401
     w = weights or fraud_weights()
     nodes = [
-        helper.make_node("Sub", ["features", "mean"], ["centred"]),
-        helper.make_node("Div", ["centred", "std"], ["scaled"]),
-        helper.make_node("Gemm", ["scaled", "w1", "b1"], ["h1_pre"]),
-        helper.make_node("Relu", ["h1_pre"], ["h1"]),
-        helper.make_node("Gemm", ["h1", "w2", "b2"], ["h2_pre"]),
-        helper.make_node("Relu", ["h2_pre"], ["h2"]),
-        helper.make_node("Gemm", ["h2", "w3", "b3"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        ("Sub", ["features", "mean"], ["centred"], {}),
+        ("Div", ["centred", "std"], ["scaled"], {}),
+        ("Gemm", ["scaled", "w1", "b1"], ["h1_pre"], {}),
+        ("Relu", ["h1_pre"], ["h1"], {}),
+        ("Gemm", ["h1", "w2", "b2"], ["h2_pre"], {}),
+        ("Relu", ["h2_pre"], ["h2"], {}),
+        ("Gemm", ["h2", "w3", "b3"], ["logits"], {}),
+        ("Softmax", ["logits"], ["probabilities"], {"axis": 1}),
     ]
     return _model("fraud-detector", nodes, w, ("features", FRAUD_FEATURES), ("probabilities", 2))
 
@@ -103,14 +100,11 @@ def sentiment_reference(texts: list[str], weights: dict[str, np.ndarray] | None 
 
 
 def sentiment_onnx(weights: dict[str, np.ndarray] | None = None) -> "onnx.ModelProto":
-    # onnx is imported only to build: the reference functions must run where onnx is not installed.
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper  # noqa: F401
     # The graph takes the hashed features; tokenising is model.py's job (ONNX has no crc32).
     w = weights or sentiment_weights()
     nodes = [
-        helper.make_node("Gemm", ["features", "w", "b"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["scores"], axis=1),
+        ("Gemm", ["features", "w", "b"], ["logits"], {}),
+        ("Softmax", ["logits"], ["scores"], {"axis": 1}),
     ]
     return _model("sentiment", nodes, w, ("features", SENTIMENT_BUCKETS), ("scores", 3))
 
@@ -123,15 +117,11 @@ MODELS = {
 
 def build(out_dir: str | Path, version: int = 1) -> dict[str, Path]:
     """Write every example model; returns {model name: model directory}."""
-    # onnx is imported only to build: the reference functions must run where onnx is not installed.
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper  # noqa: F401
     built = {}
     for name, (make_onnx, backend) in MODELS.items():
         version_dir = Path(out_dir) / name / str(version)
         version_dir.mkdir(parents=True, exist_ok=True)
         model = make_onnx()
-        onnx.checker.check_model(model, full_check=True)
         (version_dir / "model.onnx").write_bytes(model.SerializeToString())
         shutil.copyfile(backend, version_dir / "model.py")
         built[name] = version_dir.parent
@@ -139,12 +129,14 @@ def build(out_dir: str | Path, version: int = 1) -> dict[str, Path]:
 
 
 def _model(name, nodes, weights, input_, output) -> "onnx.ModelProto":
-    # onnx is imported only to build: the reference functions must run where onnx is not installed.
+    """Build and check the ONNX graph. `nodes` are (op, inputs, outputs, attributes) in plain data, so that
+    onnx is needed only here: the reference functions must run where onnx is not installed."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper  # noqa: F401
+    from onnx import TensorProto, helper, numpy_helper
+
     (in_name, in_width), (out_name, out_width) = input_, output
     graph = helper.make_graph(
-        nodes, name,
+        [helper.make_node(op, inputs, outputs, **attributes) for op, inputs, outputs, attributes in nodes], name,
         inputs=[helper.make_tensor_value_info(in_name, TensorProto.FLOAT, ["batch", in_width])],
         outputs=[helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["batch", out_width])],
         initializer=[numpy_helper.from_array(v, k) for k, v in sorted(weights.items())],
@@ -152,6 +144,7 @@ def _model(name, nodes, weights, input_, output) -> "onnx.ModelProto":
     model = helper.make_model(graph, producer_name="modelfleet-examples",
                               opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8  # readable by older onnxruntime too
+    onnx.checker.check_model(model, full_check=True)
     return model
 
 
