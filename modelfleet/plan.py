@@ -18,6 +18,7 @@ from modelfleet.tuning import capacity
 from modelfleet.tuning.record import TuningRecord
 
 GPU_TAINT_KEY = "nvidia.com/gpu"
+GPU_TAINT_VALUE = {"aws": "true", "gcp": "present"}
 LABEL_PREFIX = "modelfleet.io"
 # Triton's GPU image unpacks to about 20 GiB; the rest of a node's root volume caches model repositories.
 IMAGE_CACHE_GIB = 40
@@ -485,7 +486,9 @@ def _serving_pools(cloud: Cloud, placements: tuple[Placement, ...], models: tupl
             disk_gib=max(MIN_ROOT_VOLUME_GIB, IMAGE_CACHE_GIB + MODEL_CACHE_GIB_PER_MODEL * len(members)),
             hourly_usd_per_node=offering.hourly_usd,
             labels=tuple(sorted(labels)),
-            taints=(Taint(GPU_TAINT_KEY, "true", "NoSchedule"),) if is_gpu else (),
+            # GKE taints its GPU nodes nvidia.com/gpu=present:NoSchedule itself; declaring the same taint keeps one
+            # taint per key and effect, as Kubernetes requires. EKS adds none, so the plan's is the only one there.
+            taints=(Taint(GPU_TAINT_KEY, GPU_TAINT_VALUE[cloud], "NoSchedule"),) if is_gpu else (),
             node_image=_node_image(cloud, is_gpu),
             initial_nodes_per_zone=_per_zone(nodes(lambda p: p.min_replicas), zones),
             location_policy=_location_policy(cloud, is_gpu, "spot" if pool.endswith("-spot") else "on-demand"),

@@ -18,8 +18,8 @@ def _tainted(args: ResourceValidationArgs, report: ReportViolation) -> None:
         have = ", ".join(f"{t['key']}={t['value']}:{t['effect']}" for t in pool.taints) or "none"
         report(f"{short(args.urn)}: this {pool.kind} has GPUs ({pool.gpu_class or 'GPU node image'}) but no "
                f"{GPU_TAINT_KEY} NoSchedule taint (taints: {have}), so any pod can take its expensive nodes. Fix: add "
-               f"taints=[{{'key': '{GPU_TAINT_KEY}', 'value': 'true', 'effect': 'NO_SCHEDULE'}}] and give GPU "
-               "workloads the matching toleration.")
+               f"taints=[{{'key': '{GPU_TAINT_KEY}', 'value': 'true', 'effect': 'NO_SCHEDULE'}}] (on GKE value 'present', "
+               "the taint GKE sets itself) and give GPU workloads a toleration with operator Exists.")
 
 
 gpu_pools_tainted = ResourceValidationPolicy(
