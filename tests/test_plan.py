@@ -139,16 +139,30 @@ def test_golden_summary(evaluated, stack):
     assert actual == golden.read_text(), f"{stack} plan summary changed; if intended, run UPDATE_GOLDEN=1 make test"
 
 
-def test_the_program_stops_on_a_bad_spec_with_the_validate_report(project_copy: Path):
-    """Under `pulumi up` the spec comes from the engine's config; problems stop the program with the same
-    file:line lines as `modelfleet validate`, as a RunError (which the CLI prints without a traceback)."""
+@pytest.mark.parametrize("edit, line", [
+    (("stacks/Pulumi.dev.yaml", "budget_monthly_usd: 6000", "budget_monthly_usd: -1"),
+     "stacks/Pulumi.dev.yaml:7 modelfleet:budget_monthly_usd: must be > 0, got -1"),
+    (("models/sentiment.yaml", "gpu_class: nvidia-t4", "gpu_class: nvidia-a10g"),
+     "stacks/Pulumi.prod.yaml:7 modelfleet:regions[2]: nvidia-a10g (model sentiment, models/sentiment.yaml) is not "
+     "offered in gcp:us-central1"),
+    (("stacks/Pulumi.prod.yaml", "- gcp:europe-west4", "- {region: gcp:europe-west4, cidr: 10.32.0.0/16}"),
+     "stacks/Pulumi.prod.yaml:8 modelfleet:regions[3].cidr: 10.32.0.0/16 overlaps 10.32.0.0/16 of gcp:us-central1"),
+    (("stacks/Pulumi.prod.yaml", "aws:eu-west-1", "aws:eu-west-9"),
+     "stacks/Pulumi.prod.yaml:6 modelfleet:regions[1].region: unknown aws region 'eu-west-9'"),
+])
+def test_the_program_stops_on_a_bad_spec_before_declaring_anything(project_copy: Path, edit, line):
+    """Under `pulumi up` the spec comes from the engine's config; problems stop the program at its first line,
+    before any resource, with the same file:line report as `modelfleet validate` (a RunError: no traceback)."""
     import pulumi
 
     from modelfleet.offline import evaluate
 
-    stack = project_copy / "stacks" / "Pulumi.dev.yaml"
-    stack.write_text(stack.read_text().replace("budget_monthly_usd: 6000", "budget_monthly_usd: -1"))
+    relative, old, new = edit
+    path = project_copy / relative
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new))
+    stack = relative.split(".")[1] if relative.startswith("stacks/") else "prod"
     with pytest.raises(pulumi.RunError) as raised:
-        evaluate(project_copy, "dev")
+        evaluate(project_copy, stack)
     assert "the fleet spec has problems" in str(raised.value)
-    assert "stacks/Pulumi.dev.yaml:7 modelfleet:budget_monthly_usd: must be > 0, got -1" in str(raised.value)
+    assert any(l.startswith(line) for l in str(raised.value).splitlines()), str(raised.value)
