@@ -187,6 +187,7 @@ class CostLine:
     item: str
     quantity: int
     hourly_usd_each: float
+    pool: str | None = None  # the node pool this line prices, if any
 
     @property
     def monthly_usd(self) -> float:
@@ -506,7 +507,8 @@ def _cost(cloud: Cloud, pools: tuple[PoolPlan, ...], nat_gateways: int,
         # Billed per endpoint per zone it has an interface in.
         lines.append(CostLine("interface endpoints (per zone)", interface_endpoint_zones,
                               platform.interface_endpoint_hourly_usd))
-    lines += [CostLine(f"pool {p.name} ({p.instance_type})", p.desired_nodes, p.hourly_usd_per_node) for p in pools]
+    lines += [CostLine(f"pool {p.name} ({p.instance_type})", p.desired_nodes, p.hourly_usd_per_node, pool=p.name)
+              for p in pools]
     return tuple(lines)
 
 

@@ -191,7 +191,7 @@ def render_text(report: Report, console: Console) -> None:
             pools.add_row(region.ref, pool.name, pool.instance_type, pool.capacity,
                           f"{pool.min_nodes} / {pool.desired_nodes} / {pool.max_nodes}",
                           f"{pool.min_nodes * pool.gpus_per_node}–{pool.max_gpus}" if pool.is_gpu else "—",
-                          _money(next(line.monthly_usd for line in region.cost if line.item.startswith(f"pool {pool.name} "))))
+                          _money(next(line.monthly_usd for line in region.cost if line.pool == pool.name)))
     console.print(pools)
 
     capacity_text(capacity_json(plan), console)

@@ -69,11 +69,17 @@ def test_pool_bounds_follow_replica_bounds(project_copy: Path):
 
 
 def test_cost_is_the_catalogue_times_nodes():
-    region = plan_of("dev").regions[0]
+    plan = plan_of("dev")
+    region = plan.regions[0]
     hours = hardware().hours_per_month
+    l4 = next(p for p in region.pools if p.hardware_class == "nvidia-l4")
+    # Untuned in dev: the declared minimum of replicas, one L4 each, one L4 per g6.2xlarge node.
+    assert l4.desired_nodes == plan.model("fraud-detector").scaling.min_replicas
+    [line] = [line for line in region.cost if line.pool == l4.name]
+    assert line.quantity == l4.desired_nodes
+    assert line.hourly_usd_each == hardware().classes["nvidia-l4"].aws.hourly_usd
     expected = sum(line.quantity * line.hourly_usd_each * hours for line in region.cost)
     assert region.monthly_usd == pytest.approx(expected, abs=0.05)
-    assert any(line.item.startswith("pool gpu-l4") and line.quantity == 2 for line in region.cost)
 
 
 def test_budget_overrun_is_a_warning(project_copy: Path):
