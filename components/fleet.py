@@ -42,8 +42,9 @@ class Region(pulumi.ComponentResource):
             self._gcp(region, fleet, tags, in_region)
         # KEDA and Triton need schedulable nodes (on EKS also the device plugin, or GPU pods never fit): without
         # this they race the node groups, and their Helm/Deployment awaits time out on an empty cluster.
+        # Triton's pods read their models at start: they wait for the IAM grants and bindings, not only the role.
         self.serving = Serving(fleet, region, self.kubernetes, self.triton_identity.annotations,
-                               needs=self.serving_needs,
+                               needs=self.serving_needs, grants=self.triton_identity.grants,
                                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.triton_identity]))
         self.register_outputs({
             "clusterName": self.cluster.name,
@@ -57,7 +58,8 @@ class Region(pulumi.ComponentResource):
         self.kubernetes = kubernetes_provider(
             f"{region.key}-k8s",
             eks_kubeconfig(self.cluster.name, self.cluster.endpoint, self.cluster.ca_data, region.region),
-            pulumi.ResourceOptions(parent=self),
+            # Every Kubernetes call runs as the deployer: only once its access entry and policy exist.
+            pulumi.ResourceOptions(parent=self, depends_on=self.cluster.admin_access),
         )
         node_groups = list(self.cluster.node_groups.values())
         self.gpu_software = GpuSoftware(region, self.kubernetes, node_groups, opts=in_region)
@@ -77,7 +79,7 @@ class Region(pulumi.ComponentResource):
         )
         # GKE brings the device plugin with its managed driver, DCGM with managed monitoring, and its own
         # node autoscaler within each pool's bounds: no charts needed there.
-        self.triton_identity = GcpTritonIdentity(region, [self.cluster.cluster], opts=in_region)
+        self.triton_identity = GcpTritonIdentity(region, fleet.gcp_project, [self.cluster.cluster], opts=in_region)
         self.serving_needs = list(self.cluster.node_pools.values())
 
 

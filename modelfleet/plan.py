@@ -60,6 +60,8 @@ TRITON_START_S = 60
 MODEL_LOAD_S = {"python": 120, "onnxruntime": 120, "pytorch": 180, "tensorrt": 300}
 NODE_READY_S = {"cpu": 120, "gpu": 300}
 IMAGE_PULL_S = 180
+# A rollout's last steps after the first replica answers: minReadySeconds and a few readiness periods.
+ROLLOUT_MARGIN_S = 60
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,10 @@ class Placement:
     scale_to_zero: bool = False
     startup_budget_s: int = 0  # longest a replica may take from container start to ready (startup probe)
     cold_start_s: int = 0  # from zero replicas: a node, the image and the model load, before the first answer
+    # Kubernetes' progressDeadlineSeconds and Pulumi's wait on the Deployment: a first rollout is a cold start
+    # (new nodes, image pull, model load); shorter waits fail a `pulumi up` that would have succeeded.
+    progress_deadline_s: int = 0
+    deploy_timeout_s: int = 0
     # Measured sizing (modelfleet.tuning.capacity): replicas the traffic needs before the bounds, the record's
     # throughput per replica and p99 at the SLO, the record's path, and why a record was not used.
     needed_replicas: int | None = None
@@ -176,6 +182,8 @@ class IdentityPlan:
     cloud_account: str  # IAM role name prefix (AWS) or Google service account id (GCP)
     gcp_member: str  # the KSA as a GCP IAM member (workload identity); "" on AWS
     workload_pool: str  # GKE workload identity pool; "" on AWS
+    # GCP: the project custom role holding storage.buckets.get (Triton's GetBucketMetadata); "" on AWS
+    bucket_metadata_role_id: str = ""
 
     @property
     def subject(self) -> str:
@@ -229,6 +237,9 @@ class RegionPlan:
     node_ingress: tuple[FirewallRule, ...] = ()  # GCP: allows to the nodes beyond GKE's own
     addons: tuple[AddonPlan, ...] = ()  # EKS managed add-ons
     kms_rotation_days: int = KMS_ROTATION_DAYS
+    # EKS: IAM roles given cluster-admin access entries (the stack's CI/deployer roles); the identity running
+    # `pulumi up` always gets one too, resolved at deploy time. () on GCP, where IAM grants cluster access.
+    admin_role_arns: tuple[str, ...] = ()
 
     @property
     def kms_rotation_period(self) -> str:
@@ -345,6 +356,7 @@ def _region_plan(entry: RegionEntry, network: ipaddress.IPv4Network, stack: Stac
         node_ingress=() if is_aws else (FirewallRule(
             "control-plane-webhooks", (master_cidr,), "tcp", GKE_CONTROL_PLANE_TO_NODE_PORTS, GCP_ALLOW_PRIORITY),),
         addons=EKS_ADDONS if is_aws else (),
+        admin_role_arns=tuple(stack.cluster_endpoint.admin_role_arns) if is_aws else (),
     )
 
 
@@ -375,6 +387,10 @@ def _identity(entry: RegionEntry, stack: StackSpec, placements: tuple[Placement,
         gcp_member=f"serviceAccount:{stack.gcp_project}.svc.id.goog[{namespace}/{TRITON_SERVICE_ACCOUNT}]"
         if is_gcp else "",
         workload_pool=f"{stack.gcp_project}.svc.id.goog" if is_gcp else "",
+        # Custom role ids allow letters, digits, `_` and `.` (3-64): one per environment and region, so two stacks
+        # in one project never share (or delete) each other's role.
+        bucket_metadata_role_id=f"modelfleet.{stack.environment}.tritonBucketMetadata.{entry.name.replace('-', '_')}"
+        if is_gcp else "",
     )
 
 
@@ -400,6 +416,8 @@ def _placement(model: ModelSpec, entry: RegionEntry, stack: StackSpec | None = N
         scale_to_zero=scaling.scale_to_zero,
         startup_budget_s=startup_budget_s(model),
         cold_start_s=cold_start_s(model),
+        progress_deadline_s=cold_start_s(model) + ROLLOUT_MARGIN_S,
+        deploy_timeout_s=cold_start_s(model) + 2 * ROLLOUT_MARGIN_S,
         needed_replicas=sized.needed,
         throughput_per_replica=sized.throughput_per_replica,
         p99_ms=sized.p99_ms,

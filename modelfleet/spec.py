@@ -308,6 +308,9 @@ class EndpointAccess(Strict):
     public_access_cidrs: list[ipaddress.IPv4Network] = Field(
         default_factory=list, description="CIDRs allowed to reach the cluster API; empty means private only."
     )
+    admin_role_arns: list[Annotated[str, Field(pattern=r"^arn:aws:iam::\d{12}:role/[\w+=,.@/-]+$")]] = Field(
+        default_factory=list, description="IAM roles (CI, break-glass) given cluster-admin EKS access entries; "
+                                          "whoever runs `pulumi up` gets one as well.")
 
     @field_validator("public_access_cidrs")
     @classmethod

@@ -355,7 +355,8 @@ def test_irsa_role_only_reads_the_model_prefixes(stack):
                     read.add((bucket, path[:-2]))
             else:
                 (resource,) = st["Resource"]
-                prefixes = st["Condition"]["StringLike"]["s3:prefix"]
+                # IfExists: Triton's HeadBucket carries no prefix (tests/test_triton_storage_access.py).
+                prefixes = st["Condition"]["StringLikeIfExists"]["s3:prefix"]
                 bucket = resource.removeprefix("arn:aws:s3:::")
                 (prefix,) = {p.removesuffix("/*") for p in prefixes}
                 listed.add((bucket, prefix))
@@ -377,8 +378,19 @@ def test_workload_identity_only_reads_the_model_prefixes(stack):
                                             f"[modelfleet-{stack.plan.environment}/triton]")
         # ...it holds no project role...
         assert not [m for m in stack.of(PROJECT_MEMBER) if m.inputs["member"] == member]
+        # ...it may read each model bucket's metadata (Triton's GCS client does first), through a role with just
+        # that permission, held to the bucket...
+        roles = {r.outputs["name"]: r for r in stack.of("gcp:projects/iAMCustomRole:IAMCustomRole")
+                 if stack.region_of(r).key == region.key}
+        assert len(roles) == 1
+        (role,) = roles.values()
+        assert role.inputs["permissions"] == ["storage.buckets.get"]
+        assert re.fullmatch(r"[a-zA-Z0-9_.]{3,64}", role.inputs["roleId"])
+        metadata = [m for m in stack.of(BUCKET_MEMBER) if m.inputs["member"] == member and m.inputs["role"] in roles]
+        assert {(m.inputs["bucket"], m.inputs["condition"]["expression"]) for m in metadata} == {
+            (bucket, f'resource.name == "projects/_/buckets/{bucket}"') for bucket, _ in sources}
         # ...and reads objects only under each model's prefix.
-        grants = [m for m in stack.of(BUCKET_MEMBER) if m.inputs["member"] == member]
+        grants = [m for m in stack.of(BUCKET_MEMBER) if m.inputs["member"] == member and m not in metadata]
         seen = set()
         for grant in grants:
             assert grant.inputs["role"] == "roles/storage.objectViewer"
@@ -744,6 +756,39 @@ def test_keda_and_triton_wait_for_nodes_and_gpu_software(stack):
             assert needed <= set(resource.dependencies), resource.name
 
 
+def test_triton_waits_for_its_iam_grants_and_bindings(stack):
+    """A pod that starts before its read grant (or workload-identity binding) exists fails to load its model."""
+    grant_types = {ROLE_POLICY, SA_MEMBER, BUCKET_MEMBER}
+    deployments = stack.of("kubernetes:apps/v1:Deployment")
+    assert len(deployments) == sum(len(r.placements) for r in stack.plan.regions)
+    for deployment in deployments:
+        region = stack.region_of(deployment)
+        grants = {r.urn for r in stack.resources if r.type in grant_types and stack.region_of(r).key == region.key
+                  and r.name.startswith(f"{region.key}-triton")}
+        # AWS: the read policy; GCP: the workload-identity binding, and per model the read and bucket grants.
+        assert len(grants) == (1 if region.cloud == "aws" else 1 + 2 * len(region.identity.grants)), region.key
+        assert grants <= set(deployment.dependencies), deployment.name
+
+
+def test_rollout_waits_cover_the_cold_start(stack):
+    """progressDeadlineSeconds and Pulumi's wait on each Deployment are at least the plan's cold start (a first
+    rollout brings up a node, pulls the image and loads the model), and Pulumi waits longer than Kubernetes."""
+    deployments = stack.of("kubernetes:apps/v1:Deployment")
+    assert len(deployments) == sum(len(r.placements) for r in stack.plan.regions)
+    for deployment in deployments:
+        region = stack.region_of(deployment)
+        placement = next(p for p in region.placements if deployment.name == f"{region.key}-{p.model}")
+        model = stack.plan.model(placement.model)
+        # Independent of the plan's sum: a GPU node (300 s), the image (180 s), Triton and the model (60 + 120 s).
+        cold = (300 if model.hardware.is_gpu else 120) + 180 + 60 + {"python": 120, "onnxruntime": 120}[model.backend]
+        deadline = deployment.inputs["spec"]["progressDeadlineSeconds"]
+        assert deadline >= cold
+        timeouts = dict(deployment.custom_timeouts)
+        assert set(timeouts) == {"create", "update"}
+        for value in timeouts.values():
+            assert re.fullmatch(r"\d+s", value) and int(value[:-1]) > deadline
+
+
 # ------------------------------------------------------------------------------------------------ cost
 
 def test_interface_endpoints_are_priced_per_zone(stack):
@@ -758,3 +803,47 @@ def test_interface_endpoints_are_priced_per_zone(stack):
         (line,) = lines
         assert line.quantity == sum(len(e.inputs["subnetIds"]) for e in endpoints) == 3 * len(region.zones)
         assert line.hourly_usd_each == 0.01
+
+
+# ------------------------------------------------------------------------------------------ cluster access
+
+ACCESS_ENTRY = "aws:eks/accessEntry:AccessEntry"
+ACCESS_POLICY = "aws:eks/accessPolicyAssociation:AccessPolicyAssociation"
+CLUSTER_ADMIN = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+
+
+def _check_cluster_access(stack: Stack, deployer: str, admins: tuple[str, ...]) -> None:
+    clusters = stack.of(EKS)
+    assert len(clusters) == len(_aws(stack))
+    k8s_providers = {p.name: p for p in stack.of(K8S_PROVIDER)}
+    for cluster in clusters:
+        region = stack.region_of(cluster)
+        # No implicit admin: every principal with access is a declared, reviewable access entry.
+        assert cluster.inputs["accessConfig"] == {"authenticationMode": "API",
+                                                  "bootstrapClusterCreatorAdminPermissions": False}
+        entries = [e for e in stack.of(ACCESS_ENTRY) if stack.region_of(e).key == region.key]
+        policies = [p for p in stack.of(ACCESS_POLICY) if stack.region_of(p).key == region.key]
+        expected = {deployer, *admins}
+        assert len(entries) == len(policies) == len(expected)
+        assert {e.inputs["principalArn"] for e in entries} == expected
+        for entry in entries:
+            assert entry.inputs["clusterName"] == region.cluster_name and entry.inputs["type"] == "STANDARD"
+        for policy in policies:
+            assert policy.inputs["policyArn"] == CLUSTER_ADMIN and policy.inputs["accessScope"] == {"type": "cluster"}
+        # The Kubernetes provider acts as the deployer: it waits for the deployer's access.
+        provider = k8s_providers[f"{region.key}-k8s"]
+        assert {p.urn for p in policies} <= set(provider.dependencies)
+
+
+def test_eks_access_is_declared_for_the_deployer_not_bootstrapped(stack):
+    _check_cluster_access(stack, "arn:aws:iam::123456789012:user/ci", ())
+
+
+def test_the_stacks_admin_roles_get_access_entries(project_copy):
+    stack_file = project_copy / "stacks" / "Pulumi.dev.yaml"
+    ci = "arn:aws:iam::210987654321:role/modelfleet-ci"
+    stack_file.write_text(stack_file.read_text().replace(
+        "  modelfleet:cluster_endpoint:\n", f"  modelfleet:cluster_endpoint:\n    admin_role_arns: [{ci}]\n"))
+    plan = build_plan(load_fleet(project_copy, "dev"))
+    _check_cluster_access(Stack(evaluate(project_copy, "dev").resources, plan), "arn:aws:iam::123456789012:user/ci",
+                          (ci,))
