@@ -102,8 +102,24 @@ class Cost(pulumi.ComponentResource):
         self.register_outputs(props)
 
 
+class DeployerAccess(pulumi.ComponentResource):
+    """How `pulumi up` reaches the cluster APIs, as the stack decided it, for the policy pack to read (its props
+    are its outputs, as for Cost): `deployer-access-decided` flags the example stacks' placeholder."""
+
+    def __init__(self, fleet: FleetPlan, opts: pulumi.ResourceOptions | None = None):
+        cidrs = sorted({cidr for region in fleet.regions for cidr in region.endpoint_public_cidrs})
+        props = {
+            "placeholder": fleet.deployer_access_placeholder,
+            "privateOnly": all(region.endpoint_private_only for region in fleet.regions),
+            "publicAccessCidrs": cidrs,
+        }
+        super().__init__("modelfleet:fleet:DeployerAccess", "deployer-access", props, opts)
+        self.register_outputs(props)
+
+
 def deploy(fleet: FleetPlan) -> list[Region]:
     regions = [Region(region, fleet) for region in fleet.regions]
     if regions:
         Cost(fleet)
+        DeployerAccess(fleet)
     return regions

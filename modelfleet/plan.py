@@ -276,6 +276,8 @@ class FleetPlan:
     regions: tuple[RegionPlan, ...]
     warnings: tuple[str, ...] = field(default=())
     capacity_headroom: float = 1.3
+    # The stack's deployer access is the example's placeholder (modelfleet:cluster_endpoint.placeholder).
+    deployer_access_placeholder: bool = False
     tuning: dict[tuple[str, str], TuningRecord] = field(default_factory=dict)  # the loader's records
 
     @property
@@ -300,6 +302,7 @@ def build_plan(fleet: Fleet) -> FleetPlan:
         models=fleet.models,
         regions=region_plans,
         capacity_headroom=stack.capacity_headroom,
+        deployer_access_placeholder=stack.cluster_endpoint.placeholder,
         tuning=dict(fleet.tuning),
     )
     return FleetPlan(**{**plan.__dict__, "warnings": _warnings(plan)})
