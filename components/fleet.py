@@ -9,7 +9,10 @@ The contract with later components (Triton, gateway, monitoring): a `Region` exp
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import pulumi
+import pulumi_gcp as gcp
 import pulumi_kubernetes as kubernetes
 
 from components.cluster_addons import ClusterAutoscaler, GpuSoftware
@@ -29,10 +32,14 @@ class Region(pulumi.ComponentResource):
     kubernetes: kubernetes.Provider
     triton_identity: TritonIdentity
 
-    def __init__(self, region: RegionPlan, fleet: FleetPlan, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, region: RegionPlan, fleet: FleetPlan, apis: Sequence[pulumi.Resource] = (),
+                 opts: pulumi.ResourceOptions | None = None):
         super().__init__("modelfleet:fleet:Region", region.key, None, opts)
         self.plan = region
-        self.cloud_provider = cloud_provider(region, fleet, pulumi.ResourceOptions(parent=self))
+        # Every resource of the region goes through this provider, so a provider that waits for the project's
+        # APIs makes all of them wait (a GKE cluster created before container.googleapis.com is on fails).
+        self.cloud_provider = cloud_provider(region, fleet, pulumi.ResourceOptions(
+            parent=self, depends_on=list(apis) if region.cloud == "gcp" else []))
         # Children inherit the region's provider: nothing can land in another region by accident.
         in_region = pulumi.ResourceOptions(parent=self, providers=[self.cloud_provider])
         tags = dict(fleet.tags)
@@ -83,6 +90,28 @@ class Region(pulumi.ComponentResource):
         self.serving_needs = list(self.cluster.node_pools.values())
 
 
+class GcpApis(pulumi.ComponentResource):
+    """The Google APIs the stack's resources call, enabled in its project before any region's resources."""
+
+    def __init__(self, fleet: FleetPlan, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("modelfleet:gcp:Apis", fleet.gcp_project, None, opts)
+        provider = gcp.Provider("gcp-project", project=fleet.gcp_project, default_labels=dict(fleet.tags),
+                                opts=pulumi.ResourceOptions(parent=self))
+        self.services = [
+            gcp.projects.Service(
+                service.split(".")[0],
+                project=fleet.gcp_project,
+                service=service,
+                # Other workloads of the project may use these APIs: destroying the stack leaves them on.
+                disable_on_destroy=False,
+                disable_dependent_services=False,
+                opts=pulumi.ResourceOptions(parent=self, provider=provider),
+            )
+            for service in fleet.gcp_services
+        ]
+        self.register_outputs({"services": list(fleet.gcp_services)})
+
+
 class Cost(pulumi.ComponentResource):
     """The plan's cost estimate as a resource of the stack, so policy packs see it under `pulumi preview` as
     they do offline: its props are its registered outputs (the contract in policies/README.md)."""
@@ -118,7 +147,8 @@ class DeployerAccess(pulumi.ComponentResource):
 
 
 def deploy(fleet: FleetPlan) -> list[Region]:
-    regions = [Region(region, fleet) for region in fleet.regions]
+    apis = GcpApis(fleet).services if fleet.gcp_services else []
+    regions = [Region(region, fleet, apis) for region in fleet.regions]
     if regions:
         Cost(fleet)
         DeployerAccess(fleet)

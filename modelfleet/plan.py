@@ -60,6 +60,28 @@ TRITON_START_S = 60
 MODEL_LOAD_S = {"python": 120, "onnxruntime": 120, "pytorch": 180, "tensorrt": 300}
 NODE_READY_S = {"cpu": 120, "gpu": 300}
 IMAGE_PULL_S = 180
+# GPU quotas a region must grant before its pools can reach their maximum (checked at creation: a pool whose
+# autoscaler hits the quota just stays short, GKE refuses a pool whose initial nodes exceed it).
+# GCP: regional quota metrics per accelerator (cloud.google.com/compute/resource-usage#gpu_quota); spot and
+# preemptible VMs count against the PREEMPTIBLE_ metric.
+GCP_GPU_QUOTA = {"nvidia-tesla-t4": "NVIDIA_T4_GPUS", "nvidia-l4": "NVIDIA_L4_GPUS", "nvidia-a10g": "NVIDIA_A10G_GPUS",
+                 "nvidia-h100-80gb": "NVIDIA_H100_GPUS"}
+# AWS: EC2 quotas count vCPUs per instance family (Service Quotas, service "ec2").
+AWS_GPU_QUOTA = {
+    ("g", "on-demand"): ("L-DB2E81BA", "Running On-Demand G and VT instances"),
+    ("g", "spot"): ("L-3819A6DF", "All G and VT Spot Instance Requests"),
+    ("p", "on-demand"): ("L-417A185B", "Running On-Demand P instances"),
+    ("p", "spot"): ("L-7212CCBC", "All P Spot Instance Requests"),
+}
+# GCP APIs the program's resources call, each enabled before anything uses it (gcp.projects.Service): networks,
+# firewalls, routers and NAT (compute); GKE (container); KMS keys (cloudkms); service accounts and custom roles
+# (iam); project IAM members and the project lookup (cloudresourcemanager); bucket grants and objects (storage);
+# GKE's logging and managed Prometheus (logging, monitoring).
+GCP_SERVICES = (
+    "cloudkms.googleapis.com", "cloudresourcemanager.googleapis.com", "compute.googleapis.com",
+    "container.googleapis.com", "iam.googleapis.com", "logging.googleapis.com", "monitoring.googleapis.com",
+    "storage.googleapis.com",
+)
 # A rollout's last steps after the first replica answers: minReadySeconds and a few readiness periods.
 ROLLOUT_MARGIN_S = 60
 
@@ -191,6 +213,17 @@ class IdentityPlan:
 
 
 @dataclass(frozen=True)
+class QuotaNeed:
+    """A cloud quota the region must grant for its pools' maxima."""
+
+    quota: str  # GCP metric (NVIDIA_L4_GPUS) or AWS quota code (L-DB2E81BA)
+    description: str
+    amount: int
+    unit: str  # "GPUs" or "vCPUs"
+    pools: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class CostLine:
     item: str
     quantity: int
@@ -240,6 +273,7 @@ class RegionPlan:
     # EKS: IAM roles given cluster-admin access entries (the stack's CI/deployer roles); the identity running
     # `pulumi up` always gets one too, resolved at deploy time. () on GCP, where IAM grants cluster access.
     admin_role_arns: tuple[str, ...] = ()
+    gpu_quotas: tuple[QuotaNeed, ...] = ()
 
     @property
     def kms_rotation_period(self) -> str:
@@ -276,6 +310,7 @@ class FleetPlan:
     regions: tuple[RegionPlan, ...]
     warnings: tuple[str, ...] = field(default=())
     capacity_headroom: float = 1.3
+    gcp_services: tuple[str, ...] = ()  # APIs to enable in gcp_project before anything else (GCP regions only)
     # The stack's deployer access is the example's placeholder (modelfleet:cluster_endpoint.placeholder).
     deployer_access_placeholder: bool = False
     tuning: dict[tuple[str, str], TuningRecord] = field(default_factory=dict)  # the loader's records
@@ -286,6 +321,11 @@ class FleetPlan:
 
     def model(self, name: str) -> ModelSpec:
         return next(m for m in self.models if m.name == name)
+
+    @property
+    def gcp_gpus_all_regions(self) -> int:
+        """GCP's project-wide GPUS_ALL_REGIONS quota must cover every GCP region's GPU pools at their maxima."""
+        return sum(q.amount for r in self.regions if r.cloud == "gcp" for q in r.gpu_quotas)
 
 
 def build_plan(fleet: Fleet) -> FleetPlan:
@@ -303,6 +343,7 @@ def build_plan(fleet: Fleet) -> FleetPlan:
         regions=region_plans,
         capacity_headroom=stack.capacity_headroom,
         deployer_access_placeholder=stack.cluster_endpoint.placeholder,
+        gcp_services=GCP_SERVICES if any(r.cloud == "gcp" for r in region_plans) else (),
         tuning=dict(fleet.tuning),
     )
     return FleetPlan(**{**plan.__dict__, "warnings": _warnings(plan)})
@@ -360,7 +401,29 @@ def _region_plan(entry: RegionEntry, network: ipaddress.IPv4Network, stack: Stac
             "control-plane-webhooks", (master_cidr,), "tcp", GKE_CONTROL_PLANE_TO_NODE_PORTS, GCP_ALLOW_PRIORITY),),
         addons=EKS_ADDONS if is_aws else (),
         admin_role_arns=tuple(stack.cluster_endpoint.admin_role_arns) if is_aws else (),
+        gpu_quotas=_gpu_quotas(cloud, pools),
     )
+
+
+def _gpu_quotas(cloud: Cloud, pools: tuple[PoolPlan, ...]) -> tuple[QuotaNeed, ...]:
+    """What each quota must allow for every GPU pool of the region at its maximum size at once."""
+    needs: dict[str, tuple[str, int, str, list[str]]] = {}
+    for pool in pools:
+        if not pool.is_gpu:
+            continue
+        if cloud == "gcp":
+            metric = ("PREEMPTIBLE_" if pool.capacity == "spot" else "") + GCP_GPU_QUOTA[pool.accelerator or ""]
+            description = f"{pool.accelerator} GPUs" + (" (spot)" if pool.capacity == "spot" else "")
+            amount, unit = pool.max_gpus, "GPUs"
+        else:
+            metric, description = AWS_GPU_QUOTA[(pool.instance_type[0], pool.capacity)]
+            vcpus = next(o.vcpus for c in hardware().classes.values() if (o := c.on("aws")) is not None
+                         and o.instance_type == pool.instance_type)
+            amount, unit = pool.max_nodes * vcpus, "vCPUs"
+        _, total, _, names = needs.get(metric, (description, 0, unit, []))
+        needs[metric] = (description, total + amount, unit, names + [pool.name])
+    return tuple(QuotaNeed(metric, d, amount, unit, tuple(names))
+                 for metric, (d, amount, unit, names) in sorted(needs.items()))
 
 
 def _eks_service_cidr(network: ipaddress.IPv4Network) -> str:

@@ -846,3 +846,34 @@ def test_the_stacks_admin_roles_get_access_entries(project_copy):
     plan = build_plan(load_fleet(project_copy, "dev"))
     _check_cluster_access(Stack(evaluate(project_copy, "dev").resources, plan), "arn:aws:iam::123456789012:user/ci",
                           (ci,))
+
+
+
+# ------------------------------------------------------------------------------------------------ GCP APIs
+
+# Which API each kind of resource the program declares calls (Google's API per REST resource), by type prefix.
+API_OF = {"gcp:compute/": "compute.googleapis.com", "gcp:container/": "container.googleapis.com",
+          "gcp:kms/": "cloudkms.googleapis.com", "gcp:serviceaccount/": "iam.googleapis.com",
+          "gcp:projects/iAMCustomRole": "iam.googleapis.com",
+          "gcp:projects/iAMMember": "cloudresourcemanager.googleapis.com",
+          "gcp:storage/": "storage.googleapis.com"}
+
+
+def test_gcp_apis_are_enabled_before_anything_uses_them(stack):
+    services = {s.inputs["service"]: s for s in stack.of("gcp:projects/service:Service")}
+    gcp_resources = [r for r in stack.resources if r.custom and r.type.startswith("gcp:")
+                     and r.type != "gcp:projects/service:Service"]
+    if not _gcp(stack):
+        assert not services and not gcp_resources
+        return
+    needed = {api for r in gcp_resources for prefix, api in API_OF.items() if r.type.startswith(prefix)}
+    assert len(gcp_resources) == sum(1 for r in gcp_resources if any(r.type.startswith(p) for p in API_OF)), \
+        "every GCP resource type has an API in API_OF"
+    # GKE's logging and managed Prometheus need their APIs as well.
+    assert needed | {"logging.googleapis.com", "monitoring.googleapis.com"} <= set(services)
+    for service in services.values():
+        assert service.inputs["project"] == stack.plan.gcp_project and service.inputs["disableOnDestroy"] is False
+    # Each region's resources go through its provider, which waits for every API.
+    for resource in gcp_resources:
+        provider = stack.providers[resource.provider]
+        assert {s.urn for s in services.values()} <= set(provider.dependencies), resource.name
