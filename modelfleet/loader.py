@@ -398,6 +398,9 @@ def _cross_check(stack: StackSpec, specs: dict[str, ModelSpec], files: dict[str,
                 example = {"aws": "s3://bucket/prefix", "gcp": "gs://bucket/prefix", "local": "a local path"}[cloud]
                 problems.append(Problem(files[name], model_line(name, ("source",)), f"source.{cloud}",
                                         f"stack {display} runs this model on {cloud}; add source.{cloud}: {example}"))
+            elif cloud == "aws":
+                problems.extend(_aws_buckets_per_region(spec, stack, display, files[name],
+                                                        model_line(name, ("source", "aws"))))
 
     networks = region_networks(stack)
     keys = list(networks)
@@ -408,6 +411,24 @@ def _cross_check(stack: StackSpec, specs: dict[str, ModelSpec], files: dict[str,
                 problems.append(Problem(display, line("regions", index, "cidr"), f"{CONFIG_NAMESPACE}:regions[{index}].cidr",
                                         f"{networks[b]} overlaps {networks[a]} of {a}; give each region its own range"))
     return problems
+
+
+def _aws_buckets_per_region(spec: ModelSpec, stack: StackSpec, display: str, file: str,
+                            line: int | None) -> list[Problem]:
+    """Each AWS region needs a bucket of its own region: Triton's S3 client signs for the region it runs in."""
+    aws_regions = [r.name for r in stack.regions if r.cloud == "aws"]
+    source = spec.source.on("aws")
+    if isinstance(source, dict):
+        missing = [r for r in aws_regions if r not in source]
+        return [Problem(file, line, "source.aws", f"stack {display} runs this model in aws:{r}; add its bucket in "
+                        f"that region: source.aws.{r}: s3://<bucket in {r}>/{spec.name}") for r in missing]
+    if len(aws_regions) > 1:
+        return [Problem(file, line, "source.aws",
+                        f"one bucket cannot serve {', '.join('aws:' + r for r in aws_regions)} (stack {display}): "
+                        "Triton's S3 client signs for the region it runs in, so each region reads a bucket of its "
+                        "own; give one per region, e.g. source.aws: {" + ", ".join(
+                            f"{r}: s3://<bucket in {r}>/{spec.name}" for r in aws_regions) + "}")]
+    return []
 
 
 def region_networks(stack: StackSpec) -> dict[str, ipaddress.IPv4Network]:

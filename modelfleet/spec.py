@@ -184,10 +184,21 @@ class TuningSpec(Strict):
 BUCKET_URI = r"^{scheme}://[a-z0-9][-a-z0-9.]{{1,61}}[a-z0-9](/\S*)?$"
 
 
-class SourceSpec(Strict):
-    """Where Triton finds the model repository on each cloud; one string is shorthand for one cloud."""
+S3_URI = Annotated[str, Field(pattern=BUCKET_URI.format(scheme="s3"))]
+ONE_BUCKET = "*"  # source.aws written as one URI: the bucket of the stack's only AWS region
 
-    aws: Annotated[str, Field(pattern=BUCKET_URI.format(scheme="s3"))] | None = None
+
+class SourceSpec(Strict):
+    """Where Triton finds the model repository on each cloud; one string is shorthand for one cloud.
+
+    `aws` is one bucket (`s3://bucket/prefix`, for stacks with one AWS region: the bucket must be in it), or a
+    bucket per region (`{us-east-1: s3://..., eu-west-1: s3://...}`, each bucket in its region). Triton's S3 client
+    signs every request for the region it runs in (AWS_DEFAULT_REGION, triton-inference-server/core
+    src/filesystem/implementations/s3.h), so a cluster can only read a bucket of its own region. GCS buckets are
+    read from any region: `gcp` is always one bucket."""
+
+    # One bucket is kept as {ONE_BUCKET: uri}: a single type (no union) gives one clear error per mistake.
+    aws: dict[str, S3_URI] | None = None
     gcp: Annotated[str, Field(pattern=BUCKET_URI.format(scheme="gs"))] | None = None
     local: Annotated[str, Field(min_length=1)] | None = None
 
@@ -207,8 +218,41 @@ class SourceSpec(Strict):
             raise ValueError("name at least one of aws (s3://...), gcp (gs://...) or local (a path)")
         return self
 
-    def on(self, cloud: str) -> str | None:
-        return getattr(self, cloud)
+    @field_validator("aws", mode="before")
+    @classmethod
+    def _one_bucket(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not re.fullmatch(BUCKET_URI.format(scheme="s3"), value):
+                raise ValueError(f"must be an S3 URI such as s3://bucket/prefix, got {value!r}")
+            return {ONE_BUCKET: value}
+        return value
+
+    @field_validator("aws")
+    @classmethod
+    def _known_aws_regions(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if isinstance(value, dict):
+            known = regions()["aws"]
+            unknown = sorted(r for r in value if r not in known and r != ONE_BUCKET)
+            if unknown:
+                raise ValueError(f"unknown AWS region {unknown[0]!r}; key each bucket by an AWS region: "
+                                 f"{', '.join(sorted(known))}")
+            if not value:
+                raise ValueError("name at least one region's bucket, e.g. {us-east-1: s3://bucket/prefix}")
+        return value
+
+    def on(self, cloud: str) -> str | dict[str, str] | None:
+        """As written: a URI, or (AWS) the bucket of each region."""
+        value = getattr(self, cloud)
+        return value.get(ONE_BUCKET, value) if isinstance(value, dict) else value
+
+    def uri(self, cloud: str, region: str) -> str | None:
+        """The repository Triton reads in `region` of `cloud`: that region's bucket, or the one bucket."""
+        value = getattr(self, cloud)
+        return value.get(region, value.get(ONE_BUCKET)) if isinstance(value, dict) else value
+
+    def uris(self, cloud: str) -> list[str]:
+        value = getattr(self, cloud)
+        return sorted(value.values()) if isinstance(value, dict) else [value] if value else []
 
 
 class ModelSpec(Strict):
@@ -242,8 +286,9 @@ class ModelSpec(Strict):
                 f"batching.preferred_batch_sizes: {too_big} exceed max_batch_size {self.max_batch_size}"
             )
         for cloud in ("aws", "gcp"):
-            uri = self.source.on(cloud)
-            if uri and (uri.rstrip("/").rsplit("/", 1)[-1] != self.name or uri.rstrip("/").count("/") < 3):
+            for uri in self.source.uris(cloud):
+                if uri.rstrip("/").rsplit("/", 1)[-1] == self.name and uri.rstrip("/").count("/") >= 3:
+                    continue
                 raise ValueError(f"source.{cloud}: must be a bucket folder named after the model, "
                                  f"e.g. .../{self.name} (Triton finds a model by its folder name), got {uri!r}")
         names = [t.name for t in self.inputs + self.outputs]

@@ -314,10 +314,11 @@ def test_gcp_key_rings_survive_a_destroy_and_a_fresh_stack_gets_its_own(stack):
 
 # -------------------------------------------------------------------------------------- Triton's identity
 
-def _model_sources(stack: Stack, cloud: str) -> set[tuple[str, str]]:
+def _model_sources(stack: Stack, region: RegionPlan) -> set[tuple[str, str]]:
+    """(bucket, prefix) of each model in `region`, read from the specs: the region's own bucket on AWS."""
     out = set()
     for model in stack.plan.models:
-        uri = model.source.on(cloud)
+        uri = model.source.uri(region.cloud, region.region)
         bucket, _, prefix = uri.split("://", 1)[1].partition("/")
         out.add((bucket, prefix.strip("/")))
     return out
@@ -327,9 +328,9 @@ def test_irsa_role_only_reads_the_model_prefixes(stack):
     aws_regions = [r for r in stack.plan.regions if r.cloud == "aws"]
     triton_roles = [r for r in stack.of(ROLE) if r.name.endswith("-triton")]
     assert len(triton_roles) == len(aws_regions)
-    sources = _model_sources(stack, "aws")
     for role in triton_roles:
         region = stack.region_of(role)
+        sources = _model_sources(stack, region)
         (statement,) = _json(role.inputs["assumeRolePolicy"])["Statement"]
         assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
         conditions = statement["Condition"]["StringEquals"]
@@ -366,9 +367,9 @@ def test_workload_identity_only_reads_the_model_prefixes(stack):
     gcp_regions = [r for r in stack.plan.regions if r.cloud == "gcp"]
     accounts = [a for a in stack.of(GSA) if a.name.endswith("-triton")]
     assert len(accounts) == len(gcp_regions)
-    sources = _model_sources(stack, "gcp")
     for account in accounts:
         region = stack.region_of(account)
+        sources = _model_sources(stack, region)
         member = f"serviceAccount:{account.outputs['email']}"
         # Only Triton's Kubernetes service account may act as it...
         (binding,) = [m for m in stack.of(SA_MEMBER) if m.inputs["serviceAccountId"] == account.outputs["name"]]
@@ -877,3 +878,30 @@ def test_gcp_apis_are_enabled_before_anything_uses_them(stack):
     for resource in gcp_resources:
         provider = stack.providers[resource.provider]
         assert {s.urn for s in services.values()} <= set(provider.dependencies), resource.name
+
+
+
+# ------------------------------------------------------------------------------- model repository per region
+
+def test_each_aws_region_reads_a_bucket_of_its_own_region(evaluated):
+    """prod runs two AWS regions: Triton signs S3 requests for AWS_DEFAULT_REGION, so each region's pods, grant
+    and release objects use that region's bucket (the example buckets are named after their region)."""
+    stack = Stack(evaluated("prod").resources, plan_of("prod"))
+    aws_regions = _aws(stack)
+    assert [r.region for r in aws_regions] == ["us-east-1", "eu-west-1"]
+    buckets = {}
+    for region in aws_regions:
+        for placement in region.placements:
+            bucket = placement.source.split("://", 1)[1].split("/", 1)[0]
+            assert bucket == f"modelfleet-models-{region.region}", placement
+            buckets.setdefault(region.region, set()).add(bucket)
+        assert {g.bucket for g in region.identity.grants} == buckets[region.region]
+    assert buckets["us-east-1"].isdisjoint(buckets["eu-west-1"])
+    deployments = [d for d in stack.of("kubernetes:apps/v1:Deployment") if stack.region_of(d).cloud == "aws"]
+    assert len(deployments) == sum(len(r.placements) for r in aws_regions)
+    for deployment in deployments:
+        region = stack.region_of(deployment)
+        (container,) = deployment.inputs["spec"]["template"]["spec"]["containers"]
+        assert {"name": "AWS_DEFAULT_REGION", "value": region.region} in container["env"]
+        (repository,) = [a for a in container["args"] if a.startswith("--model-repository=")]
+        assert repository == f"--model-repository=s3://modelfleet-models-{region.region}"
