@@ -9,6 +9,7 @@ The contract with later components (Triton, gateway, monitoring): a `Region` exp
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import pulumi
@@ -22,8 +23,10 @@ from components.cluster_identity import AwsTritonIdentity, GcpTritonIdentity, Tr
 from components.network_aws import AwsNetwork
 from components.network_gcp import GcpNetwork
 from components.providers import cloud_provider, eks_kubeconfig, gke_kubeconfig, kubernetes_provider
+from components.release import bucket_object
 from components.serving import Serving
 from modelfleet.plan import FleetPlan, RegionPlan
+from modelfleet.release import ReleaseError, ReleaseObject, objects_read_by, release_objects
 
 
 class Region(pulumi.ComponentResource):
@@ -33,7 +36,11 @@ class Region(pulumi.ComponentResource):
     triton_identity: TritonIdentity
 
     def __init__(self, region: RegionPlan, fleet: FleetPlan, apis: Sequence[pulumi.Resource] = (),
+                 release: tuple[ReleaseObject, ...] = (),
+                 published: dict[tuple[str, str], pulumi.Resource] | None = None,
                  opts: pulumi.ResourceOptions | None = None):
+        """`release`: every object of the stack's model repositories; this region writes those it is the
+        writer of into `published` (shared by all regions) and its Triton pods wait for the ones they read."""
         super().__init__("modelfleet:fleet:Region", region.key, None, opts)
         self.plan = region
         # Every resource of the region goes through this provider, so a provider that waits for the project's
@@ -49,9 +56,16 @@ class Region(pulumi.ComponentResource):
             self._gcp(region, fleet, tags, in_region)
         # KEDA and Triton need schedulable nodes (on EKS also the device plugin, or GPU pods never fit): without
         # this they race the node groups, and their Helm/Deployment awaits time out on an empty cluster.
-        # Triton's pods read their models at start: they wait for the IAM grants and bindings, not only the role.
+        published = {} if published is None else published
+        for obj in release:
+            if obj.writer == region.key:
+                published[(obj.bucket, obj.key)] = bucket_object(obj, in_region)
+        reads = {p.model: [published[(o.bucket, o.key)] for o in objects_read_by(release, region, p)]
+                 for p in region.placements}
+        # Triton's pods read their models at start: they wait for the IAM grants and bindings, not only the role,
+        # and for their repository's objects.
         self.serving = Serving(fleet, region, self.kubernetes, self.triton_identity.annotations,
-                               needs=self.serving_needs, grants=self.triton_identity.grants,
+                               needs=self.serving_needs, grants=self.triton_identity.grants, release=reads,
                                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.triton_identity]))
         self.register_outputs({
             "clusterName": self.cluster.name,
@@ -146,9 +160,15 @@ class DeployerAccess(pulumi.ComponentResource):
         self.register_outputs(props)
 
 
-def deploy(fleet: FleetPlan) -> list[Region]:
+def deploy(fleet: FleetPlan, root: Path | None = None) -> list[Region]:
+    try:
+        # Before any resource: missing artefacts stop the program, as a bad spec does.
+        release = release_objects(fleet, root or Path.cwd())
+    except ReleaseError as exc:
+        raise pulumi.RunError(f"the release cannot be built:\n{exc}") from None
     apis = GcpApis(fleet).services if fleet.gcp_services else []
-    regions = [Region(region, fleet, apis) for region in fleet.regions]
+    published: dict[tuple[str, str], pulumi.Resource] = {}
+    regions = [Region(region, fleet, apis, release, published) for region in fleet.regions]
     if regions:
         Cost(fleet)
         DeployerAccess(fleet)

@@ -125,7 +125,12 @@ def _evaluate(root: Path, stack: str):
         plan = build_plan(load_fleet(root, stack))
     except SpecError as exc:
         _fail(exc)
-    return plan, evaluate(root, stack)
+    from pulumi import RunError
+
+    try:
+        return plan, evaluate(root, stack)
+    except RunError as exc:  # the program's own clean stop (e.g. missing artefacts for the release)
+        _fail([Problem(f"stacks/Pulumi.{stack}.yaml", None, "", str(exc))])
 
 
 @app.command()

@@ -75,6 +75,8 @@ class Evaluation:
 def _redact(value: Any) -> Any:
     if rpc.is_rpc_secret(value):
         return REDACTED
+    if isinstance(value, pulumi.FileAsset):
+        return {"asset": "file", "path": value.path}  # what the engine reads and hashes
     if isinstance(value, dict):
         return {k: _redact(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -17,6 +17,8 @@ def project_copy(tmp_path: Path) -> Path:
         shutil.copy(PROJECT / name, tmp_path / name)
     for folder in ("models", "stacks"):
         shutil.copytree(PROJECT / folder, tmp_path / folder)
+    # The program uploads the models' artefacts (source.local, under build/): the copy reads the project's own.
+    (tmp_path / "build").symlink_to(PROJECT / "build", target_is_directory=True)
     return tmp_path
 
 
