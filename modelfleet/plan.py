@@ -263,6 +263,7 @@ class RegionPlan:
     node_service_account: str  # GKE node identity's account id; "" on AWS (node role is name-prefixed)
     imds_hop_limit: int
     identity: IdentityPlan
+    retiring: bool  # the stack marks the region `retire: true`: the first step of removing it
     # GKE: who reaches the control plane (the region's network, then the stack's endpoint CIDRs), as
     # (cidr, display name); the private endpoint answers from every region of the network (global access).
     master_authorized_cidrs: tuple[tuple[str, str], ...] = ()
@@ -390,10 +391,12 @@ def _region_plan(entry: RegionEntry, network: ipaddress.IPv4Network, stack: Stac
         # A year of audit trail in production (CloudWatch accepts 365), a month elsewhere.
         log_retention_days=365 if prod else 30,
         release_channel="" if is_aws else GKE_RELEASE_CHANNEL,
-        deletion_protection=prod,
+        # A retiring region (the first step of removing it) drops its protection so the next step can delete it.
+        deletion_protection=prod and not entry.retire,
         node_service_account="" if is_aws else _gcp_account_id(stack.environment, "nodes", name),
         imds_hop_limit=IMDS_HOP_LIMIT,
         identity=_identity(entry, stack, placements),
+        retiring=entry.retire,
         master_authorized_cidrs=() if is_aws else ((str(network), f"{cloud}-{name} network"),) + tuple(
             (cidr, f"stack endpoint access {cidr}") for cidr in endpoint_cidrs),
         master_global_access=not is_aws,
@@ -424,6 +427,26 @@ def _gpu_quotas(cloud: Cloud, pools: tuple[PoolPlan, ...]) -> tuple[QuotaNeed, .
         needs[metric] = (description, total + amount, unit, names + [pool.name])
     return tuple(QuotaNeed(metric, d, amount, unit, tuple(names))
                  for metric, (d, amount, unit, names) in sorted(needs.items()))
+
+
+def removed_region_warnings(previous: dict, plan: FleetPlan) -> tuple[str, ...]:
+    """Regions in `previous` (a `modelfleet plan --format json` of the deployed stack) that this plan drops.
+
+    A protected region's cluster cannot be deleted (EKS and GKE refuse while deletion protection is on), so
+    `pulumi up` would fail half-way; the way out is two deploys: `retire: true` first, then the removal."""
+    current = {r.ref for r in plan.regions}
+    out = []
+    for region in previous.get("region_plans", []):
+        ref = region.get("region")
+        if ref in current:
+            continue
+        if region.get("deletion_protection"):
+            out.append(f"{ref} is no longer in the stack but its deployed cluster has deletion protection: "
+                       f"`pulumi up` will fail to delete it. Put it back with `retire: true` "
+                       f"(- {{region: {ref}, retire: true}}), deploy, then remove it")
+        else:
+            out.append(f"{ref} is no longer in the stack: `pulumi up` deletes its cluster, network and models")
+    return tuple(out)
 
 
 def _eks_service_cidr(network: ipaddress.IPv4Network) -> str:
@@ -600,6 +623,10 @@ def _warnings(plan: FleetPlan) -> tuple[str, ...]:
     out = []
     if plan.monthly_usd > plan.budget_monthly_usd:
         out.append(f"estimated ${plan.monthly_usd:,.0f}/month exceeds the budget of ${plan.budget_monthly_usd:,.0f}")
+    for region in plan.regions:
+        if region.retiring:
+            out.append(f"{region.ref} is retiring: its deletion protection is off; once this is deployed, remove "
+                       "it from modelfleet:regions and deploy again to delete it")
     untuned = sorted({p.model for r in plan.regions for p in r.placements if not p.tuned})
     if untuned:
         out.append(f"untuned (sized from declared bounds, not measurements): {', '.join(untuned)}")

@@ -87,6 +87,8 @@ class Report:
                 "endpoint": ("public: " + ", ".join(region.endpoint_public_cidrs)) if region.endpoint_public_cidrs
                 else "private",
                 "monthly_usd": region.monthly_usd,
+                # `plan --previous` compares against this: a protected region cannot simply disappear.
+                "deletion_protection": region.deletion_protection,
             }
             for region in self.plan.regions
         ]

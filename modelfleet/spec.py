@@ -312,6 +312,9 @@ class RegionEntry(Strict):
 
     region: str
     cidr: ipaddress.IPv4Network | None = None
+    retire: bool = Field(
+        False, description="First step of removing the region: turns its deletion protection off. Deploy, then "
+                           "remove the region from the stack and deploy again.")
 
     @model_validator(mode="before")
     @classmethod
