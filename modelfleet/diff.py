@@ -77,6 +77,7 @@ class ResourceDiff:
     reasons: list[str] = field(default_factory=list)  # why it is replaced, property by property
     uncertain: list[str] = field(default_factory=list)  # changed paths whose replace behaviour is not vendored
     retain_on_delete: bool = False
+    custom: bool = True  # a component resource (custom false) has no provider: it is never replaced in place
 
     @property
     def warning(self) -> str | None:
@@ -207,6 +208,12 @@ def _value_at(inputs: Any, path: str) -> Any:
     return node
 
 
+def _cite(rule: dict) -> str:
+    """`terraform-provider-aws vpc_subnet.go@00cda125`: enough to find the line; the full path is in the data."""
+    repo, path, _, commit = rule["source"].split(" ")
+    return f"{repo.split('/')[-1]} {path.rsplit('/', 1)[-1]}@{commit[:8]}"
+
+
 def classify(resource_type: str, path: str, old_inputs: dict, new_inputs: dict) -> tuple[str, str]:
     """('replace', why) | ('update', '') | ('unknown', why) for one changed input path."""
     rule = rule_for(resource_type)
@@ -215,15 +222,15 @@ def classify(resource_type: str, path: str, old_inputs: dict, new_inputs: dict) 
     plain = _normalise(path)
     for prop in rule.get("force_new", []):
         if _under(plain, prop) or _under(prop, plain):
-            return "replace", f"{prop} forces replacement ({rule['source']})"
+            return "replace", f"forces replacement ({_cite(rule)}: {prop})"
     for prop, condition in rule.get("force_new_if", {}).items():
         if _under(plain, prop):
             if _condition(condition, _value_at(old_inputs, prop), _value_at(new_inputs, prop), old_inputs):
-                return "replace", f"{prop} forces replacement when {condition.replace('_', ' ')} ({rule['source']})"
+                return "replace", f"forces replacement when {condition.replace('_', ' ')} ({_cite(rule)}: {prop})"
             return "update", ""
     for prop in rule.get("unread", []):
         if _under(plain, prop):
-            return "unknown", f"{prop} not transcribed from {rule['source']}"
+            return "unknown", f"{prop} not transcribed from {_cite(rule)}"
     return "update", ""
 
 
@@ -281,15 +288,17 @@ def _judge(diff: ResourceDiff, old_inputs: dict, new_inputs: dict) -> None:
     """Sets the action of a resource present on both sides from its changes."""
     diff.reasons, diff.uncertain = [], []
     for change in diff.changes:
+        if not diff.custom:
+            continue
         if change.path == "(provider)":
             diff.uncertain.append("(provider): another provider instance; Pulumi replaces when their configs differ")
             continue
         verdict, why = classify(diff.type, change.path, old_inputs, new_inputs)
-        if verdict == "replace":
-            reason = f"{change.path}: {why}" + (f", because {change.via} is replaced" if change.via else "")
-            diff.reasons.append(reason)
-        elif verdict == "unknown":
-            diff.uncertain.append(f"{change.path}: {why}")
+        plain = _normalise(change.path)
+        if verdict == "replace" and not any(r.startswith(plain + " ") for r in diff.reasons):
+            diff.reasons.append(f"{plain} {why}" + (f", once {change.via} is replaced" if change.via else ""))
+        elif verdict == "unknown" and not any(u.startswith(plain + ":") for u in diff.uncertain):
+            diff.uncertain.append(f"{plain}: {why}")
     diff.action = "replace" if diff.reasons else "update"
 
 
@@ -311,7 +320,7 @@ def _resource_diffs(old: dict, new: dict) -> list[ResourceDiff]:
         if a.get("provider") != b.get("provider"):
             changes.append(Change("(provider)", a.get("provider"), b.get("provider")))
         if changes:
-            diff = ResourceDiff(urn, b["type"], b["name"], "update", changes)
+            diff = ResourceDiff(urn, b["type"], b["name"], "update", changes, custom=bool(b.get("custom", True)))
             _judge(diff, a.get("inputs", {}), b.get("inputs", {}))
             out[urn] = diff
 
@@ -333,7 +342,8 @@ def _resource_diffs(old: dict, new: dict) -> list[ResourceDiff]:
                 paths = [p for p in paths if not _ignored(p, holder.get("ignore_changes") or [])]
                 if not paths:
                     continue
-                diff = out.get(urn) or ResourceDiff(urn, holder["type"], holder["name"], "update")
+                diff = out.get(urn) or ResourceDiff(urn, holder["type"], holder["name"], "update",
+                                                    custom=bool(holder.get("custom", True)))
                 known = {c.path for c in diff.changes}
                 value = {p: _value_at(holder.get("inputs", {}), p) for p in paths}
                 diff.changes += [Change(p, value[p], value[p], via=f"{replaced.type} {replaced.name}")
