@@ -83,7 +83,8 @@ def plan_at_ref(root: Path, ref: str, stack: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="modelfleet-base-") as tmp:
         with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
             tar.extractall(tmp, filter="data")
-        env = {**os.environ, "PYTHONPATH": tmp}
+        # The ref's own packages first; a ref without them (specs only) falls back to the installed modelfleet.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (tmp, os.environ.get("PYTHONPATH")) if p)}
         done = subprocess.run([sys.executable, "-m", "modelfleet.cli", "plan", "--stack", stack, "--format", "json",
                                "--root", tmp], capture_output=True, text=True, cwd=tmp, env=env)
     if done.returncode != 0:
