@@ -274,3 +274,15 @@ def test_cli_two_files_and_bad_files(dev_base, tmp_path):
     new.write_text("{\n  \"resources\": [\n  oops\n}")
     bad = _cli(str(old), str(new), cwd=tmp_path)
     assert bad.returncode == 2 and f"{new}:3" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_gcp_cidr_move_replaces_the_subnetwork_and_flags_what_was_not_transcribed(project):
+    before = _head_plan(project, "prod")
+    _edit(project / "stacks/Pulumi.prod.yaml", "    - gcp:us-central1", "    - {region: gcp:us-central1, cidr: 10.90.0.0/16}")
+    diff = diff_plans(before, _head_plan(project, "prod"))
+    subnetworks = {u for u in _of_type(before, "gcp:compute/subnetwork:Subnetwork") if "us-central1" in u}
+    # terraform-provider-google: ip_cidr_range is ForceNew unless the new range contains the old one.
+    assert len(subnetworks) == 1 and set(_by(diff, "replace")) == subnetworks
+    clusters = {r.urn: r for r in diff.resources if r.type == "gcp:container/cluster:Cluster"}
+    assert clusters and all(r.uncertain for r in clusters.values())  # GKE cluster rules not vendored: "may replace"
+    assert all("europe-west4" not in r.urn and "aws" not in r.urn for r in diff.resources)
