@@ -11,7 +11,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from modelfleet.plan import FleetPlan, removed_region_warnings
+from modelfleet.plan import FleetPlan
+from modelfleet.removal import removed_region_warnings
 
 
 def read_previous(path: Path) -> dict:
@@ -31,5 +32,5 @@ def read_previous(path: Path) -> dict:
 
 
 def with_removed_regions(plan: FleetPlan, previous: Path) -> FleetPlan:
-    extra = removed_region_warnings(read_previous(previous), plan)
+    extra = removed_region_warnings(read_previous(previous), (r.ref for r in plan.regions))
     return dataclasses.replace(plan, warnings=plan.warnings + extra)

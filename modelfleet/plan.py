@@ -429,26 +429,6 @@ def _gpu_quotas(cloud: Cloud, pools: tuple[PoolPlan, ...]) -> tuple[QuotaNeed, .
                  for metric, (d, amount, unit, names) in sorted(needs.items()))
 
 
-def removed_region_warnings(previous: dict, plan: FleetPlan) -> tuple[str, ...]:
-    """Regions in `previous` (a `modelfleet plan --format json` of the deployed stack) that this plan drops.
-
-    A protected region's cluster cannot be deleted (EKS and GKE refuse while deletion protection is on), so
-    `pulumi up` would fail half-way; the way out is two deploys: `retire: true` first, then the removal."""
-    current = {r.ref for r in plan.regions}
-    out = []
-    for region in previous.get("region_plans", []):
-        ref = region.get("region")
-        if ref in current:
-            continue
-        if region.get("deletion_protection"):
-            out.append(f"{ref} is no longer in the stack but its deployed cluster has deletion protection: "
-                       f"`pulumi up` will fail to delete it. Put it back with `retire: true` "
-                       f"(- {{region: {ref}, retire: true}}), deploy, then remove it")
-        else:
-            out.append(f"{ref} is no longer in the stack: `pulumi up` deletes its cluster, network and models")
-    return tuple(out)
-
-
 def _eks_service_cidr(network: ipaddress.IPv4Network) -> str:
     return next(c for c in EKS_SERVICE_CIDRS if not ipaddress.IPv4Network(c).overlaps(network))
 

@@ -28,6 +28,9 @@ def _copy(tmp: Path) -> Path:
         shutil.copy(PROJECT / name, tmp / name)
     for folder in ("models", "stacks"):
         shutil.copytree(PROJECT / folder, tmp / folder)
+    # The program uploads the models' artefacts (source.local, under build/, not in git): link the project's.
+    (tmp / "build").symlink_to(PROJECT / "build", target_is_directory=True)
+    (tmp / ".gitignore").write_text("build\n")
     return tmp
 
 

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from modelfleet.cli import app
 from modelfleet.loader import load_fleet
 from modelfleet.offline import evaluate
-from modelfleet.plan import build_plan, removed_region_warnings
+from modelfleet.plan import build_plan
+from modelfleet.removal import removed_region_warnings
 
 PROD_REGIONS = ["aws:us-east-1", "aws:eu-west-1", "gcp:us-central1", "gcp:europe-west4"]
 
@@ -37,6 +38,10 @@ def test_a_retiring_region_loses_its_deletion_protection_and_only_it(project_cop
         "aws-us-east-1": True, "aws-eu-west-1": False, "gcp-us-central1": True, "gcp-europe-west4": True}
 
 
+def _refs(plan) -> list[str]:
+    return [r.ref for r in plan.regions]
+
+
 def _previous(protected: dict[str, bool]) -> dict:
     return {"region_plans": [{"region": ref, "deletion_protection": on} for ref, on in protected.items()]}
 
@@ -44,7 +49,7 @@ def _previous(protected: dict[str, bool]) -> dict:
 def test_dropping_a_protected_region_warns_and_says_how(project_copy):
     _drop(project_copy, "gcp:europe-west4")
     plan = build_plan(load_fleet(project_copy, "prod"))
-    (warning,) = removed_region_warnings(_previous(dict.fromkeys(PROD_REGIONS, True)), plan)
+    (warning,) = removed_region_warnings(_previous(dict.fromkeys(PROD_REGIONS, True)), _refs(plan))
     assert warning.startswith("gcp:europe-west4 is no longer in the stack but its deployed cluster has deletion "
                               "protection")
     assert "retire: true" in warning
@@ -54,13 +59,13 @@ def test_dropping_a_retired_region_says_what_goes(project_copy):
     _drop(project_copy, "gcp:europe-west4")
     plan = build_plan(load_fleet(project_copy, "prod"))
     previous = _previous({**dict.fromkeys(PROD_REGIONS, True), "gcp:europe-west4": False})
-    assert removed_region_warnings(previous, plan) == (
+    assert removed_region_warnings(previous, _refs(plan)) == (
         "gcp:europe-west4 is no longer in the stack: `pulumi up` deletes its cluster, network and models",)
 
 
 def test_nothing_dropped_nothing_said():
     plan = build_plan(load_fleet(Path(__file__).resolve().parent.parent, "prod"))
-    assert removed_region_warnings(_previous(dict.fromkeys(PROD_REGIONS, True)), plan) == ()
+    assert removed_region_warnings(_previous(dict.fromkeys(PROD_REGIONS, True)), _refs(plan)) == ()
 
 
 def test_plan_previous_end_to_end(project_copy, tmp_path):
@@ -78,6 +83,13 @@ def test_plan_previous_end_to_end(project_copy, tmp_path):
     warnings = json.loads(result.output)["warnings"]
     assert sum("aws:eu-west-1 is no longer in the stack but its deployed cluster has deletion protection" in w
                for w in warnings) == 1
+    # `modelfleet diff` against the deployed plan (or the git base) says the same.
+    from modelfleet.diff import diff_plans
+
+    without_previous = runner.invoke(app, ["plan", "--stack", "prod", "--format", "json", "--root", str(project_copy)])
+    appeared = diff_plans(json.loads(deployed.output), json.loads(without_previous.output)).warnings["appeared"]
+    assert sum("aws:eu-west-1 is no longer in the stack but its deployed cluster has deletion protection" in w
+               for w in appeared) == 1
 
 
 def test_a_bad_previous_file_is_a_clear_error(tmp_path):
@@ -88,3 +100,12 @@ def test_a_bad_previous_file_is_a_clear_error(tmp_path):
             path.write_text(content)
         result = CliRunner().invoke(app, ["plan", "--stack", "dev", "--root", root, "--previous", str(path)])
         assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output, result.output
+
+
+def test_a_plan_from_before_the_field_is_judged_by_its_environment():
+    old = {"environment": "prod", "region_plans": [{"region": "aws:eu-west-1"}]}
+    (warning,) = removed_region_warnings(old, ["aws:us-east-1"])
+    assert "has deletion protection" in warning
+    old["environment"] = "dev"
+    assert removed_region_warnings(old, ["aws:us-east-1"]) == (
+        "aws:eu-west-1 is no longer in the stack: `pulumi up` deletes its cluster, network and models",)
