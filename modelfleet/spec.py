@@ -358,7 +358,8 @@ class EndpointAccess(Strict):
     )
     admin_role_arns: list[Annotated[str, Field(pattern=r"^arn:aws:iam::\d{12}:role/[\w+=,.@/-]+$")]] = Field(
         default_factory=list, description="IAM roles (CI, break-glass) given cluster-admin EKS access entries; "
-                                          "whoever runs `pulumi up` gets one as well.")
+                                          "whoever runs `pulumi up` gets one as well, so do not list that role "
+                                          "here (EKS allows one access entry per principal).")
 
     placeholder: bool = Field(
         False, description="Marks the deployer access as not yet decided (the example stacks); `modelfleet check` "
