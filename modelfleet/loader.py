@@ -70,34 +70,87 @@ class Loaded:
         return self.lines.get((), None)
 
 
-def read_yaml(path: Path, display: str) -> Loaded:
+MAX_DEPTH = 32  # the deepest spec nests 5 levels; far below where the composer's recursion would fail
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases (`*a`: a few lines of them expand to gigabytes, the "billion laughs")
+    and without nesting deeper than MAX_DEPTH (the composer recurses per level)."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's signature
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in specs; write the value out in full",
+                self.peek_event().start_mark)
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_DEPTH} levels; a spec never needs that",
+                    self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def read_text(path: Path, display: str) -> str:
+    """A spec file's text; a file that is not UTF-8 is a problem on the line of its first bad byte."""
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         raise SpecError([Problem(display, None, "", f"cannot read file: {exc.strerror}")]) from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise SpecError([Problem(display, line, "", f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
+                                                    f"{column}); save the file as UTF-8")]) from None
+
+
+def read_yaml(path: Path, display: str) -> Loaded:
+    text = read_text(path, display)
+    loader = _SpecLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         reason = getattr(exc, "problem", None) or str(exc)
         raise SpecError([Problem(display, mark.line + 1 if mark else None, "", f"invalid YAML: {reason}")]) from None
+    finally:
+        loader.dispose()
     lines: dict[tuple, int] = {}
+    problems: list[Problem] = []
     if node is not None:
-        _index_lines(node, (), lines)
+        _index_lines(node, (), lines, problems, display)
+    if problems:
+        raise SpecError(problems)
     return Loaded(data, lines)
 
 
-def _index_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int]) -> None:
+def _index_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int], problems: list[Problem], display: str) -> None:
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        first: dict[Any, int] = {}
         for key, value in node.value:
+            line = key.start_mark.line + 1
+            if not isinstance(key, yaml.ScalarNode):
+                problems.append(Problem(display, line, _dotted(path), "a key must be a plain word, not a list or mapping"))
+                continue
+            if key.value in first:  # YAML says keys are unique; PyYAML would silently keep the last one
+                problems.append(Problem(display, line, _dotted(path + (key.value,)),
+                                        f"key appears twice, on lines {first[key.value]} and {line}; keep one"))
+                continue
+            first[key.value] = line
             child = path + (key.value,)
-            lines[child] = key.start_mark.line + 1
-            _index_lines(value, child, lines)
+            lines[child] = line
+            _index_lines(value, child, lines, problems, display)
     elif isinstance(node, yaml.SequenceNode):
         for index, value in enumerate(node.value):
-            _index_lines(value, path + (index,), lines)
+            _index_lines(value, path + (index,), lines, problems, display)
 
 
 def _expect_mapping(loaded: Loaded, display: str, what: str) -> dict:
@@ -239,20 +292,49 @@ def stack_config_from_file(path: Path, display: str) -> tuple[dict, Loaded]:
         raise SpecError([Problem(display, loaded.line_of(("config",)), "config",
                                  f"expected a mapping of {CONFIG_NAMESPACE}:<key> settings, got {_kind(config)}")])
     values = {k.split(":", 1)[1]: v for k, v in config.items() if str(k).startswith(CONFIG_NAMESPACE + ":")}
+    # The engine has no null config value: a key left empty must not validate here and mean something else there.
+    empty = [k for k, v in values.items() if v is None]
+    if empty:
+        raise SpecError([Problem(display, loaded.line_of(("config", f"{CONFIG_NAMESPACE}:{k}")), _config_key((k,)),
+                                 "has no value; give it one, or remove the key to take the default") for k in empty])
     return values, loaded
 
 
 def stack_config_from_pulumi(config_map: dict[str, Any]) -> dict:
-    """The `modelfleet:` keys from the engine's config map, as Pulumi hands them to a running program."""
+    """The `modelfleet:` keys from the engine's config map, as Pulumi hands them to a running program.
+
+    The engine passes every value as a string: text as it is, numbers as their digits, lists and mappings as
+    JSON. So `'1.33'` and `1.33` in the file both arrive as "1.33"; the field's type says which it was meant to
+    be: a text field keeps the string, any other field is decoded from JSON (left as text if it is not JSON,
+    so that validation reports it against the field)."""
     values = {}
     for key, raw in config_map.items():
         if not key.startswith(CONFIG_NAMESPACE + ":"):
             continue
+        name = key.split(":", 1)[1]
+        field_info = StackSpec.model_fields.get(name)
+        if not isinstance(raw, str) or (field_info is not None and _is_text(field_info.annotation)):
+            values[name] = raw
+            continue
         try:
-            values[key.split(":", 1)[1]] = json.loads(raw) if isinstance(raw, str) else raw
-        except json.JSONDecodeError:
-            values[key.split(":", 1)[1]] = raw  # plain strings arrive unquoted
+            values[name] = json.loads(raw)
+        except (json.JSONDecodeError, RecursionError):
+            values[name] = raw
     return values
+
+
+def _is_text(annotation: Any) -> bool:
+    """Whether a field holds text only: str, a Literal of strings, or either of them optional or annotated."""
+    if annotation is str:
+        return True
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return all(isinstance(a, str) for a in args)
+    if origin is typing.Annotated:
+        return _is_text(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return all(a is type(None) or _is_text(a) for a in args)
+    return False
 
 
 def parse_stack(values: dict, display: str, loaded: Loaded | None) -> StackSpec:

@@ -38,7 +38,7 @@ TRITON_UID = 1000  # the image's triton-server user
 
 KEDA_CHART, KEDA_CHART_VERSION, KEDA_CHART_REPOSITORY, KEDA_NAMESPACE = (
     versions.KEDA.chart, versions.KEDA.version, versions.KEDA.repository, versions.KEDA.namespace)
-KEDA_TESTED_KUBERNETES = ("1.33", "1.35")  # KEDA's compatibility matrix for 2.20
+KEDA_TESTED_KUBERNETES = versions.KEDA_KUBERNETES
 
 # --- contracts with the gateway and monitoring (label selectors and names they must use) ----------------
 GATEWAY_POD_LABELS = {"app.kubernetes.io/name": "modelfleet-gateway"}  # in the environment's namespace
