@@ -108,6 +108,16 @@ class TrafficSpec(Strict):
         default_factory=dict, description="Per-region overrides, keyed `aws:us-east-1`."
     )
 
+    @field_validator("by_region")
+    @classmethod
+    def _known_regions(cls, by_region: dict[str, float]) -> dict[str, float]:
+        for key in by_region:
+            cloud, _, name = key.partition(":")
+            if cloud not in CLOUDS or name not in regions()[cloud]:
+                raise ValueError(f"{key!r} is not a region; write cloud:region as in the stack's "
+                                 "modelfleet:regions, e.g. aws:us-east-1")
+        return by_region
+
     def rps_in(self, region_key: str) -> float:
         return self.by_region.get(region_key, self.rps)
 
@@ -236,7 +246,10 @@ class ModelSpec(Strict):
     """One model, described once. The file is `models/<name>.yaml`."""
 
     name: Annotated[str, Field(pattern=DNS_LABEL, max_length=40)]
-    owner: Annotated[str, Field(min_length=1)] = Field(description="Team or e-mail that answers this model's alerts.")
+    # At most an e-mail address's 254 characters (RFC 5321): it becomes a Kubernetes annotation, whose total
+    # size per object is capped (256 KiB), and is read by people on a page.
+    owner: Annotated[str, Field(min_length=1, max_length=254)] = Field(
+        description="Team or e-mail that answers this model's alerts.")
     description: str = ""
     source: SourceSpec
     version: Annotated[int, Field(ge=1, le=INT64_MAX)] = 1
