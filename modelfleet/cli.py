@@ -19,6 +19,7 @@ from modelfleet.loader import (
     load_models,
     parse_stack,
     stack_config_from_file,
+    stack_name_problems,
 )
 
 app = typer.Typer(
@@ -84,7 +85,8 @@ def validate(
             try:
                 if path.name.startswith("Pulumi.") and path.suffix == ".yaml":
                     values, loaded = stack_config_from_file(path, display)
-                    parse_stack(values, display, loaded)
+                    problems.extend(stack_name_problems(path.name[len("Pulumi."):-len(".yaml")],
+                                                        parse_stack(values, display, loaded), display))
                 else:
                     load_model(path, display)
             except SpecError as exc:

@@ -154,6 +154,19 @@ def test_quoted_kubernetes_version_reaches_the_clusters(project_copy: Path):
     assert len(clusters) == 1 and clusters[0].inputs["version"] == "1.35"
 
 
+def test_the_program_refuses_a_stack_name_that_makes_invalid_cloud_names(project_copy: Path):
+    """Under `pulumi up` the stack's name comes from the engine (pulumi.get_stack()), not from a file name."""
+    import pulumi
+
+    from modelfleet.offline import evaluate
+
+    shutil.copy(project_copy / "stacks" / "Pulumi.staging.yaml", project_copy / "stacks" / "Pulumi.Staging_EU.yaml")
+    with pytest.raises(pulumi.RunError, match="stack name 'Staging_EU' must be lowercase letters"):
+        evaluate(project_copy, "Staging_EU")
+    _refused(_cli("validate", "--root", str(project_copy), str(project_copy / "stacks" / "Pulumi.Staging_EU.yaml")),
+             "stacks/Pulumi.Staging_EU.yaml: stack name 'Staging_EU'")
+
+
 # ---------------------------------------------------------------- messages in words
 
 
