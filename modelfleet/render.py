@@ -76,14 +76,14 @@ def render(plan: FleetPlan, out_dir: str | Path) -> list[Path]:
     written: list[Path] = []
     blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
     if blocking is not None:  # checked before writing anything, so a mistyped --out leaves nothing half-written
-        raise OutputError(f"--out {out}: {blocking} is a file, not a folder; give a folder (created if missing)")
+        raise OutputError(f"{blocking} is a file, not a folder; give --out a folder (created if missing)")
 
     def write(path: Path, text: str) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
         except OSError as exc:
-            raise OutputError(f"--out {out}: cannot write {path}: {exc.strerror}") from None
+            raise OutputError(f"cannot write {path}: {exc.strerror}") from None
         written.append(path)
 
     configs = model_configs(plan)

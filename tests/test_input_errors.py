@@ -224,7 +224,7 @@ def test_render_onto_a_file_is_refused(project_copy: Path):
     target = project_copy / "out.txt"
     target.write_text("keep me\n")
     _refused(_cli("render", "--stack", "dev", "--root", str(project_copy), "--out", str(target)),
-             f"render --out: --out {target}: {target} is a file, not a folder")
+             f"render --out: {target} is a file, not a folder; give --out a folder")
     assert target.read_text() == "keep me\n"
     inside = project_copy / "out.txt" / "sub"
     _refused(_cli("render", "--stack", "dev", "--root", str(project_copy), "--out", str(inside)), "is a file")
@@ -288,9 +288,19 @@ def _check_name(kind: str, name: str) -> str | None:
         # docs.aws.amazon.com/IAM/latest/APIReference/API_CreateRole.html: name <= 64; Pulumi's name_prefix
         # appends 26 characters, so a prefix is at most 38
         "iam-role-prefix": (r"[\w+=,.@-]{1,38}", "IAM role name prefix"),
+        "iam-role": (r"[\w+=,.@-]{1,64}", "IAM role name"),
+        # cloud.google.com/compute/docs/naming-resources (RFC 1035: at most 63, lowercase, digits, dashes)
+        "gcp-resource": (r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", "GCP resource name"),
     }
     pattern, what = rules[kind]
     return None if re.fullmatch(pattern, name) else f"{what} {name!r}"
+
+
+# Pulumi names a resource without an explicit name `<logical name>-<7 random hex characters>`.
+AUTONAME_SUFFIX = "-0a1b2c3"
+GCP_AUTONAMED = {"gcp:compute/network:Network", "gcp:compute/subnetwork:Subnetwork", "gcp:compute/router:Router",
+                 "gcp:compute/routerNat:RouterNat", "gcp:compute/firewall:Firewall", "gcp:kms/keyRing:KeyRing",
+                 "gcp:kms/cryptoKey:CryptoKey", "gcp:container/nodePool:NodePool"}
 
 
 def test_every_name_derived_from_the_longest_stack_name_fits_its_cloud(project_copy: Path):
@@ -325,12 +335,15 @@ def test_every_name_derived_from_the_longest_stack_name_fits_its_cloud(project_c
         elif r.type == "pulumi:providers:gcp":
             labels = r.inputs["defaultLabels"]  # a provider's object inputs travel as JSON text
             names = [("gcp-label-value", v) for v in (json.loads(labels) if isinstance(labels, str) else labels).values()]
-        elif r.type == "aws:iam/role:Role" and "namePrefix" in r.inputs:
-            names = [("iam-role-prefix", r.inputs["namePrefix"])]
+        elif r.type == "aws:iam/role:Role":
+            names = [("iam-role-prefix", r.inputs["namePrefix"])] if "namePrefix" in r.inputs else \
+                [("iam-role", r.inputs.get("name") or r.name + AUTONAME_SUFFIX)]
+        elif r.type in GCP_AUTONAMED:
+            names = [("gcp-resource", r.inputs.get("name") or r.name + AUTONAME_SUFFIX)]
         for kind, name in names:
             checked[kind] = checked.get(kind, 0) + 1
             bad.append(_check_name(kind, name))
     assert checked.keys() == {"gke-cluster", "eks-cluster", "gcp-service-account", "gcp-label-value",
-                              "iam-role-prefix"}, checked
+                              "iam-role-prefix", "iam-role", "gcp-resource"}, checked
     assert checked["gke-cluster"] == 1 and checked["eks-cluster"] == 1
     assert [b for b in bad if b] == []
