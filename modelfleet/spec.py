@@ -51,6 +51,9 @@ DataType = Literal[
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
     "FP16", "FP32", "FP64", "BF16", "BYTES",
 ]
+# Bytes per element on the wire; BYTES elements carry at least their 4-byte length prefix.
+ELEMENT_BYTES = {"BOOL": 1, "UINT8": 1, "UINT16": 2, "UINT32": 4, "UINT64": 8, "INT8": 1, "INT16": 2, "INT32": 4,
+                 "INT64": 8, "FP16": 2, "FP32": 4, "FP64": 8, "BF16": 2, "BYTES": 4}
 Backend = Literal["python", "onnxruntime", "tensorrt", "pytorch"]
 Environment = Literal["dev", "staging", "prod", "local"]
 
@@ -69,6 +72,18 @@ class TensorSpec(Strict):
         if bad:
             raise ValueError(f"each dimension must be a positive size or -1 (variable), got {bad[0]}")
         return dims
+
+    @model_validator(mode="after")
+    def _one_item_fits_a_message(self) -> TensorSpec:
+        # Triton's warmup allocates one item of every input at load (zero_data), and a gRPC/protobuf message
+        # carries at most 2 GiB: an item larger than that can neither load nor travel.
+        size = ELEMENT_BYTES[self.dtype]
+        for d in self.dims:
+            size *= max(d, 1)
+        if size > INT32_MAX:
+            raise ValueError(f"dims: one item of {self.name} ({' x '.join(str(d) for d in self.dims)} {self.dtype}) "
+                             f"is {size:,} bytes; at most {INT32_MAX:,} (2 GiB, the largest gRPC message) fit")
+        return self
 
 
 class HardwareSpec(Strict):
