@@ -27,9 +27,9 @@ from modelfleet.tuning.record import TuningRecord
 CONFIG_NAMESPACE = "modelfleet"
 
 _PATTERN_MEANING = {
-    DNS_LABEL: "a DNS label (lowercase letters, digits and '-', starting with a letter)",
+    DNS_LABEL: "a DNS label (lowercase letters, digits and '-', starting with a letter, not ending with '-')",
     TENSOR_NAME: "a tensor name (letters, digits and '_', not starting with a digit)",
-    LABEL: "a tag key valid on AWS and GCP (lowercase letters, digits, '-' and '_', starting with a letter)",
+    LABEL: "a tag key valid on AWS and GCP (1 to 63 lowercase letters, digits, '-' and '_', starting with a letter)",
     LABEL_VALUE: "a tag value valid on AWS and GCP (1 to 63 lowercase letters, digits, '-' and '_')",
     DNS_NAME: "a DNS name (dot-separated labels of lowercase letters, digits and '-', ending in a top-level "
               "domain such as .com)",
