@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import typing
 from pathlib import Path
 
 import pytest
@@ -347,3 +348,11 @@ def test_every_name_derived_from_the_longest_stack_name_fits_its_cloud(project_c
                               "iam-role-prefix", "iam-role", "gcp-resource"}, checked
     assert checked["gke-cluster"] == 1 and checked["eks-cluster"] == 1
     assert [b for b in bad if b] == []
+
+
+def test_every_dtype_has_its_element_size():
+    """The tensor-size bound multiplies by these; a dtype added without one would crash validation."""
+    from modelfleet.spec import ELEMENT_BYTES, DataType
+
+    assert set(ELEMENT_BYTES) == set(typing.get_args(DataType))
+    assert ELEMENT_BYTES["FP32"] == 4 and ELEMENT_BYTES["FP64"] == 8 and ELEMENT_BYTES["BF16"] == 2
