@@ -29,6 +29,7 @@ from pulumi_policy import (EnforcementLevel, PolicyCustomTimeouts, PolicyProvide
 from pulumi_policy.policy import _NotApplicableError
 from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
 
+from modelfleet.loader import SpecError, read_text
 from modelfleet.offline import PROJECT, Evaluation, Recorded
 
 PACK_DIR = Path(__file__).resolve().parent.parent / "policies"
@@ -107,15 +108,10 @@ def load_policy_config(stack: str, pack_dir: Path | None = None) -> tuple[dict, 
 def read_policy_config(path: Path) -> Any:
     """A policy config file's JSON: not UTF-8, not JSON or a key given twice is a `PolicyConfigError`."""
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise PolicyConfigError(f"{path}: cannot read file: {exc.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise PolicyConfigError(f"{path}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
-                                "save the file as UTF-8") from None
+        text = read_text(path, str(path))
+    except SpecError as exc:
+        problem = exc.problems[0]
+        raise PolicyConfigError(f"{path}: " + (f"line {problem.line}: " if problem.line else "") + problem.message) from None
 
     def unique(pairs: list) -> dict:  # json.loads would keep the last of two equal keys without a word
         keys = [k for k, _ in pairs]

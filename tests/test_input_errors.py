@@ -254,7 +254,7 @@ def policy_config(tmp_path: Path, monkeypatch):
     (b'{"required-tags": {"required_tags": ["team", 7]}}', "required-tags.required_tags[1]: must be a string"),
     (b'{"cost-within-budget": {"budget_monthly_usd": "lots"}}', "cost-within-budget.budget_monthly_usd: must be a number"),
     (b'{"required-tags": "mandatory", "required-tags": "advisory"}', "key 'required-tags' appears twice"),
-    (b'{"all": "advisory"} \xe9', "not UTF-8 text (byte 0xe9)"),
+    (b'{"all": "advisory"} \xe9', "line 1: not UTF-8 text (byte 0xe9 at column 21)"),
 ])
 def test_a_bad_policy_config_is_refused_by_check(project_copy: Path, policy_config: Path, content: bytes,
                                                  expected: str):
