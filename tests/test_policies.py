@@ -681,6 +681,25 @@ def test_mutated_stack_untainted_gpu_pool_is_caught(evaluated):
     assert all("no nvidia.com/gpu NoSchedule taint" in m for m in flagged.values())
 
 
+def test_mutated_stack_node_group_in_public_subnets_is_caught(evaluated):
+    """The program's own public subnets are recognised by their route to the internet gateway: a node group moved
+    onto them (its subnet_ids, hence its dependencies) fails."""
+    evaluation = evaluated("prod")
+    subnets = [r for r in evaluation.resources if r.type == "aws:ec2/subnet:Subnet"]
+    group = next(r for r in evaluation.resources if r.type == "aws:eks/nodeGroup:NodeGroup")
+    private = [d for d in group.dependencies if d in {s.urn for s in subnets}]
+    assert private and all("-private-" in u for u in private)
+    public = [s.urn for s in subnets if "-public-" in s.urn and s.urn.replace("-public-", "-private-") in private]
+    assert len(public) == len(private)
+    moved = dataclasses.replace(group, dependencies=tuple(d for d in group.dependencies if d not in private)
+                                + tuple(public))
+    resources = [moved if r.urn == group.urn else r for r in evaluation.resources]
+    result = review(Evaluation(evaluation.stack, resources))
+    flagged = [v for v in result.mandatory if v.policy == "nodes-in-private-subnets"]
+    assert {v.urn for v in flagged} == {group.urn} and len(flagged) == len(public)
+    assert all("sends 0.0.0.0/0 to an internet gateway" in v.message for v in flagged)
+
+
 def test_mutated_stack_unpinned_image_is_caught(evaluated):
     evaluation = evaluated("prod")
     workloads = [r for r in evaluation.resources if r.type == "kubernetes:apps/v1:Deployment"
