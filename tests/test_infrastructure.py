@@ -234,6 +234,32 @@ def test_gke_node_disks_are_sized_like_eks_root_volumes(stack):
         assert resource.inputs["nodeConfig"]["diskType"] == "pd-balanced"
 
 
+def test_a_pool_shared_by_many_models_gets_a_larger_disk_on_both_clouds(project_copy):
+    """The example pools all sit at the 100 GiB floor; four models on one pool need more, on EKS and GKE alike."""
+    source = (project_copy / "models" / "fraud-detector.yaml").read_text()
+    names = ["fraud-detector"] + [f"fraud-{suffix}" for suffix in ("a", "b", "c")]
+    for name in names[1:]:
+        (project_copy / "models" / f"{name}.yaml").write_text(source.replace("fraud-detector", name))
+    stack_file = project_copy / "stacks" / "Pulumi.staging.yaml"
+    stack_file.write_text(stack_file.read_text().replace("modelfleet:models: [fraud-detector, sentiment]",
+                                                         f"modelfleet:models: [{', '.join(names)}, sentiment]"))
+    stack = Stack(evaluate(project_copy, "staging").resources, build_plan(load_fleet(project_copy, "staging")))
+    shared = 0
+    for region in stack.plan.regions:
+        pool = next(p for p in region.pools if {pl.model for pl in region.placements if pl.pool == p.name} >= set(names))
+        expected = _expected_disk_gib(region, pool.name)
+        assert expected == 40 + 20 * len(names) > 100
+        if region.cloud == "aws":
+            group = next(g for g in stack.of(NODE_GROUP) if g.name == f"{region.key}-{pool.name}")
+            template = next(t for t in stack.of(LAUNCH_TEMPLATE) if t.id == group.inputs["launchTemplate"]["id"])
+            assert template.inputs["blockDeviceMappings"][0]["ebs"]["volumeSize"] == expected
+        else:
+            resource = next(r for r in stack.of(NODE_POOL) if r.name == f"{region.key}-{pool.name}")
+            assert resource.inputs["nodeConfig"]["diskSizeGb"] == expected
+        shared += 1
+    assert shared == 2, "staging has one AWS and one GCP region"
+
+
 def test_prod_clusters_are_deletion_protected_and_keep_a_year_of_logs(stack):
     prod = stack.plan.environment == "prod"
     expected_protection, expected_retention = {"prod": (True, 365), "dev": (False, 30)}[stack.plan.environment]
