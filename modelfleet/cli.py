@@ -259,6 +259,8 @@ def serve(
 
 from modelfleet.cli_tune import tune  # noqa: E402  `modelfleet tune` lives in cli_tune.py
 app.command()(tune)
+from modelfleet.cli_diff import diff  # noqa: E402  `modelfleet diff` lives in cli_diff.py
+app.command()(diff)
 
 
 def main() -> None:  # pragma: no cover - the console script
