@@ -206,7 +206,7 @@ def _admits_everyone(rule) -> str | None:
     policy selecting a pod opens that pod (on the rule's ports) whatever the other policies say."""
     peers = items(get(rule, "from"))
     if not peers:
-        return "a rule without `from` (every source)"
+        return "a rule without `from`, so every source"
     for peer in peers:
         namespaces, pods, block = get(peer, "namespaceSelector"), get(peer, "podSelector"), get(peer, "ipBlock")
         if block is not None and str(get(block, "cidr")) in WORLD and not items(get(block, "except")):
