@@ -80,6 +80,7 @@ class EksCluster(pulumi.ComponentResource):
                 bootstrap_cluster_creator_admin_permissions=False,
             ),
             deletion_protection=region.deletion_protection,
+            tags=region.retiring_labels or None,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[control_plane_logs, *attachments]),
         )
 

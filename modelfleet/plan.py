@@ -82,6 +82,9 @@ GCP_SERVICES = (
     "container.googleapis.com", "iam.googleapis.com", "logging.googleapis.com", "monitoring.googleapis.com",
     "storage.googleapis.com",
 )
+# Marks a retiring region's cluster (tag on EKS, label on GKE): the deletion-protection policy lets it through,
+# since turning protection off is the first of the two deploys that remove a region.
+RETIRING_LABEL = "modelfleet-retiring"
 # A rollout's last steps after the first replica answers: minReadySeconds and a few readiness periods.
 ROLLOUT_MARGIN_S = 60
 
@@ -282,6 +285,10 @@ class RegionPlan:
         return f"{self.kms_rotation_days * SECONDS_PER_DAY}s"
 
     @property
+    def retiring_labels(self) -> dict[str, str]:
+        return {RETIRING_LABEL: "true"} if self.retiring else {}
+
+    @property
     def endpoint_private_only(self) -> bool:
         return not self.endpoint_public_cidrs
 
@@ -382,7 +389,7 @@ def _region_plan(entry: RegionEntry, network: ipaddress.IPv4Network, stack: Stac
         pools=pools,
         placements=placements,
         cost=_cost(cloud, pools, nat, len(interface_endpoints) * len(zones)),
-        cluster_name=f"{fleet.stack_name}-{cloud}-{name}",
+        cluster_name=cluster_name(fleet.stack_name, entry),
         nat_routes=tuple(min(i, nat - 1) for i in range(len(zones))) if is_aws else (),
         master_cidr=master_cidr,
         interface_endpoints=interface_endpoints,
@@ -406,6 +413,11 @@ def _region_plan(entry: RegionEntry, network: ipaddress.IPv4Network, stack: Stac
         admin_role_arns=tuple(stack.cluster_endpoint.admin_role_arns) if is_aws else (),
         gpu_quotas=_gpu_quotas(cloud, pools),
     )
+
+
+def cluster_name(stack_name: str, entry: RegionEntry) -> str:
+    """The EKS/GKE cluster's name; the loader checks it against each cloud's limit before any plan is built."""
+    return f"{stack_name}-{entry.cloud}-{entry.name}"
 
 
 def _gpu_quotas(cloud: Cloud, pools: tuple[PoolPlan, ...]) -> tuple[QuotaNeed, ...]:

@@ -31,11 +31,34 @@ def test_a_retiring_region_loses_its_deletion_protection_and_only_it(project_cop
     assert {r.ref: r.deletion_protection for r in plan.regions} == {
         "aws:us-east-1": True, "aws:eu-west-1": False, "gcp:us-central1": True, "gcp:europe-west4": True}
     assert any(w.startswith("aws:eu-west-1 is retiring") for w in plan.warnings)
-    clusters = [r for r in evaluate(project_copy, "prod").resources
+    evaluation = evaluate(project_copy, "prod")
+    clusters = [r for r in evaluation.resources
                 if r.type in ("aws:eks/cluster:Cluster", "gcp:container/cluster:Cluster")]
     assert len(clusters) == 4
     assert {c.name: c.inputs["deletionProtection"] for c in clusters} == {
         "aws-us-east-1": True, "aws-eu-west-1": False, "gcp-us-central1": True, "gcp-europe-west4": True}
+    # Marked as retiring, so prod's deletion-protection policy lets this one deploy through; the others keep it.
+    assert {c.name: c.inputs.get("tags", {}).get("modelfleet-retiring") for c in clusters
+            if c.type.startswith("aws:")} == {"aws-us-east-1": None, "aws-eu-west-1": "true"}
+    from modelfleet.review import review
+
+    result = review(evaluation)
+    assert "deletion-protection" in result.evaluated
+    assert [v for v in result.mandatory if v.policy == "deletion-protection"] == []
+
+
+def test_protection_off_without_the_retiring_mark_is_still_refused_in_prod(project_copy):
+    """The mark is what lets a retiring cluster through, not the protection being off."""
+    stack = project_copy / "stacks" / "Pulumi.prod.yaml"
+    stack.write_text(stack.read_text().replace("    - aws:eu-west-1\n", "    - {region: aws:eu-west-1, retire: true}\n"))
+    evaluation = evaluate(project_copy, "prod")
+    for resource in evaluation.resources:
+        if resource.name == "aws-eu-west-1" and resource.type == "aws:eks/cluster:Cluster":
+            del resource.inputs["tags"]
+    from modelfleet.review import review
+
+    flagged = [v for v in review(evaluation).mandatory if v.policy == "deletion-protection"]
+    assert len(flagged) == 1 and "aws-eu-west-1" in flagged[0].urn
 
 
 def _refs(plan) -> list[str]:
