@@ -20,8 +20,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from modelfleet.catalogue import hardware, regions
-from modelfleet.spec import (BUCKET_URI, DNS_LABEL, DNS_NAME, GCP_PROJECT_ID, KUBERNETES_MINOR, LABEL, LABEL_VALUE,
-                             TENSOR_NAME, ModelSpec, StackSpec)
+from modelfleet.spec import (BUCKET_URI, DNS_LABEL, DNS_NAME, GCP_PROJECT_ID, IAM_ROLE_ARN, KUBERNETES_MINOR, LABEL,
+                             LABEL_VALUE, TENSOR_NAME, ModelSpec, StackSpec)
 from modelfleet.tuning.record import TuningRecord
 
 CONFIG_NAMESPACE = "modelfleet"
@@ -37,6 +37,7 @@ _PATTERN_MEANING = {
                     "not ending with '-')",
     KUBERNETES_MINOR: "a Kubernetes minor version written as text, such as '1.33'",
     BUCKET_URI.format(scheme="s3"): "an S3 URI such as s3://bucket/prefix",
+    IAM_ROLE_ARN: "an IAM role ARN such as arn:aws:iam::123456789012:role/ci-deployer",
     BUCKET_URI.format(scheme="gs"): "a Cloud Storage URI such as gs://bucket/prefix",
 }
 

@@ -231,6 +231,7 @@ BUCKET_URI = r"^{scheme}://[a-z0-9][-a-z0-9.]{{1,61}}[a-z0-9](/\S*)?$"
 
 
 S3_URI = Annotated[str, Field(pattern=BUCKET_URI.format(scheme="s3"))]
+IAM_ROLE_ARN = r"^arn:aws:iam::\d{12}:role/[\w+=,.@/-]+$"
 ONE_BUCKET = "*"  # source.aws written as one URI: the bucket of the stack's only AWS region
 
 
@@ -410,7 +411,7 @@ class EndpointAccess(Strict):
     public_access_cidrs: list[CIDR] = Field(
         default_factory=list, description="CIDRs allowed to reach the cluster API; empty means private only."
     )
-    admin_role_arns: list[Annotated[str, Field(pattern=r"^arn:aws:iam::\d{12}:role/[\w+=,.@/-]+$")]] = Field(
+    admin_role_arns: list[Annotated[str, Field(pattern=IAM_ROLE_ARN)]] = Field(
         default_factory=list, description="IAM roles (CI, break-glass) given cluster-admin EKS access entries; "
                                           "whoever runs `pulumi up` gets one as well, so do not list that role "
                                           "here (EKS allows one access entry per principal).")

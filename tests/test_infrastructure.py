@@ -239,7 +239,9 @@ def test_a_pool_shared_by_many_models_gets_a_larger_disk_on_both_clouds(project_
     source = (project_copy / "models" / "fraud-detector.yaml").read_text()
     names = ["fraud-detector"] + [f"fraud-{suffix}" for suffix in ("a", "b", "c")]
     for name in names[1:]:
-        (project_copy / "models" / f"{name}.yaml").write_text(source.replace("fraud-detector", name))
+        # Each its own repository folder, all from the example's built artefacts (which the release uploads).
+        (project_copy / "models" / f"{name}.yaml").write_text(source.replace("fraud-detector", name).replace(
+            f"local: build/model-artifacts/{name}", "local: build/model-artifacts/fraud-detector"))
     stack_file = project_copy / "stacks" / "Pulumi.staging.yaml"
     stack_file.write_text(stack_file.read_text().replace("modelfleet:models: [fraud-detector, sentiment]",
                                                          f"modelfleet:models: [{', '.join(names)}, sentiment]"))
