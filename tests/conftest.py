@@ -17,9 +17,16 @@ def project_copy(tmp_path: Path) -> Path:
         shutil.copy(PROJECT / name, tmp_path / name)
     for folder in ("models", "stacks"):
         shutil.copytree(PROJECT / folder, tmp_path / folder)
-    # The program uploads the models' artefacts (source.local, under build/): the copy reads the project's own.
-    (tmp_path / "build").symlink_to(PROJECT / "build", target_is_directory=True)
+    copy_artefacts(tmp_path)
     return tmp_path
+
+
+def copy_artefacts(target: Path) -> None:
+    """The program uploads the models' artefacts (source.local, under build/model-artifacts): give the copy its
+    own, copied (a link would let a test that rebuilds or writes under build/ touch the project's)."""
+    artefacts = PROJECT / "build" / "model-artifacts"
+    if artefacts.is_dir():
+        shutil.copytree(artefacts, target / "build" / "model-artifacts", symlinks=False)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import copy_artefacts
 
 from modelfleet.cli_diff import _head_plan
 from modelfleet.diff import classify, diff_plans, render_json, render_markdown, render_text
@@ -28,9 +29,8 @@ def _copy(tmp: Path) -> Path:
         shutil.copy(PROJECT / name, tmp / name)
     for folder in ("models", "stacks"):
         shutil.copytree(PROJECT / folder, tmp / folder)
-    # The program uploads the models' artefacts (source.local, under build/, not in git): link the project's.
-    (tmp / "build").symlink_to(PROJECT / "build", target_is_directory=True)
-    (tmp / ".gitignore").write_text("build\n")
+    copy_artefacts(tmp)  # the release uploads them; build/ is not in git, as in the project
+    (tmp / ".gitignore").write_text("build/\n")
     return tmp
 
 

@@ -9,6 +9,7 @@ files on disk, and the Deployments' own annotations and arguments.
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import pulumi
@@ -90,7 +91,7 @@ def test_each_bucket_is_written_by_its_region_and_a_shared_bucket_once(evaluated
 
 
 def test_missing_artefacts_stop_the_program_before_anything_is_declared(project_copy):
-    (project_copy / "build").unlink()
+    shutil.rmtree(project_copy / "build")
     with pytest.raises(pulumi.RunError) as raised:
         evaluate(project_copy, "dev")
     message = str(raised.value)
@@ -103,7 +104,7 @@ def test_plan_reports_missing_artefacts_as_a_clear_error(project_copy):
 
     from modelfleet.cli import app
 
-    (project_copy / "build").unlink()
+    shutil.rmtree(project_copy / "build")
     result = CliRunner().invoke(app, ["plan", "--stack", "dev", "--root", str(project_copy)])
     assert result.exit_code == 2, result.output
     assert "the release cannot be built" in result.output and "Traceback" not in result.output
