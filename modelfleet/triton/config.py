@@ -67,6 +67,17 @@ PLATFORM_BACKEND = {"tensorrt_plan": "tensorrt", "onnxruntime_onnx": "onnxruntim
 DEFAULT_FILENAME = {"tensorrt_plan": "model.plan", "onnxruntime_onnx": "model.onnx", "pytorch_libtorch": "model.pt",
                     "tensorflow_savedmodel": "model.savedmodel", "tensorflow_graphdef": "model.graphdef"}
 SEQUENCE_IDLE_DEFAULT_US = 1_000_000  # Triton's default max_sequence_idle_microseconds
+RESPONSE_CACHE_BYTES = 256 * 1024 * 1024
+
+
+def server_flags(models: Iterable[ModelSpec]) -> list[str]:
+    """The tritonserver flags the configs of `models` need, locally and in the cloud alike.
+
+    `response_cache { enable: true }` does nothing unless the server has a cache: without `--cache-config` Triton
+    loads the model and serves every request uncached, silently (docs/user_guide/response_cache.md)."""
+    if any(m.batching.response_cache for m in models):
+        return [f"--cache-config=local,size={RESPONSE_CACHE_BYTES}"]
+    return []
 
 
 class ModelConfigError(ValueError):
