@@ -154,8 +154,10 @@ def _tensor(target, tensor) -> None:
 
 
 def warmup_is_safe(spec: ModelSpec) -> bool:
-    """Whether the automatic zero-filled warmup can run: Triton refuses warmup on ensembles, a decoupled model's
-    warmup request gets no single response, and a sequence model's warmup has no correlation id or controls."""
+    """Whether the automatic zero-filled warmup is safe to add: Triton refuses warmup on ensembles; a sequence
+    model's warmup request carries no correlation id or controls; a decoupled model answers with zero or many
+    responses and is often a generator that parses its inputs (the vLLM model reads JSON from a BYTES input), so a
+    zero-filled request can fail it, and a failed warmup fails the load. Optional inputs are left out of it."""
     return bool(spec.inputs) and not (spec.backend == "ensemble" or spec.triton.decoupled
                                       or spec.triton.sequence_batching is not None)
 
@@ -570,8 +572,10 @@ def _check_warmup(c: mc.ModelConfig, fail) -> None:
 # --- the model repository ------------------------------------------------------------------------------
 
 def artefact_paths(spec: ModelSpec, source_dir: Path) -> list[Path]:
-    """The files Triton needs from `source_dir` (the model's directory: `<version>/<artefact>`)."""
-    return [source_dir / str(spec.version) / ARTEFACTS[spec.backend]]
+    """The files Triton needs from `source_dir` (the model's directory: `<version>/<artefact>`); none for backends
+    that load no file of their own (an ensemble's version folder is empty)."""
+    filename = spec.triton.default_model_filename or ARTEFACTS.get(spec.backend)
+    return [source_dir / str(spec.version) / filename] if filename else []
 
 
 def check_artefacts(spec: ModelSpec, source_dir: Path) -> None:
@@ -623,6 +627,6 @@ def local_source(spec: ModelSpec, root: Path) -> Path:
     """The model's `source.local` directory, resolved against the project root."""
     if not spec.source.local:
         raise ArtefactMissingError(f"{spec_file(spec)}: source.local is not set; name the directory holding "
-                                   f"{spec.version}/{ARTEFACTS[spec.backend]}")
+                                   f"{spec.version}/{ARTEFACTS.get(spec.backend, '')}")
     path = Path(spec.source.local)
     return path if path.is_absolute() else root / path
