@@ -176,6 +176,11 @@ def warnings(plan: "FleetPlan") -> list[str]:
                            f"serves about {served:,.0f} rps with headroom")
             if p.refused:
                 out.append(f"{p.model} in {region.ref}: not sized from {p.record}: {p.refused}")
+    for (model_name, hw), record in sorted(plan.tuning.items()):
+        if record.lower_bound:
+            out.append(f"{model_name} on {hw}: {record.chosen.throughput_per_s:,.0f} infer/s per replica is a lower "
+                       f"bound (throughput still rising at concurrency {record.chosen.concurrency}, the highest "
+                       "measured): replicas may be more than the traffic needs")
     for model in plan.models:
         verdict = failover(plan, model.name)
         if verdict.get("checked") and not verdict["ok"]:
