@@ -491,15 +491,18 @@ def _search(spec, mode, install, repository, work, endpoints, cpu_only, deadline
     for n in range(1, MAX_EXTENSIONS + 1):
         if not (complete and rows):
             break
-        best = analyzer.select(rows, spec.slo.p99_ms, spec.tuning.objective).best
-        top = best.concurrency
-        if best.settings is None or not analyzer.still_rising(rows, best) or top >= analyzer.CONCURRENCY_CEILING:
+        selection = analyzer.select(rows, spec.slo.p99_ms, spec.tuning.objective)
+        best, top = selection.best, selection.best.concurrency
+        if (not selection.slo_met or best.settings is None or not analyzer.still_rising(rows, best)
+                or top >= analyzer.CONCURRENCY_CEILING):
             break
         higher = sorted({min(analyzer.CONCURRENCY_CEILING, top * 2), min(analyzer.CONCURRENCY_CEILING, top * 4)})
         progress.on_event("phase", f"throughput still rising at concurrency {top}: measuring {higher}")
-        more, complete = phase(f"{EXTEND_PHASE}{n}", "brute", model_config_parameters=_pinned(spec, best.settings, kind),
+        more, finished = phase(f"{EXTEND_PHASE}{n}", "brute", model_config_parameters=_pinned(spec, best.settings, kind),
                                concurrency=higher)
         rows += more
+        if not finished:  # the search itself finished; an extension cut short leaves the point a lower bound
+            break
     return rows, complete
 
 
