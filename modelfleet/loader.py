@@ -443,6 +443,19 @@ def _check_ensembles(stack: StackSpec, specs: dict[str, ModelSpec], files: dict[
                                         f"step model {step.model!r}{known} is not in the stack's models; add it"))
                 continue
             member = specs[step.model]
+            for kind, mapping, tensors in (("input_map", step.input_map, member.inputs),
+                                           ("output_map", step.output_map, member.outputs)):
+                unknown = sorted(set(mapping) - {t.name for t in tensors}) if tensors else []
+                if unknown:
+                    problems.append(Problem(files[name], model_line(name, ("triton", "ensemble", index, kind)),
+                                            f"triton.ensemble.{index}.{kind}", f"{step.model} has no "
+                                            f"{kind.split('_')[0]} {', '.join(map(repr, unknown))}; its "
+                                            f"{kind.split('_')[0]}s: {', '.join(t.name for t in tensors)}"))
+            if spec.max_batch_size > member.max_batch_size:
+                problems.append(Problem(files[name], model_line(name, ("max_batch_size",)), "max_batch_size",
+                                        f"{spec.max_batch_size} exceeds step model {step.model}'s max_batch_size "
+                                        f"{member.max_batch_size}; Triton refuses an ensemble that batches more "
+                                        "than its steps"))
             for cloud in ("aws", "gcp", "local"):
                 mine, theirs = spec.source.on(cloud), member.source.on(cloud)
                 if mine and theirs and mine.rstrip("/").rsplit("/", 1)[0] != theirs.rstrip("/").rsplit("/", 1)[0]:

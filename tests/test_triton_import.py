@@ -226,3 +226,18 @@ def test_an_ensemble_step_must_be_a_model_of_the_stack(project_copy):
     assert result.exit_code == 2
     assert "triton.ensemble.0.model: step model 'upper_bytes' (no models/upper_bytes.yaml) is not in the stack's " \
            "models; add it" in result.output
+
+
+def test_an_ensemble_step_maps_only_tensors_its_model_has(project_copy):
+    for name in ("identity_bytes", "upper_bytes", "text_pipeline"):
+        item = import_model(CORPUS / name, ImportOptions(source_prefix="s3://modelfleet-model-repository"))
+        text = spec_text(item, OPTIONS)
+        if name == "text_pipeline":
+            text = text.replace("INPUT0: upper_text", "INPUT9: upper_text")
+        (project_copy / "models" / f"{name}.yaml").write_text(text)
+    stack = project_copy / "stacks" / "Pulumi.dev.yaml"
+    stack.write_text(stack.read_text().replace("[fraud-detector, sentiment]",
+                                               "[identity_bytes, upper_bytes, text_pipeline]"))
+    result = CliRunner().invoke(app, ["validate", "--root", str(project_copy), "--stack", "dev"])
+    assert result.exit_code == 2
+    assert "triton.ensemble.1.input_map: identity_bytes has no input 'INPUT9'; its inputs: INPUT0" in result.output
