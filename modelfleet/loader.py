@@ -439,7 +439,7 @@ def _check_ensembles(stack: StackSpec, specs: dict[str, ModelSpec], files: dict[
             where = ("triton", "ensemble", index, "model")
             if step.model not in stack.models:
                 known = "" if step.model in specs else f" (no models/{step.model}.yaml)"
-                problems.append(Problem(files[name], model_line(name, where), f"triton.ensemble.{index}.model",
+                problems.append(Problem(files[name], model_line(name, where), f"triton.ensemble[{index}].model",
                                         f"step model {step.model!r}{known} is not in the stack's models; add it"))
                 continue
             member = specs[step.model]
@@ -448,7 +448,7 @@ def _check_ensembles(stack: StackSpec, specs: dict[str, ModelSpec], files: dict[
                 unknown = sorted(set(mapping) - {t.name for t in tensors}) if tensors else []
                 if unknown:
                     problems.append(Problem(files[name], model_line(name, ("triton", "ensemble", index, kind)),
-                                            f"triton.ensemble.{index}.{kind}", f"{step.model} has no "
+                                            f"triton.ensemble[{index}].{kind}", f"{step.model} has no "
                                             f"{kind.split('_')[0]} {', '.join(map(repr, unknown))}; its "
                                             f"{kind.split('_')[0]}s: {', '.join(t.name for t in tensors)}"))
             if spec.max_batch_size > member.max_batch_size:
@@ -459,7 +459,7 @@ def _check_ensembles(stack: StackSpec, specs: dict[str, ModelSpec], files: dict[
             for cloud in ("aws", "gcp", "local"):
                 mine, theirs = spec.source.on(cloud), member.source.on(cloud)
                 if mine and theirs and mine.rstrip("/").rsplit("/", 1)[0] != theirs.rstrip("/").rsplit("/", 1)[0]:
-                    problems.append(Problem(files[name], model_line(name, where), f"triton.ensemble.{index}.model",
+                    problems.append(Problem(files[name], model_line(name, where), f"triton.ensemble[{index}].model",
                                             f"{step.model} lives in another model repository on {cloud} ({theirs}); "
                                             "an ensemble and its steps share one"))
     return problems

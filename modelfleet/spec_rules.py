@@ -30,7 +30,7 @@ def _check_tensors(spec: ModelSpec) -> None:
             raise ValueError(f"{kind}: the {spec.backend} backend does not fill in its {kind} itself; declare at "
                              f"least one (only {', '.join(sorted(AUTO_COMPLETING))} may leave them out)")
         for i, t in enumerate(tensors):
-            where = f"{kind}.{i}"
+            where = f"{kind}[{i}]"
             if kind == "outputs":
                 for attr in ("optional", "allow_ragged_batch", "format"):
                     if getattr(t, attr):
@@ -76,7 +76,7 @@ def _check_backend_sections(spec: ModelSpec) -> None:
         for field in ("instance_groups", "optimization"):
             if getattr(triton, field):
                 raise ValueError(f"triton.{field}: Triton refuses it on an ensemble (its steps' models have their own)")
-        if isinstance(triton.warmup, list) and triton.warmup:
+        if triton.warmup_requests:
             raise ValueError("triton.warmup: Triton refuses warmup on an ensemble; warm its steps' models instead")
         if spec.name in {step.model for step in triton.ensemble}:
             raise ValueError(f"triton.ensemble: a step cannot run the ensemble itself ({spec.name})")
@@ -104,13 +104,11 @@ def _check_batching(spec: ModelSpec) -> None:
 
 
 def _check_warmup(spec: ModelSpec) -> None:
-    warmups = spec.triton.warmup
-    if not isinstance(warmups, list):
-        return
+    warmups = spec.triton.warmup_requests
     inputs = {t.name: t for t in spec.inputs}
     required = {t.name for t in spec.inputs if not t.optional}
     for i, w in enumerate(warmups):
-        where = f"triton.warmup.{i}"
+        where = f"triton.warmup_requests[{i}]"
         if w.batch_size > max(1, spec.max_batch_size):
             raise ValueError(f"{where}.batch_size: must be <= max_batch_size ({spec.max_batch_size}), got {w.batch_size}")
         if spec.inputs and not (required <= set(w.inputs) <= set(inputs)):
@@ -121,9 +119,9 @@ def _check_warmup(spec: ModelSpec) -> None:
             if t is None:
                 continue
             if sample.dtype != t.dtype:
-                raise ValueError(f"{where}.inputs.{name}.dtype: must be the input's {t.dtype}, got {sample.dtype}")
+                raise ValueError(f"{where}.inputs: input {name!r} is {t.dtype}, not {sample.dtype}")
             # Warmup requests are shaped like client requests: by dims, not by reshape.
             fits = len(sample.dims) == len(t.dims) and all(d in (-1, s) for d, s in zip(t.dims, sample.dims))
             if not fits:
-                raise ValueError(f"{where}.inputs.{name}.dims: must be concrete sizes of the input's dims {t.dims} "
+                raise ValueError(f"{where}.inputs: input {name!r} needs concrete sizes for its dims {t.dims} "
                                  f"(a size for each -1), got {sample.dims}")

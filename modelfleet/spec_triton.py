@@ -232,6 +232,16 @@ class TritonSpec(_Strict):
     sequence_batching: SequenceBatchingSpec | None = None
     ensemble: list[EnsembleStepSpec] = Field(
         default_factory=list, description="backend: ensemble only: the steps, each naming another spec.")
-    warmup: Literal["auto", "off"] | list[WarmupSpec] = Field(
+    warmup: Literal["auto", "off", "custom"] = Field(
         "auto", description="auto: one zero-filled request at batch 1 (-1 dims as 1), except where Triton "
-                            "cannot warm a model that way (decoupled, sequence batching, ensembles); off: none.")
+                            "cannot warm a model that way (decoupled, sequence batching, ensembles); off: none; "
+                            "custom: the requests in warmup_requests.")
+    warmup_requests: list[WarmupSpec] = Field(default_factory=list, description="With warmup: custom.")
+
+    @model_validator(mode="after")
+    def _warmup_requests_with_custom(self) -> TritonSpec:
+        if self.warmup == "custom" and not self.warmup_requests:
+            raise ValueError("warmup_requests: warmup: custom needs at least one request (name, batch_size, inputs)")
+        if self.warmup != "custom" and self.warmup_requests:
+            raise ValueError(f"warmup: is {self.warmup}; set it to custom to send warmup_requests")
+        return self

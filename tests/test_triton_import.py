@@ -103,7 +103,7 @@ def test_a_config_less_model_gets_its_backend_from_the_file_and_no_tensors():
 
 def test_specs_say_what_triton_configs_say():
     vllm = import_model(CORPUS / "vllm_model", OPTIONS).spec
-    assert vllm.triton.decoupled and vllm.triton.warmup == "off"
+    assert vllm.triton.decoupled and vllm.triton.warmup == "off" and not vllm.triton.warmup_requests
     assert [(g.kind, g.count) for g in vllm.triton.instance_groups] == [("MODEL", 1)]
     assert [t.name for t in vllm.inputs if t.optional] == ["stream", "sampling_parameters"]
     limited = import_model(CORPUS / "rate_limited", OPTIONS).spec
@@ -128,8 +128,8 @@ def test_the_automatic_warmup_is_left_out_where_triton_cannot_run_it(folder, exp
 
 def test_a_warmup_shape_must_give_sizes_for_variable_dims():
     data = import_model(CORPUS / "warmup_random", OPTIONS).spec.model_dump(by_alias=True, exclude_unset=True)
-    data["triton"]["warmup"][0]["inputs"]["tokens"]["dims"] = [16, 2]
-    with pytest.raises(ValueError, match=r"triton.warmup.0.inputs.tokens.dims: must be concrete sizes"):
+    data["triton"]["warmup_requests"][0]["inputs"]["tokens"]["dims"] = [16, 2]
+    with pytest.raises(ValueError, match=r"triton.warmup_requests\[0\].inputs: input 'tokens' needs concrete sizes for its dims \[-1\]"):
         ModelSpec.model_validate(data)
 
 
@@ -224,7 +224,7 @@ def test_an_ensemble_step_must_be_a_model_of_the_stack(project_copy):
     stack.write_text(stack.read_text().replace("[fraud-detector, sentiment]", "[fraud-detector, text_pipeline]"))
     result = CliRunner().invoke(app, ["validate", "--root", str(project_copy), "--stack", "dev"])
     assert result.exit_code == 2
-    assert "triton.ensemble.0.model: step model 'upper_bytes' (no models/upper_bytes.yaml) is not in the stack's " \
+    assert "triton.ensemble[0].model: step model 'upper_bytes' (no models/upper_bytes.yaml) is not in the stack's " \
            "models; add it" in result.output
 
 
@@ -240,4 +240,4 @@ def test_an_ensemble_step_maps_only_tensors_its_model_has(project_copy):
                                                "[identity_bytes, upper_bytes, text_pipeline]"))
     result = CliRunner().invoke(app, ["validate", "--root", str(project_copy), "--stack", "dev"])
     assert result.exit_code == 2
-    assert "triton.ensemble.1.input_map: identity_bytes has no input 'INPUT9'; its inputs: INPUT0" in result.output
+    assert "triton.ensemble[1].input_map: identity_bytes has no input 'INPUT9'; its inputs: INPUT0" in result.output

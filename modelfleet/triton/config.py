@@ -318,10 +318,10 @@ def _sequence_batching(target: mc.ModelSequenceBatching, seq) -> None:
 
 
 def _warmup(config: mc.ModelConfig, spec: ModelSpec) -> None:
-    warmups = spec.triton.warmup
-    if warmups == "off" or (warmups == "auto" and not warmup_is_safe(spec)):
+    mode = spec.triton.warmup
+    if mode == "off" or (mode == "auto" and not warmup_is_safe(spec)):
         return
-    if warmups == "auto":
+    if mode == "auto":
         warmup = config.model_warmup.add(name=WARMUP_NAME, batch_size=1)
         for tensor in spec.inputs:
             if tensor.optional:
@@ -331,7 +331,7 @@ def _warmup(config: mc.ModelConfig, spec: ModelSpec) -> None:
             sample.dims.extend(1 if d == -1 else d for d in tensor.dims)
             sample.zero_data = True
         return
-    for w in warmups:
+    for w in spec.triton.warmup_requests:
         warmup = config.model_warmup.add(name=w.name, batch_size=w.batch_size, count=w.count)
         for name, given in w.inputs.items():
             sample = warmup.inputs[name]

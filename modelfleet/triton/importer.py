@@ -245,9 +245,7 @@ def _optimization(o: mc.ModelOptimizationPolicy) -> dict:
     return out
 
 
-def _warmup(c: mc.ModelConfig) -> list[dict] | str:
-    if not c.model_warmup:
-        return "off"
+def _warmup(c: mc.ModelConfig) -> list[dict]:
     out = []
     for w in c.model_warmup:
         inputs = {}
@@ -312,7 +310,10 @@ def spec_data(raw: mc.ModelConfig, model_dir: Path, options: ImportOptions, wher
                                "input_map": dict(sorted(s.input_map.items())),
                                "output_map": dict(sorted(s.output_map.items()))}
                               for s in raw.ensemble_scheduling.step]
-    triton["warmup"] = _warmup(raw)
+    requests = _warmup(raw)
+    triton["warmup"] = "custom" if requests else "off"
+    if requests:
+        triton["warmup_requests"] = requests
 
     source: dict = {"local": str(model_dir)}
     if options.source_prefix:
