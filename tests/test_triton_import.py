@@ -241,3 +241,12 @@ def test_an_ensemble_step_maps_only_tensors_its_model_has(project_copy):
     result = CliRunner().invoke(app, ["validate", "--root", str(project_copy), "--stack", "dev"])
     assert result.exit_code == 2
     assert "triton.ensemble[1].input_map: identity_bytes has no input 'INPUT9'; its inputs: INPUT0" in result.output
+
+
+def test_a_tuning_record_sets_the_count_of_a_single_group_only():
+    from modelfleet.triton.config import TunedSettings
+
+    one = import_model(CORPUS / "priority_queues", OPTIONS).spec  # one CPU group of 2
+    assert [g.count for g in build_config(one, "cpu", TunedSettings(instance_count=3)).instance_group] == [3]
+    several = import_model(CORPUS / "rate_limited", OPTIONS).spec  # two GPU groups: not what Model Analyzer measured
+    assert [g.count for g in build_config(several, "nvidia-l4", TunedSettings(instance_count=3)).instance_group] == [1, 2]

@@ -326,7 +326,7 @@ def spec_data(raw: mc.ModelConfig, model_dir: Path, options: ImportOptions, wher
     data: dict = {
         "name": raw.name,
         "owner": options.owner,
-        "description": f"Imported from {model_dir / 'config.pbtxt'}",
+        "description": f"Imported from {where}",
         "source": source,
         "version": version,
         "backend": backend,
