@@ -28,6 +28,8 @@ def normalise(config: mc.ModelConfig, hardware_class: str = CPU) -> mc.ModelConf
         c.platform = _BACKEND_PLATFORM[c.backend]
     if c.platform in DEFAULT_FILENAME and not c.default_model_filename:
         c.default_model_filename = DEFAULT_FILENAME[c.platform]
+    if c.backend == "python" and not c.default_model_filename:
+        c.default_model_filename = "model.py"
     # NormalizeModelConfig
     if not c.HasField("version_policy"):
         c.version_policy.latest.num_versions = 1
@@ -40,6 +42,7 @@ def normalise(config: mc.ModelConfig, hardware_class: str = CPU) -> mc.ModelConf
         if seq.HasField("oldest") and not seq.oldest.preferred_batch_size and c.max_batch_size > 0:
             seq.oldest.preferred_batch_size.append(c.max_batch_size)
     if c.HasField("ensemble_scheduling"):
+        c.model_transaction_policy.SetInParent()  # the served config of an ensemble always carries one
         return c
     if not c.optimization.HasField("input_pinned_memory"):
         c.optimization.input_pinned_memory.enable = True

@@ -131,3 +131,31 @@ def test_the_ensemble_runs_its_steps(corpus_server):
     infer = httpclient.InferInput("text", list(data.shape), "BYTES")
     infer.set_data_from_numpy(data)
     assert client.infer("text_pipeline", [infer]).as_numpy("result").tolist() == [[b"HELLO", b"TRITON"]]
+
+
+def test_the_real_servers_normalisation_is_ours(tmp_path, triton_install):
+    """The corpus's own config.pbtxt files, served as they are: the config the server holds equals our
+    normalisation of the original and of the spec imported from it, as protobuf messages. So "equivalent after
+    Triton's normalisation" (what import promises) is checked against Triton itself, not only against our model
+    of it."""
+    import shutil
+
+    from google.protobuf import json_format
+
+    from modelfleet.triton.config import build_config, mc
+    from modelfleet.triton.importer import read_original
+    from modelfleet.triton.normalise import differences, normalise
+
+    repository = tmp_path / "originals"
+    for name in RUNNABLE:
+        shutil.copytree(CORPUS / name, repository / name)
+    specs = [import_model(CORPUS / name, ImportOptions()).spec for name in RUNNABLE]
+    with TritonServer(repository, *free_ports(3), install=triton_install, extra_args=server_flags(specs),
+                      startup_timeout_s=90) as server:
+        for spec in specs:
+            with urllib.request.urlopen(f"http://{server.http_url}/v2/models/{spec.name}/config", timeout=5) as r:
+                served = json_format.ParseDict(json.loads(r.read()), mc.ModelConfig(), ignore_unknown_fields=True)
+            raw, _ = read_original(CORPUS / spec.name)
+            assert normalise(raw) == served, differences(normalise(raw), served)
+            rendered = normalise(build_config(spec, "cpu"))
+            assert rendered == served, differences(rendered, served)
