@@ -158,3 +158,15 @@ def test_model_analyzer_looping_without_new_measurements_is_stopped_as_converged
     log = (work / "model-analyzer.log").read_text()
     assert log.count("Skipping profile") == run.LOG_REPEATS_KEPT
     assert len(log) < 10_000
+
+
+def test_the_plan_warns_where_a_committed_record_is_a_lower_bound():
+    from modelfleet.loader import load_fleet
+    from modelfleet.plan import build_plan
+
+    plan = build_plan(load_fleet(ROOT, "local"))
+    warned = [w for w in plan.warnings if "lower bound" in w]
+    # sentiment's record: 12,532.5 infer/s at concurrency 32, then 13,439.1 at 64 (+7%), the top of its range;
+    # fraud-detector's: 12,137.0 then 12,521.9 (+3%): saturated.
+    assert warned == ["sentiment on cpu: 13,439 infer/s per replica is a lower bound (throughput still rising at "
+                      "concurrency 64, the highest measured): replicas may be more than the traffic needs"]

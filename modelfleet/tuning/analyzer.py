@@ -125,6 +125,17 @@ def still_rising(measurements: Iterable[Measurement], best: Measurement) -> bool
     return best.throughput_per_s >= same[-2].throughput_per_s * (1 + STILL_RISING_SHARE)
 
 
+def record_is_lower_bound(record) -> bool:
+    """`still_rising` for a tuning record's chosen point, from its variants table: records written before
+    `lower_bound` existed are judged the same way as new ones."""
+    def measurement(v) -> Measurement:
+        return Measurement(v.variant, v.concurrency, v.throughput_per_s, v.p99_ms, None,
+                           Settings(v.max_batch_size, v.instance_count, v.dynamic_batching, v.max_queue_delay_us,
+                                    tuple(v.preferred_batch_sizes)))
+
+    return record.lower_bound or still_rising([measurement(v) for v in record.variants], measurement(record.chosen))
+
+
 def search_space(spec: ModelSpec) -> int:
     """How many model configs a brute-force search over the spec's bounds measures (each at a concurrency sweep)."""
     t = spec.tuning
