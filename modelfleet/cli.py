@@ -266,6 +266,8 @@ from modelfleet.cli_tune import tune  # noqa: E402  `modelfleet tune` lives in c
 app.command()(tune)
 from modelfleet.cli_import import import_repository, render_model  # noqa: E402  import lives in cli_import.py
 app.command("import")(import_repository)
+from modelfleet.cli_diff import diff  # noqa: E402  `modelfleet diff` lives in cli_diff.py
+app.command()(diff)
 
 
 def main() -> None:  # pragma: no cover - the console script
