@@ -106,6 +106,8 @@ def test_specs_say_what_triton_configs_say():
     assert vllm.triton.decoupled and vllm.triton.warmup == "off" and not vllm.triton.warmup_requests
     assert [(g.kind, g.count) for g in vllm.triton.instance_groups] == [("MODEL", 1)]
     assert [t.name for t in vllm.inputs if t.optional] == ["stream", "sampling_parameters"]
+    trt = import_model(CORPUS / "text_recognition_ort_trt", OPTIONS).spec  # no group, a TensorRT GPU accelerator
+    assert trt.hardware.is_gpu and [(g.kind, g.count) for g in trt.triton.instance_groups] == [("GPU", 1)]
     limited = import_model(CORPUS / "rate_limited", OPTIONS).spec
     assert limited.hardware.is_gpu and limited.triton.instance_groups[0].rate_limiter.resources[1].shared
     queues = import_model(CORPUS / "priority_queues", OPTIONS).spec

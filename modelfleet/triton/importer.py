@@ -274,8 +274,12 @@ def _spec_backend(c: mc.ModelConfig, where: str) -> str:
 
 
 def _is_gpu(raw: mc.ModelConfig, backend: str) -> bool:
+    """Whether the model is meant for GPUs: a GPU-only backend, a GPU instance group, or GPU optimisations
+    (a GPU execution accelerator such as TensorRT, CUDA settings)."""
     kinds = mc.ModelInstanceGroup.Kind
-    return backend in _GPU_ONLY or any(g.kind == kinds.KIND_GPU or g.gpus for g in raw.instance_group)
+    o = raw.optimization
+    return (backend in _GPU_ONLY or any(g.kind == kinds.KIND_GPU or g.gpus for g in raw.instance_group)
+            or bool(o.execution_accelerators.gpu_execution_accelerator) or o.HasField("cuda"))
 
 
 def spec_data(raw: mc.ModelConfig, model_dir: Path, options: ImportOptions, where: str) -> tuple[dict, str]:
