@@ -25,7 +25,7 @@ def import_repository(
     """Write one spec per model of MODEL_REPOSITORY that renders back to the same config (compared as protobuf
     messages after Triton's normalisation). Exit 0: every model is equivalent; 1: some config fields could not be
     expressed (listed per model and field, and in the spec's header); 2: a model could not be imported."""
-    from modelfleet.triton.importer import ImportError_, ImportOptions, import_model, model_folders, spec_text
+    from modelfleet.triton.importer import RepositoryImportError, ImportOptions, import_model, model_folders, spec_text
 
     err = Console(stderr=True, highlight=False)
     if not model_repository.is_dir():
@@ -42,7 +42,7 @@ def import_repository(
     for folder in folders:
         try:
             item = import_model(folder, options)
-        except ImportError_ as exc:
+        except RepositoryImportError as exc:
             problems.append(str(exc))
             continue
         target = out / f"{item.name}.yaml"

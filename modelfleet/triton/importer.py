@@ -36,7 +36,7 @@ _SPEC_BACKEND = {"tensorrt_plan": "tensorrt", "pytorch_libtorch": "pytorch", "on
                  "tensorflow_savedmodel": "tensorflow", "tensorflow_graphdef": "tensorflow", "ensemble": "ensemble"}
 
 
-class ImportError_(ValueError):
+class RepositoryImportError(ValueError):
     """A model folder cannot be imported; `str()` names the folder (and the config field where there is one)."""
 
 
@@ -78,7 +78,7 @@ def read_original(model_dir: Path) -> tuple[mc.ModelConfig, bool]:
         try:
             text_format.Parse(path.read_text(), config)
         except text_format.ParseError as exc:
-            raise ImportError_(f"{path}: not a valid Triton model config: {exc}") from None
+            raise RepositoryImportError(f"{path}: not a valid Triton model config: {exc}") from None
         if not config.name:
             config.name = model_dir.name  # Triton names a model by its folder when the config does not
         return config, False
@@ -89,7 +89,7 @@ def read_original(model_dir: Path) -> tuple[mc.ModelConfig, bool]:
         if filename in content:
             setattr(config, field_name, value)
             return config, True
-    raise ImportError_(f"{model_dir}: no config.pbtxt and no model file Triton recognises in its version folder "
+    raise RepositoryImportError(f"{model_dir}: no config.pbtxt and no model file Triton recognises in its version folder "
                        f"(one of {', '.join(f for f, _, _ in _CONFIGLESS)}); write a config.pbtxt")
 
 
@@ -268,7 +268,7 @@ def _spec_backend(c: mc.ModelConfig, where: str) -> str:
 
     backend = _SPEC_BACKEND.get(c.platform) or c.backend
     if backend not in get_args(Backend):
-        raise ImportError_(f"{where} backend: {c.backend or c.platform!r} is not a backend modelfleet serves "
+        raise RepositoryImportError(f"{where} backend: {c.backend or c.platform!r} is not a backend modelfleet serves "
                            f"(known: {', '.join(get_args(Backend))})")
     return backend
 
@@ -324,7 +324,7 @@ def spec_data(raw: mc.ModelConfig, model_dir: Path, options: ImportOptions, wher
         scheme = options.source_prefix.split("://", 1)[0]
         cloud = {"s3": "aws", "gs": "gcp"}.get(scheme)
         if cloud is None:
-            raise ImportError_(f"--source-prefix: must be s3://bucket/prefix or gs://bucket/prefix, "
+            raise RepositoryImportError(f"--source-prefix: must be s3://bucket/prefix or gs://bucket/prefix, "
                                f"got {options.source_prefix!r}")
         source[cloud] = f"{options.source_prefix.rstrip('/')}/{raw.name}"
     data: dict = {
@@ -352,7 +352,7 @@ def import_model(model_dir: Path, options: ImportOptions) -> Imported:
     raw, configless = read_original(model_dir)
     where = f"{model_dir / 'config.pbtxt'}" if not configless else str(model_dir)
     if raw.name != model_dir.name:
-        raise ImportError_(f"{where} name: {raw.name!r} differs from its folder {model_dir.name!r}; Triton serves "
+        raise RepositoryImportError(f"{where} name: {raw.name!r} differs from its folder {model_dir.name!r}; Triton serves "
                            "the model under its folder name")
     data, hardware_class = spec_data(raw, model_dir, options, where)
     try:
@@ -360,11 +360,11 @@ def import_model(model_dir: Path, options: ImportOptions) -> Imported:
     except ValidationError as exc:
         first = exc.errors()[0]
         path = ".".join(str(p) for p in first["loc"])
-        raise ImportError_(f"{where} {path}: {first['msg']}") from None
+        raise RepositoryImportError(f"{where} {path}: {first['msg']}") from None
     try:
         rendered = validate_config(build_config(spec, hardware_class), where, expected_name=spec.name)
     except ModelConfigError as exc:
-        raise ImportError_(str(exc)) from None
+        raise RepositoryImportError(str(exc)) from None
     original = normalise(raw, hardware_class)
     back = normalise(rendered, hardware_class)
     return Imported(spec.name, model_dir, data, spec, original, back, differences(original, back), configless)
@@ -393,6 +393,6 @@ def import_repository(repository: Path, options: ImportOptions) -> tuple[list[Im
     for folder in model_folders(repository):
         try:
             items.append(import_model(folder, options))
-        except ImportError_ as exc:
+        except RepositoryImportError as exc:
             problems.append(str(exc))
     return items, problems
