@@ -44,6 +44,26 @@ def test_what_model_analyzer_searches_and_what_modelfleet_sweeps(changes, mode, 
     assert analyzer.knobs(fraud(**changes), mode) == (searched, swept)
 
 
+def test_an_llm_engine_is_searched_over_load_only(tmp_path):
+    spec = fraud(backend="vllm", inputs=[], outputs=[], max_batch_size=0, batching={},
+                 triton={"instance_groups": [{"kind": "MODEL"}]})
+    config = analyzer.profile_config(spec, mode="quick", model_repository=tmp_path, work_dir=tmp_path,
+                                     perf_analyzer_path=tmp_path, http="h:1", grpc="h:2", metrics_url="m",
+                                     cpu_only=False)
+    assert (config["run_config_search_min_instance_count"], config["run_config_search_max_instance_count"]) == (1, 1)
+    assert (config["run_config_search_min_model_batch_size"], config["run_config_search_max_model_batch_size"]) == (1, 1)
+    assert (config["run_config_search_min_concurrency"], config["run_config_search_max_concurrency"]) == (1, 64)
+
+
+def test_an_ensemble_is_tuned_through_its_steps():
+    data = load_model(ROOT / "models" / "sentiment.yaml").model_dump(by_alias=True, exclude_unset=True)
+    data.update(name="pipeline", backend="ensemble", max_batch_size=8, batching={}, source={"local": "x/pipeline"},
+                triton={"ensemble": [{"model": "sentiment", "input_map": {"text": "text"},
+                                      "output_map": {"scores": "scores"}}]})
+    with pytest.raises(run.TuneError, match=r"pipeline is an ensemble: .* tune each of them \(sentiment\)"):
+        run.tune(ModelSpec.model_validate(data), ROOT, run.TuneOptions())
+
+
 def test_a_sequence_model_is_never_given_dynamic_batching_to_search():
     spec = fraud(triton={"sequence_batching": {"strategy": "direct"}})
     assert "dynamic_batching" not in analyzer.brute_parameters(spec, "KIND_CPU")

@@ -225,11 +225,13 @@ def profile_config(
         config["triton_server_path"] = str(triton_server_path)
     kind = "KIND_CPU" if cpu_only else "KIND_GPU"
     if mode == "quick":
-        batch = spec.tuning.batch_sizes_for(spec.max_batch_size)
+        searched, _ = knobs(spec, "quick")
+        batch = spec.tuning.batch_sizes_for(spec.max_batch_size) if "max_batch_size" in searched else [1]
+        counts = t.instance_counts if "instance_count" in searched else [1]
         config["run_config_search_min_model_batch_size"] = max(1, min(batch))
         config["run_config_search_max_model_batch_size"] = max(1, max(batch))
-        config["run_config_search_min_instance_count"] = min(t.instance_counts)
-        config["run_config_search_max_instance_count"] = max(t.instance_counts)
+        config["run_config_search_min_instance_count"] = min(counts)
+        config["run_config_search_max_instance_count"] = max(counts)
         if model_config_parameters:
             model["model_config_parameters"] = model_config_parameters
     else:

@@ -389,6 +389,9 @@ def tune(spec: ModelSpec, root: Path, options: TuneOptions, progress: Progress |
     from modelfleet.triton import config as triton_config
     from modelfleet.triton.runtime import TritonServer, find_install
 
+    if spec.backend == "ensemble":
+        raise TuneError(f"{spec.name} is an ensemble: Model Analyzer measures it through its steps' models; tune "
+                        f"each of them ({', '.join(step.model for step in spec.triton.ensemble)})")
     progress = progress or Progress()
     install = find_install()
     hw = options.hardware_class
