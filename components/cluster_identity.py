@@ -16,6 +16,7 @@ import pulumi_gcp as gcp
 from components.cluster_aws import EksCluster, irsa_role
 from modelfleet import access
 from modelfleet.plan import RegionPlan
+from modelfleet.spec import kube_name
 
 AWS_ROLE_ANNOTATION = "eks.amazonaws.com/role-arn"
 GCP_ACCOUNT_ANNOTATION = "iam.gke.io/gcp-service-account"
@@ -91,7 +92,7 @@ class GcpTritonIdentity(TritonIdentity):
         for grant in identity.grants:
             title, expression = access.gcs_bucket_metadata_condition(grant)
             self.grants.append(gcp.storage.BucketIAMMember(
-                f"{region.key}-triton-bucket-{grant.model}",
+                f"{region.key}-triton-bucket-{kube_name(grant.model)}",
                 bucket=grant.bucket,
                 role=bucket_role.name,
                 member=member,
@@ -100,7 +101,7 @@ class GcpTritonIdentity(TritonIdentity):
             ))
             condition = access.gcs_read_condition(grant)
             self.grants.append(gcp.storage.BucketIAMMember(
-                f"{region.key}-triton-read-{grant.model}",
+                f"{region.key}-triton-read-{kube_name(grant.model)}",
                 bucket=grant.bucket,
                 role=access.GCS_READ_ROLE,
                 member=member,

@@ -14,12 +14,13 @@ import pulumi_aws as aws
 import pulumi_gcp as gcp
 
 from modelfleet.release import ReleaseObject
+from modelfleet.spec import kube_name
 
 
 def _name(obj: ReleaseObject) -> str:
     """`aws-us-east-1-fraud-detector-1-model.npz`: the key below the model's folder (the spec names the folder
     after the model), so names stay short and unique per writing region."""
-    return f"{obj.writer}-{obj.model}-" + re.sub(r"[^A-Za-z0-9.-]", "-", obj.key.rsplit(f"{obj.model}/", 1)[-1])
+    return f"{obj.writer}-{kube_name(obj.model)}-" + re.sub(r"[^A-Za-z0-9.-]", "-", obj.key.rsplit(f"{obj.model}/", 1)[-1])
 
 
 def bucket_object(obj: ReleaseObject, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
