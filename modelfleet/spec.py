@@ -260,9 +260,7 @@ class TuningSpec(Strict):
 BUCKET_URI = r"^{scheme}://[a-z0-9][-a-z0-9.]{{1,61}}[a-z0-9](/\S*)?$"
 
 
-S3_URI = Annotated[str, Field(pattern=BUCKET_URI.format(scheme="s3"))]
 IAM_ROLE_ARN = r"^arn:aws:iam::\d{12}:role/[\w+=,.@/-]+$"
-ONE_BUCKET = "*"  # source.aws written as one URI: the bucket of the stack's only AWS region
 
 
 class SourceSpec(Strict):
@@ -274,8 +272,9 @@ class SourceSpec(Strict):
     src/filesystem/implementations/s3.h), so a cluster can only read a bucket of its own region. GCS buckets are
     read from any region: `gcp` is always one bucket."""
 
-    # One bucket is kept as {ONE_BUCKET: uri}: a single type (no union) gives one clear error per mistake.
-    aws: dict[str, S3_URI] | None = None
+    # Checked whole in `_aws_buckets` (before the types), so each mistake gets one clear error, not one per
+    # member of the union.
+    aws: str | dict[str, str] | None = None
     gcp: Annotated[str, Field(pattern=BUCKET_URI.format(scheme="gs"))] | None = None
     local: Annotated[str, Field(min_length=1)] | None = None
 
@@ -297,35 +296,32 @@ class SourceSpec(Strict):
 
     @field_validator("aws", mode="before")
     @classmethod
-    def _one_bucket(cls, value: object) -> object:
-        if isinstance(value, str):
-            if not re.fullmatch(BUCKET_URI.format(scheme="s3"), value):
+    def _aws_buckets(cls, value: object) -> object:
+        s3 = BUCKET_URI.format(scheme="s3")
+        if value is None or isinstance(value, str):
+            if value is not None and not re.fullmatch(s3, value):
                 raise ValueError(f"must be an S3 URI such as s3://bucket/prefix, got {value!r}")
-            return {ONE_BUCKET: value}
-        return value
-
-    @field_validator("aws")
-    @classmethod
-    def _known_aws_regions(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        if isinstance(value, dict):
-            known = regions()["aws"]
-            unknown = sorted(r for r in value if r not in known and r != ONE_BUCKET)
-            if unknown:
-                raise ValueError(f"unknown AWS region {unknown[0]!r}; key each bucket by an AWS region: "
+            return value
+        if not isinstance(value, dict) or not value:
+            raise ValueError("must be s3://bucket/prefix, or a bucket per AWS region such as "
+                             "{us-east-1: s3://bucket/prefix}")
+        known = regions()["aws"]
+        for region, uri in value.items():
+            if region not in known:
+                raise ValueError(f"unknown AWS region {region!r}; key each bucket by an AWS region: "
                                  f"{', '.join(sorted(known))}")
-            if not value:
-                raise ValueError("name at least one region's bucket, e.g. {us-east-1: s3://bucket/prefix}")
+            if not isinstance(uri, str) or not re.fullmatch(s3, uri):
+                raise ValueError(f"{region}: must be an S3 URI such as s3://bucket/prefix, got {uri!r}")
         return value
 
     def on(self, cloud: str) -> str | dict[str, str] | None:
         """As written: a URI, or (AWS) the bucket of each region."""
-        value = getattr(self, cloud)
-        return value.get(ONE_BUCKET, value) if isinstance(value, dict) else value
+        return getattr(self, cloud)
 
     def uri(self, cloud: str, region: str) -> str | None:
         """The repository Triton reads in `region` of `cloud`: that region's bucket, or the one bucket."""
         value = getattr(self, cloud)
-        return value.get(region, value.get(ONE_BUCKET)) if isinstance(value, dict) else value
+        return value.get(region) if isinstance(value, dict) else value
 
     def uris(self, cloud: str) -> list[str]:
         value = getattr(self, cloud)

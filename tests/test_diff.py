@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import copy_artefacts
 
 from modelfleet.cli_diff import _head_plan
 from modelfleet.diff import classify, diff_plans, render_json, render_markdown, render_text
@@ -29,7 +28,9 @@ def _copy(tmp: Path) -> Path:
         shutil.copy(PROJECT / name, tmp / name)
     for folder in ("models", "stacks"):
         shutil.copytree(PROJECT / folder, tmp / folder)
-    copy_artefacts(tmp)  # the release uploads them; build/ is not in git, as in the project
+    # The release uploads the built artefacts (build/ is not in git, as in the project): a copy of the project's.
+    if (PROJECT / "build" / "model-artifacts").is_dir():
+        shutil.copytree(PROJECT / "build" / "model-artifacts", tmp / "build" / "model-artifacts")
     (tmp / ".gitignore").write_text("build/\n")
     return tmp
 
