@@ -443,6 +443,9 @@ class StackGatewaySpec(Strict):
     hostname: Annotated[str, Field(pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")] | None = Field(
         None, description="The gateway's DNS name; default api.<dns_domain>.")
     jwt: JwtIssuerSpec | None = None
+    inspector_image_digest: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")] | None = Field(
+        None, description="Cloud stacks: the digest of the inspection service image the release step pushed to each "
+                          "region's registry (README, gateway in the cloud); required there, never a tag.")
 
 
 class StackSpec(Strict):
@@ -477,6 +480,9 @@ class StackSpec(Strict):
             raise ValueError("gcp_project: required, the stack has GCP regions; set it to the Google Cloud project id")
         if self.environment != "local" and self.gateway.tls is False:
             raise ValueError("gateway.tls: the gateway terminates TLS in every cloud environment; remove tls: false")
+        if self.environment != "local" and not self.gateway.inspector_image_digest:
+            raise ValueError("gateway.inspector_image_digest: required in a cloud environment; set it to the "
+                             "sha256:... digest the release step printed when it pushed the inspection service image")
         if self.environment != "local" and self.gateway.jwt and self.gateway.jwt.jwks_file:
             raise ValueError("gateway.jwt.jwks_file: only the local stack reads keys from a file; "
                              "use jwks_uri in the cloud")
