@@ -268,6 +268,7 @@ class FleetPlan:
     capacity_headroom: float = 1.3
     tuning: dict[tuple[str, str], TuningRecord] = field(default_factory=dict)  # the loader's records
     gateway: GatewayPlan | None = None  # modelfleet.gateway.plan: routes, auth, limits, inspection per model
+    gateway_image_digest: str | None = None  # the inspection service image the cloud gateway runs (stack key)
 
     @property
     def monthly_usd(self) -> float:
@@ -293,6 +294,7 @@ def build_plan(fleet: Fleet) -> FleetPlan:
         capacity_headroom=stack.capacity_headroom,
         tuning=dict(fleet.tuning),
         gateway=gateway_plan(stack, fleet.models),
+        gateway_image_digest=stack.gateway.inspector_image_digest,
     )
     return FleetPlan(**{**plan.__dict__, "warnings": _warnings(plan)})
 

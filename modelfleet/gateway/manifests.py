@@ -90,6 +90,7 @@ class CloudGateway:
     redis_port: int
     redis_cidr: Any  # where the rate limit service may connect: the region's network (AWS), Redis's /32 (GCP)
     redis_ca_config_map: str | None = None  # GCP: Memorystore's server CA, which no public root signs
+    redis_ca_pem: Any = None
 
 
 def _labels(plan: FleetPlan, component: str, model: str | None = None) -> dict[str, str]:
@@ -115,20 +116,22 @@ def _meta(name: str, labels: dict[str, str], namespace: str | None = None,
     return meta
 
 
-def secret_id(plan: FleetPlan, what: str) -> str:
-    """A gateway secret's name in the cloud's secret manager (AWS Secrets Manager and GCP Secret Manager both accept
-    it: letters, digits, hyphens). Its value is a JSON object; Pulumi declares the secret, never a value."""
-    return f"modelfleet-{plan.environment}-gateway-{what}"
+def secret_id(plan: FleetPlan, region: RegionPlan, what: str) -> str:
+    """A gateway secret's name in the region's secret manager (AWS Secrets Manager and GCP Secret Manager both accept
+    it: letters, digits, hyphens; GCP's names are project-wide, hence the region in it). Its value is a JSON
+    object; Pulumi declares the secret, and holds a value only for the Redis token it generates (a Pulumi secret,
+    encrypted in the state)."""
+    return f"modelfleet-{plan.environment}-{region.region}-gateway-{what}"
 
 
 def scope_slug(scope: str) -> str:
     return scope.replace(":", "-").replace(".", "-")
 
 
-def api_keys_secret_id(plan: FleetPlan, scope: str) -> str:
+def api_keys_secret_id(plan: FleetPlan, region: RegionPlan, scope: str) -> str:
     """Where `modelfleet keys create` puts the keys of a scope in the cloud: {client id: key}, client ids from
     `gateway.plan.cloud_client_id`."""
-    return secret_id(plan, f"api-keys-{scope_slug(scope)}")
+    return secret_id(plan, region, f"api-keys-{scope_slug(scope)}")
 
 
 def api_keys_secret(scope: str) -> str:
@@ -248,14 +251,12 @@ def client_traffic_policy(plan: FleetPlan, gw: GatewayPlan) -> dict:
     }
 
 
-def secrets_service_account(plan: FleetPlan, identity_annotations: Mapping[str, Any]) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": _meta(SECRETS_SERVICE_ACCOUNT, _labels(plan, "gateway"), serving.namespace_name(plan),
-                          identity_annotations),
-        "automountServiceAccountToken": False,
-    }
+def secrets_service_account(plan: FleetPlan, identity_annotations: Any) -> dict:
+    """The identity External Secrets reads the region's secret manager as: its annotation (an Output at deploy time)
+    binds it to the IRSA role or Google service account that may read the gateway's secrets only."""
+    meta = _meta(SECRETS_SERVICE_ACCOUNT, _labels(plan, "gateway"), serving.namespace_name(plan))
+    meta["annotations"] = identity_annotations
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta, "automountServiceAccountToken": False}
 
 
 def secret_store(plan: FleetPlan, region: RegionPlan) -> dict:
@@ -299,23 +300,23 @@ def _external_secret(plan: FleetPlan, name: str, remote: str, labels: dict, name
     }
 
 
-def tls_external_secret(plan: FleetPlan) -> dict:
+def tls_external_secret(plan: FleetPlan, region: RegionPlan) -> dict:
     """The listener's certificate: a JSON secret {"tls.crt": PEM chain, "tls.key": PEM key}, made a
     kubernetes.io/tls Secret. Renewal is a new secret version; Envoy Gateway reloads it without a restart."""
-    return _external_secret(plan, TLS_SECRET, secret_id(plan, "tls"), _labels(plan, "gateway"),
+    return _external_secret(plan, TLS_SECRET, secret_id(plan, region, "tls"), _labels(plan, "gateway"),
                             serving.namespace_name(plan), template={"type": "kubernetes.io/tls"})
 
 
-def redis_auth_external_secret(plan: FleetPlan) -> dict:
+def redis_auth_external_secret(plan: FleetPlan, region: RegionPlan) -> dict:
     """Redis's AUTH token ({"token": ...}) for the rate limit service, in Envoy Gateway's namespace."""
-    return _external_secret(plan, REDIS_AUTH_SECRET, secret_id(plan, "redis-auth"), _labels(plan, "gateway"),
+    return _external_secret(plan, REDIS_AUTH_SECRET, secret_id(plan, region, "redis-auth"), _labels(plan, "gateway"),
                             peers.ENVOY_NAMESPACE)
 
 
-def api_keys_external_secret(plan: FleetPlan, scope: str) -> dict:
+def api_keys_external_secret(plan: FleetPlan, region: RegionPlan, scope: str) -> dict:
     """One Opaque Secret per scope, the shape apiKeyAuth reads: each key a client id, its value that client's API
     key. A model's SecurityPolicy reads only its scope's Secret, so another scope's key is refused."""
-    return _external_secret(plan, api_keys_secret(scope), api_keys_secret_id(plan, scope),
+    return _external_secret(plan, api_keys_secret(scope), api_keys_secret_id(plan, region, scope),
                             _labels(plan, "gateway"), serving.namespace_name(plan))
 
 
@@ -616,19 +617,20 @@ def ratelimit_network_policy(plan: FleetPlan, redis_cidr: Any, redis_port: int) 
 
 # --- assembly -------------------------------------------------------------------------------------------------
 
-def region_objects(plan: FleetPlan, region: RegionPlan, cloud: CloudGateway,
-                   secrets_identity: Mapping[str, Any]) -> list[dict]:
+def region_objects(plan: FleetPlan, region: RegionPlan, cloud: CloudGateway, secrets_identity: Any) -> list[dict]:
     """Every gateway object modelfleet declares in one region's cluster (the charts aside), in apply order."""
     gw = cloud.plan
     objects = [
         envoy_proxy(plan, region, gw), gateway_class(plan), gateway(plan, gw), client_traffic_policy(plan, gw),
-        secrets_service_account(plan, secrets_identity), secret_store(plan, region), tls_external_secret(plan),
-        redis_auth_external_secret(plan),
-        *(api_keys_external_secret(plan, scope) for scope in scopes(gw)),
+        secrets_service_account(plan, secrets_identity), secret_store(plan, region), tls_external_secret(plan, region),
+        redis_auth_external_secret(plan, region),
+        *(api_keys_external_secret(plan, region, scope) for scope in scopes(gw)),
         inspector_service_account(plan), inspector_config_map(plan), inspector_deployment(plan, cloud.inspector_image),
         inspector_service(plan), inspector_disruption_budget(plan), inspector_network_policy(plan),
         envoy_network_policy(plan), ratelimit_network_policy(plan, cloud.redis_cidr, cloud.redis_port),
     ]
+    if cloud.redis_ca_config_map:
+        objects.append(redis_ca_config_map(plan, cloud.redis_ca_pem))
     placed = {p.model for p in region.placements}
     for route in gw.routes:
         if route.model in placed:
@@ -690,7 +692,8 @@ def placeholder_cloud(plan: FleetPlan, region: RegionPlan) -> CloudGateway:
     return CloudGateway(plan=plan.gateway, inspector_image=f"<{region.cloud} registry>/{INSPECTOR}@sha256:<digest>",
                         redis_host=f"<{region.cloud} redis endpoint>", redis_port=redis.port,
                         redis_cidr=region.cidr if region.cloud == "aws" else "<memorystore host>/32",
-                        redis_ca_config_map=REDIS_CA_CONFIG_MAP if region.cloud == "gcp" else None)
+                        redis_ca_config_map=REDIS_CA_CONFIG_MAP if region.cloud == "gcp" else None,
+                        redis_ca_pem="<memorystore server CA, PEM>" if region.cloud == "gcp" else None)
 
 
 # --- Redis for the global rate limit ------------------------------------------------------------------------
