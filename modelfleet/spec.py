@@ -183,7 +183,8 @@ class PiiSpec(Strict):
 
 
 class AuditSpec(Strict):
-    enabled: bool = True
+    """Every request gets one audit line (not switchable); payloads only on request."""
+
     payloads: bool = Field(False, description="Also log request bodies (truncated); off by default: payloads may "
                                               "hold personal data.")
 

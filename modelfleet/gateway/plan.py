@@ -146,7 +146,6 @@ class InspectionPlan:
     pii_mode: Literal["off", "mask", "block"]
     pii_detectors: tuple[str, ...]
     fail_mode: Literal["closed", "open"]
-    audit: bool
     audit_payloads: bool
 
     @property
@@ -266,7 +265,6 @@ def _route(model: ModelSpec) -> RoutePlan:
         pii_mode=g.pii.mode,
         pii_detectors=tuple(g.pii.detectors),
         fail_mode=g.fail_mode,
-        audit=g.audit.enabled,
         audit_payloads=g.audit.payloads,
     )
     return RoutePlan(
