@@ -478,6 +478,9 @@ class StackSpec(Strict):
             raise ValueError("gcp_project: required, the stack has GCP regions; set it to the Google Cloud project id")
         if self.environment != "local" and self.gateway.tls is False:
             raise ValueError("gateway.tls: the gateway terminates TLS in every cloud environment; remove tls: false")
+        if self.environment == "local" and self.gateway.jwt and not self.gateway.jwt.jwks_file:
+            raise ValueError("gateway.jwt.jwks_file: the local gateway reads the issuer's keys from a file "
+                             "(this machine may have no network); set it to a JWKS file")
         if self.environment != "local" and self.gateway.jwt and self.gateway.jwt.jwks_file:
             raise ValueError("gateway.jwt.jwks_file: only the local stack reads keys from a file; "
                              "use jwks_uri in the cloud")

@@ -30,14 +30,16 @@ EXT_PROC = "envoy.filters.http.ext_proc"
 JWT_AUTHN = "envoy.filters.http.jwt_authn"
 BUFFER = "envoy.filters.http.buffer"
 RATE_LIMIT_FILTER = {"rps": "modelfleet.ratelimit.rps", "daily": "modelfleet.ratelimit.daily"}
-SERVICE_CLUSTER = "modelfleet_service"
+AUTHZ_CLUSTER, EXTPROC_CLUSTER = "modelfleet_authz", "modelfleet_extproc"
 SERVICE_TIMEOUT_S = 0.5
 # Tenants get buckets on first use (wildcard descriptor); this bounds the memory a flood of tenants can take.
 MAX_TENANT_BUCKETS = 10_000
 # The default bucket every limited route also has: large enough never to bind, the tenant buckets do.
 UNBOUNDED_TOKENS = 1_000_000_000
 TYPE = "type.googleapis.com/"
-HEALTH_PATHS = ("/v2/health/live", "/v2/health/ready")
+# Open without credentials: liveness, readiness and server metadata (Triton's version and extensions, which
+# perf_analyzer and tritonclient read first); none carries model data.
+HEALTH_PATHS = ("/v2/health/live", "/v2/health/ready", "/v2")
 GRPC_HEALTH = r"^/inference\.GRPCInferenceService/(ServerLive|ServerReady)$"
 
 
@@ -50,7 +52,19 @@ class LocalPorts:
     admin: int
     triton_http: int
     triton_grpc: int
-    service: int
+    authz: int  # the service process answering ext_authz
+    extproc: int  # the service process answering ext_proc: its own process, so inspection can fail (open or
+                  # closed, per model) while authorization keeps working
+
+
+# `modelfleet serve`'s defaults beside the plan's listeners: Triton's own ports, Envoy Gateway's usual ext_proc port.
+TRITON_HTTP_PORT, TRITON_GRPC_PORT, AUTHZ_PORT, EXTPROC_PORT, ADMIN_PORT = 8000, 8001, 9001, 9002, 9901
+AUDIT_LOG = "audit.log"  # beside envoy.yaml; `modelfleet serve` runs Envoy from that folder
+
+
+def default_ports(plan: GatewayPlan) -> LocalPorts:
+    return LocalPorts(plan.http_port, plan.grpc_port, ADMIN_PORT, TRITON_HTTP_PORT, TRITON_GRPC_PORT, AUTHZ_PORT,
+                      EXTPROC_PORT)
 
 
 _MF_MAP = "metadata.filter_metadata.modelfleet"
@@ -101,7 +115,8 @@ def envoy_bootstrap(plan: GatewayPlan, ports: LocalPorts, audit_path: str, jwks_
             "clusters": [
                 _cluster("triton_http", ports.triton_http, http2=False),
                 _cluster("triton_grpc", ports.triton_grpc, http2=True),
-                _cluster(SERVICE_CLUSTER, ports.service, http2=True),
+                _cluster(AUTHZ_CLUSTER, ports.authz, http2=True),
+                _cluster(EXTPROC_CLUSTER, ports.extproc, http2=True),
             ],
         },
         "layered_runtime": {"layers": [{"name": "static", "static_layer": {
@@ -143,6 +158,7 @@ def _listener(kind: str, port: int, plan: GatewayPlan, audit_path: str, jwks_fil
         "stat_prefix": f"gateway_{kind}",
         "codec_type": "AUTO",
         "generate_request_id": True,
+        "always_set_request_id_in_response": True,  # the client can quote it; the audit line carries it
         # Client-sent request ids are not trusted for the audit trail.
         "preserve_external_request_id": False,
         "route_config": {"name": f"models_{kind}", "virtual_hosts": [
@@ -191,7 +207,7 @@ def _filters(plan: GatewayPlan, jwks_file: str | None) -> list[dict]:
         filters.append({"name": JWT_AUTHN, "typed_config": _jwt_authn(plan, jwks_file)})
     filters.append({"name": EXT_AUTHZ, "typed_config": {
         "@type": TYPE + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
-        "grpc_service": {"envoy_grpc": {"cluster_name": SERVICE_CLUSTER}, "timeout": f"{SERVICE_TIMEOUT_S}s"},
+        "grpc_service": {"envoy_grpc": {"cluster_name": AUTHZ_CLUSTER}, "timeout": f"{SERVICE_TIMEOUT_S}s"},
         "transport_api_version": "V3",
         "failure_mode_allow": False,  # authorization never fails open, whatever a model's inspection does
         "status_on_error": {"code": 503},
@@ -207,7 +223,7 @@ def _filters(plan: GatewayPlan, jwks_file: str | None) -> list[dict]:
         "@type": TYPE + "envoy.extensions.filters.http.buffer.v3.Buffer", "max_request_bytes": max_body}})
     filters.append({"name": EXT_PROC, "typed_config": {
         "@type": TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-        "grpc_service": {"envoy_grpc": {"cluster_name": SERVICE_CLUSTER}, "timeout": f"{SERVICE_TIMEOUT_S}s"},
+        "grpc_service": {"envoy_grpc": {"cluster_name": EXTPROC_CLUSTER}, "timeout": f"{SERVICE_TIMEOUT_S}s"},
         "failure_mode_allow": False,
         "processing_mode": {"request_header_mode": "SKIP", "request_body_mode": "BUFFERED",
                             "response_header_mode": "SKIP", "response_body_mode": "NONE"},
@@ -265,7 +281,7 @@ def _model_route(route: RoutePlan, plan: GatewayPlan, grpc: bool) -> dict:
         cluster = "triton_grpc"
     else:
         match = {"safe_regex": {"regex": rf"^{re.escape(route.http_path_prefix)}(/versions/[0-9]+)?"
-                                         r"(/(ready|config|infer))?$"}}
+                                         r"(/(ready|config|infer|stats))?$"}}
         cluster = "triton_http"
     per_filter = {
         EXT_AUTHZ: {"@type": TYPE + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",

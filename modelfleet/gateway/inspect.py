@@ -15,6 +15,9 @@ import struct
 from dataclasses import dataclass
 from functools import lru_cache
 
+from google.protobuf.message import DecodeError
+from tritonclient.grpc import service_pb2  # Triton's own gRPC messages (protobuf's C parser)
+
 from modelfleet.gateway import pii
 from modelfleet.gateway.plan import InspectionPlan
 
@@ -251,16 +254,14 @@ def check_grpc(plan: InspectionPlan, method: str, header_model: str, body: bytes
 
 
 def _check_grpc(plan: InspectionPlan, method: str, header_model: str, body: bytes) -> None:
-    from tritonclient.grpc import service_pb2  # protobuf's C parser; only the gRPC path pays the import
-    from google.protobuf.message import DecodeError
-
     if len(body) > plan.max_request_bytes:
         raise Refused("body_too_large", f"request body of {len(body)} bytes exceeds {plan.max_request_bytes}")
     messages = grpc_messages(body)
     if len(messages) != 1:
         raise Refused("invalid_grpc", f"expected one request message, got {len(messages)}")
     kind = {"ModelInfer": service_pb2.ModelInferRequest, "ModelMetadata": service_pb2.ModelMetadataRequest,
-            "ModelReady": service_pb2.ModelReadyRequest, "ModelConfig": service_pb2.ModelConfigRequest}.get(method)
+            "ModelReady": service_pb2.ModelReadyRequest, "ModelConfig": service_pb2.ModelConfigRequest,
+            "ModelStatistics": service_pb2.ModelStatisticsRequest}.get(method)
     if kind is None:
         raise Refused("unknown_method", f"{method} is not served through the gateway")
     try:
@@ -321,8 +322,6 @@ def filter_response(plan: InspectionPlan, body: bytes, grpc: bool) -> tuple[byte
 def _bytes_outputs(plan: InspectionPlan, body: bytes, grpc: bool) -> list[bytes]:
     wanted = set(plan.bytes_outputs)
     if grpc:
-        from tritonclient.grpc import service_pb2
-
         values: list[bytes] = []
         for message in grpc_messages(body):
             response = service_pb2.ModelInferResponse.FromString(message)

@@ -19,6 +19,7 @@ import yaml
 from modelfleet.gateway.envoy_config import LocalPorts, envoy_bootstrap
 from modelfleet.gateway.plan import GatewayPlan
 
+AUDIT_FLUSH_MS = 1000
 ENVOY_CONCURRENCY = 2  # worker threads; the local rate-limit buckets are shared by all of them
 
 
@@ -59,7 +60,7 @@ class LocalGateway:
         self.config_path = self.workdir / "envoy.yaml"
         self.jwks_file = jwks_file
         self.startup_timeout_s = startup_timeout_s
-        self.service: subprocess.Popen | None = None
+        self.services: dict[str, subprocess.Popen] = {}
         self.envoy: subprocess.Popen | None = None
 
     @property
@@ -75,18 +76,21 @@ class LocalGateway:
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         return self.config_path
 
-    def start_service(self) -> None:
-        log = open(self.workdir / "service.log", "ab")
+    def start_service(self, role: str) -> None:
+        """Start the "authz" or "extproc" service process (separate, so each can fail on its own)."""
+        log = open(self.workdir / f"{role}.log", "ab")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(self.root), os.environ.get("PYTHONPATH")])))
-        self.service = subprocess.Popen(
+        port = getattr(self.ports, role)
+        proc = subprocess.Popen(
             [sys.executable, "-m", "modelfleet.gateway.run_service", "--root", str(self.root), "--stack", self.stack,
-             "--keys", str(self.key_path), "--listen", f"127.0.0.1:{self.ports.service}"],
+             "--keys", str(self.key_path), "--listen", f"127.0.0.1:{port}", "--role", role],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.close()
-        self._wait(lambda: _port_open(self.ports.service), self.service, "service.log")
+        self.services[role] = proc
+        self._wait(lambda: _port_open(port), proc, f"{role}.log")
 
-    def stop_service(self, sig: int = signal.SIGTERM) -> None:
-        proc, self.service = self.service, None
+    def stop_service(self, role: str, sig: int = signal.SIGTERM) -> None:
+        proc = self.services.pop(role, None)
         if proc is not None and proc.poll() is None:
             proc.send_signal(sig)
             try:
@@ -100,7 +104,9 @@ class LocalGateway:
         log = open(self.workdir / "envoy.log", "ab")
         self.envoy = subprocess.Popen(
             [str(envoy_binary()), "-c", str(self.config_path), "--concurrency", str(ENVOY_CONCURRENCY),
-             "--disable-hot-restart", "--log-level", "warning"],
+             "--disable-hot-restart", "--log-level", "warning",
+             # Audit lines reach the disk within a second (Envoy's default is every 10 s).
+             "--file-flush-interval-msec", str(AUDIT_FLUSH_MS)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         self._wait(self._envoy_ready, self.envoy, "envoy.log")
@@ -134,12 +140,14 @@ class LocalGateway:
             return out
 
     def start(self) -> "LocalGateway":
-        self.start_service()
+        self.start_service("authz")
+        self.start_service("extproc")
         self.start_envoy()
         return self
 
     def stop(self) -> None:
-        self.stop_service()
+        for role in list(self.services):
+            self.stop_service(role)
         proc, self.envoy = self.envoy, None
         if proc is not None and proc.poll() is None:
             proc.terminate()

@@ -20,12 +20,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stack", required=True)
     parser.add_argument("--keys", type=Path, required=True, help="the hashed API-key file")
     parser.add_argument("--listen", required=True, help="host:port")
+    parser.add_argument("--role", action="append", choices=("authz", "extproc"), required=True,
+                        help="ext_authz, ext_proc, or both (repeat)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     plan = build_plan(load_fleet(args.root, args.stack)).gateway
 
     async def run() -> None:
-        task = asyncio.create_task(serve(plan, args.keys, args.listen))
+        task = asyncio.create_task(serve(plan, args.keys, args.listen, tuple(args.role)))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)

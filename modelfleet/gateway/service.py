@@ -1,5 +1,6 @@
 """The gateway's own gRPC service, called by Envoy: API-key and JWT-claim authorization (ext_authz) and tensor
-inspection with PII filtering (ext_proc). One grpcio aio server hosts both.
+inspection with PII filtering (ext_proc). Locally each runs in its own process (`--role`), so inspection can be
+down while authorization stays up.
 
 Why two protocols: authorization must fail closed whatever a model's fail mode says, and Envoy's ext_authz has
 its own failure switch (kept off), while inspection follows the model's `fail_mode` through ext_proc's
@@ -229,23 +230,44 @@ def _refuse(refusal: inspect.Refusal, model: str, grpc_call: bool, phase: str = 
     )
 
 
-async def serve(plan: GatewayPlan, key_path: Path, address: str, ready: asyncio.Event | None = None) -> None:
-    """Serve ext_authz and ext_proc on `address` (host:port or unix:PATH) until cancelled."""
-    authorizer, inspector = Authorizer(plan, KeyStore(key_path)), Inspector(plan)
+def _warm_up(plan: GatewayPlan) -> None:
+    """Parse and build each message kind once before serving: betterproto2 prepares a class on first use, which
+    would otherwise spend the first request's ext_proc timeout."""
+    bytes(CheckResponse(status=Status(code=0)))
+    CheckRequest.parse(bytes(CheckRequest()))
+    ProcessingRequest.parse(bytes(ProcessingRequest()))
+    inspector = Inspector(plan)
+    for route in plan.routes:
+        inspector._request(route.inspection, False, "", route.model, f"/v2/models/{route.model}/infer", b"{}")
+        inspector._request(route.inspection, True, "ModelInfer", route.model, "", b"\0\0\0\0\0")
 
-    async def check(request: CheckRequest, context) -> CheckResponse:
-        return authorizer.check(request)
 
-    handlers = {
-        AUTHZ_METHOD: grpc.unary_unary_rpc_method_handler(
-            check, request_deserializer=CheckRequest.parse, response_serializer=bytes),
-        EXT_PROC_METHOD: grpc.stream_stream_rpc_method_handler(
-            inspector.process, request_deserializer=ProcessingRequest.parse, response_serializer=bytes),
-    }
+def handlers(plan: GatewayPlan, key_path: Path, roles: tuple[str, ...]) -> dict[str, grpc.RpcMethodHandler]:
+    """gRPC method handlers for the roles this process plays: "authz" (ext_authz), "extproc" (ext_proc)."""
+    out = {}
+    if "authz" in roles:
+        authorizer = Authorizer(plan, KeyStore(key_path))
+
+        async def check(request: CheckRequest, context) -> CheckResponse:
+            return authorizer.check(request)
+
+        out[AUTHZ_METHOD] = grpc.unary_unary_rpc_method_handler(
+            check, request_deserializer=CheckRequest.parse, response_serializer=bytes)
+    if "extproc" in roles:
+        out[EXT_PROC_METHOD] = grpc.stream_stream_rpc_method_handler(
+            Inspector(plan).process, request_deserializer=ProcessingRequest.parse, response_serializer=bytes)
+    return out
+
+
+async def serve(plan: GatewayPlan, key_path: Path, address: str, roles: tuple[str, ...] = ("authz", "extproc"),
+                ready: asyncio.Event | None = None) -> None:
+    """Serve the given roles on `address` (host:port) until cancelled."""
+    methods = handlers(plan, key_path, roles)
+    _warm_up(plan)
 
     class Handler(grpc.GenericRpcHandler):
         def service(self, details):
-            return handlers.get(details.method)
+            return methods.get(details.method)
 
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     server.add_generic_rpc_handlers((Handler(),))
