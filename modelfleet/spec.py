@@ -183,7 +183,8 @@ class PiiSpec(Strict):
 
 
 class AuditSpec(Strict):
-    enabled: bool = True
+    """Every request gets one audit line (not switchable); payloads only on request."""
+
     payloads: bool = Field(False, description="Also log request bodies (truncated); off by default: payloads may "
                                               "hold personal data.")
 
@@ -483,6 +484,9 @@ class StackSpec(Strict):
         if self.environment != "local" and not self.gateway.inspector_image_digest:
             raise ValueError("gateway.inspector_image_digest: required in a cloud environment; set it to the "
                              "sha256:... digest the release step printed when it pushed the inspection service image")
+        if self.environment == "local" and self.gateway.jwt and not self.gateway.jwt.jwks_file:
+            raise ValueError("gateway.jwt.jwks_file: the local gateway reads the issuer's keys from a file "
+                             "(this machine may have no network); set it to a JWKS file")
         if self.environment != "local" and self.gateway.jwt and self.gateway.jwt.jwks_file:
             raise ValueError("gateway.jwt.jwks_file: only the local stack reads keys from a file; "
                              "use jwks_uri in the cloud")

@@ -23,7 +23,7 @@ KEY_ID_HEADER = "x-modelfleet-key-id"
 MODEL_HEADER = "x-modelfleet-model"
 GRPC_SERVICE = "inference.GRPCInferenceService"
 # Per-model methods only; streaming (ModelStreamInfer) cannot be buffered for inspection, so it is not routed.
-GRPC_MODEL_METHODS = ("ModelInfer", "ModelMetadata", "ModelReady", "ModelConfig")
+GRPC_MODEL_METHODS = ("ModelInfer", "ModelMetadata", "ModelReady", "ModelConfig", "ModelStatistics")
 DEFAULT_LOCAL_PORTS = (8080, 8081)  # HTTP, gRPC on 127.0.0.1
 CLOUD_TLS_PORT = 443
 # Envoy waits this long for one ext_proc answer before applying the fail mode; a stuck service must not hang
@@ -146,7 +146,6 @@ class InspectionPlan:
     pii_mode: Literal["off", "mask", "block"]
     pii_detectors: tuple[str, ...]
     fail_mode: Literal["closed", "open"]
-    audit: bool
     audit_payloads: bool
 
     @property
@@ -165,7 +164,9 @@ class InspectionPlan:
         return {
             "request_header_mode": "SKIP",
             "request_body_mode": "BUFFERED",
-            "response_header_mode": "SKIP",
+            # Blocking replaces the whole answer, so Envoy must hold the response headers until the body is judged
+            # (skipped headers go to the client at once); masking keeps lengths, so the headers can go ahead.
+            "response_header_mode": "SEND" if self.response_body and self.pii_mode == "block" else "SKIP",
             "response_body_mode": "BUFFERED" if self.response_body else "NONE",
             "request_trailer_mode": "SKIP",
             "response_trailer_mode": "SKIP",
@@ -174,7 +175,8 @@ class InspectionPlan:
 
 @dataclass(frozen=True)
 class RoutePlan:
-    """A model's routes: KServe v2 HTTP under `/v2/models/<model>` (whole path segments) and the gRPC
+    """A model's routes: KServe v2 HTTP under `/v2/models/<model>` (whole path segments: the model, its
+    versions, ready, config, infer, stats) and the gRPC
     inference service's per-model methods, selected by MODEL_HEADER."""
 
     model: str
@@ -266,7 +268,6 @@ def _route(model: ModelSpec) -> RoutePlan:
         pii_mode=g.pii.mode,
         pii_detectors=tuple(g.pii.detectors),
         fail_mode=g.fail_mode,
-        audit=g.audit.enabled,
         audit_payloads=g.audit.payloads,
     )
     return RoutePlan(
