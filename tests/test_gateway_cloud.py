@@ -499,3 +499,20 @@ def test_a_jwt_model_gets_the_stacks_issuer_and_its_own_scope(project_copy):
     assert {h["name"] for r in limits for s in r["clientSelectors"] for h in s["headers"]} == {TENANT_HEADER}
     egress = manifests.envoy_network_policy(plan)["spec"]["egress"]
     assert {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"protocol": "TCP", "port": 443}]} in egress
+
+
+def test_render_writes_each_regions_gateway_valid_and_without_secrets(tmp_path):
+    from modelfleet.render import render
+
+    plan = plan_of("prod")
+    files = [p for p in render(plan, tmp_path) if "gateway" in p.relative_to(tmp_path).parts]
+    for region in plan.regions:
+        objects = [p for p in files if p.parts[-3] == region.key and p.name[:2].isdigit()]
+        expected = manifests.region_objects(plan, region, manifests.placeholder_cloud(plan, region), {})
+        assert len(objects) == len(expected) > 0, region.key
+        for path in objects:
+            obj = yaml.safe_load(path.read_text())
+            serving.validate_manifest(obj, region.kubernetes_version)
+            assert obj["kind"] != "Secret"
+        helm = yaml.safe_load((tmp_path / "kubernetes" / region.key / "gateway" / "helm-gateway-helm.yaml").read_text())
+        assert (helm["repository"], helm["version"]) == (versions.ENVOY_GATEWAY.repository, versions.ENVOY_GATEWAY.version)
