@@ -598,8 +598,8 @@ def ratelimit_network_policy(plan: FleetPlan, redis_cidr: Any, redis_port: int) 
                 "ports": [{"protocol": "TCP", "port": RATELIMIT_GRPC_PORT}]}]
     egress = [dns_egress(),
               {"to": [{"ipBlock": {"cidr": redis_cidr}}], "ports": [{"protocol": "TCP", "port": redis_port}]},
-              {"to": [{"podSelector": {"matchLabels": dict(CONTROLLER_POD_LABELS)}}],
-               "ports": [{"protocol": "TCP", "port": XDS_PORT}]}]
+              # Its limits come from the controller over xDS (a port of its own, set by Envoy Gateway).
+              {"to": [{"podSelector": {"matchLabels": dict(CONTROLLER_POD_LABELS)}}]}]
     return _policy(plan, "envoy-ratelimit", peers.ENVOY_NAMESPACE, dict(RATELIMIT_POD_LABELS), ingress, egress)
 
 
