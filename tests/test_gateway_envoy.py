@@ -25,7 +25,7 @@ def _validate(config: dict, tmp_path: Path) -> subprocess.CompletedProcess:
     path = tmp_path / "envoy.yaml"
     path.write_text(yaml.safe_dump(config))
     return subprocess.run([str(envoy_binary()), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)  # relative audit.log
 
 
 def _hcm(config: dict, listener: str) -> dict:
