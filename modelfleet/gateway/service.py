@@ -76,7 +76,10 @@ class Authorizer:
     def check(self, request: CheckRequest) -> CheckResponse:
         attrs = request.attributes
         ctx = attrs.context_extensions
-        scope, methods = ctx.get("scope", ""), ctx.get("methods", "").split(",")
+        scope = ctx.get("scope", "")
+        # The route names its methods; one without any (never rendered so) gets API keys, and its empty scope
+        # admits no key.
+        methods = [m for m in ctx.get("methods", "").split(",") if m in ("api-key", "jwt")] or ["api-key"]
         headers = attrs.request.http.headers if attrs.request and attrs.request.http else {}
         jwt = None
         if attrs.metadata_context and JWT_METADATA[0] in attrs.metadata_context.filter_metadata:
