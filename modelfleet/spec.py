@@ -237,6 +237,7 @@ class AuditSpec(Strict):
 
 
 AuthMethod = Literal["api-key", "jwt"]
+SCOPE = r"^[a-z][-a-z0-9:.]{0,62}$"
 
 
 class GatewaySpec(Strict):
@@ -245,7 +246,7 @@ class GatewaySpec(Strict):
     auth: Annotated[list[AuthMethod], Field(min_length=1)] = Field(
         default_factory=lambda: ["api-key"], description="Accepted credentials: api-key, jwt (issuer and audiences "
                                                          "from the stack's gateway.jwt), or both.")
-    scope: Annotated[str, Field(pattern=r"^[a-z][-a-z0-9:.]{0,62}$")] | None = Field(
+    scope: Annotated[str, Field(pattern=SCOPE)] | None = Field(
         None, description="Scope a key or token needs for this model; default `infer:<model>`.")
     rate_limit: RateLimitSpec = RateLimitSpec()
     max_request_bytes: Annotated[int, Field(gt=0, le=64 * 1_048_576)] = 1_048_576
@@ -496,7 +497,7 @@ class StackGatewaySpec(Strict):
                                                "(loopback only). Cloud environments cannot turn it off.")
     load_balancer: Literal["internal", "external"] = Field(
         "internal", description="internal: reachable only from the region's network; external: from the internet.")
-    hostname: Annotated[str, Field(pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")] | None = Field(
+    hostname: Annotated[str, Field(pattern=DNS_NAME)] | None = Field(
         None, description="The gateway's DNS name; default api.<dns_domain>.")
     jwt: JwtIssuerSpec | None = None
 
