@@ -205,12 +205,13 @@ MAX_DENY_PATTERN_CHARS = 200
 class RateLimitSpec(Strict):
     """Per tenant and per model: every tenant gets its own buckets of these sizes."""
 
-    requests_per_second: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+    # Envoy's token buckets (local and global) count in uint32: no bucket, rate or quota above UINT32_MAX.
+    requests_per_second: Annotated[int, Field(ge=1, le=MAX_RPS)] = Field(
         50, description="Sustained requests per second per tenant (whole numbers: Envoy's token buckets count "
                         "whole tokens).")
-    burst: Annotated[int, Field(ge=1)] | None = Field(
+    burst: Annotated[int, Field(ge=1, le=UINT32_MAX)] | None = Field(
         None, description="Bucket size; default: one second's worth (requests_per_second).")
-    requests_per_day: Annotated[int, Field(ge=1)] | None = Field(
+    requests_per_day: Annotated[int, Field(ge=1, le=UINT32_MAX)] | None = Field(
         None, description="Daily quota per tenant; none: no quota.")
 
     @model_validator(mode="after")
@@ -225,9 +226,9 @@ class InspectionSpec(Strict):
     """Checks on each request body, before Triton sees it (the gateway's ext_proc service)."""
 
     tensors: bool = Field(True, description="Input names, dtypes and shapes must match the model's `inputs`.")
-    max_element_bytes: Annotated[int, Field(ge=1)] = Field(
+    max_element_bytes: Annotated[int, Field(ge=1, le=INT32_MAX)] = Field(
         4096, description="Longest BYTES element (one string) a request may carry, in bytes.")
-    max_elements: Annotated[int, Field(ge=1)] = Field(
+    max_elements: Annotated[int, Field(ge=1, le=INT32_MAX)] = Field(
         65536, description="Most elements in one input tensor (batch included).")
     deny_patterns: list[Annotated[str, Field(min_length=1, max_length=MAX_DENY_PATTERN_CHARS)]] = Field(
         default_factory=list, description="Python regular expressions; a BYTES input element that matches one is "
@@ -266,6 +267,7 @@ class AuditSpec(Strict):
 
 
 AuthMethod = Literal["api-key", "jwt"]
+SCOPE = r"^[a-z][-a-z0-9:.]{0,62}$"
 
 
 class GatewaySpec(Strict):
@@ -274,7 +276,7 @@ class GatewaySpec(Strict):
     auth: Annotated[list[AuthMethod], Field(min_length=1)] = Field(
         default_factory=lambda: ["api-key"], description="Accepted credentials: api-key, jwt (issuer and audiences "
                                                          "from the stack's gateway.jwt), or both.")
-    scope: Annotated[str, Field(pattern=r"^[a-z][-a-z0-9:.]{0,62}$")] | None = Field(
+    scope: Annotated[str, Field(pattern=SCOPE)] | None = Field(
         None, description="Scope a key or token needs for this model; default `infer:<model>`.")
     rate_limit: RateLimitSpec = RateLimitSpec()
     max_request_bytes: Annotated[int, Field(gt=0, le=64 * 1_048_576)] = 1_048_576
@@ -550,7 +552,7 @@ class StackGatewaySpec(Strict):
                                                "(loopback only). Cloud environments cannot turn it off.")
     load_balancer: Literal["internal", "external"] = Field(
         "internal", description="internal: reachable only from the region's network; external: from the internet.")
-    hostname: Annotated[str, Field(pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")] | None = Field(
+    hostname: Annotated[str, Field(pattern=DNS_NAME)] | None = Field(
         None, description="The gateway's DNS name; default api.<dns_domain>.")
     jwt: JwtIssuerSpec | None = None
     inspector_image_digest: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")] | None = Field(

@@ -8,17 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
-from envoy_data_plane.envoy.service.auth.v3 import (
-    AttributeContext,
-    AttributeContextHttpRequest,
-    AttributeContextRequest,
-    CheckRequest,
-)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelfleet.gateway.inspect import filter_response
 from modelfleet.gateway.keys import KeyStore, create
+from modelfleet.gateway.protos import CheckRequest, ProcessingResponse
 from modelfleet.gateway.service import Authorizer, Inspector
 from modelfleet.loader import load_fleet
 from modelfleet.plan import build_plan
@@ -47,15 +42,15 @@ def test_ext_proc_handler_never_fails_on_10000_requests(gateway):
             response = inspector._request(plan, True, "ModelInfer", model, "", raw)
         else:
             response = inspector._request(plan, False, "", model, f"/v2/models/{model}/infer{suffix}", raw)
-        bytes(response)  # what goes back to Envoy must serialize
-        if response.immediate_response is not None:
+        ProcessingResponse.FromString(response.SerializeToString())  # what goes back to Envoy must serialize
+        if response.HasField("immediate_response"):
             status = int(response.immediate_response.status.code)
             assert 400 <= status < 500, status
             error = json.loads(response.immediate_response.body)
             assert error["error"] and error["code"]
             outcomes["refused"] += 1
         else:
-            assert response.request_body is not None
+            assert response.HasField("request_body")
             outcomes["pass"] += 1
 
     one()
@@ -91,12 +86,12 @@ def test_authorizer_never_fails_on_hostile_headers(gateway, tmp_path):
                            st.text(max_size=80) | st.just("mf_0123456789ab_" + "A" * 43), max_size=4),
            st.dictionaries(st.sampled_from(["scope", "methods", "model"]), st.text(max_size=20), max_size=3))
     def one(headers, context):
-        request = CheckRequest(attributes=AttributeContext(
-            request=AttributeContextRequest(http=AttributeContextHttpRequest(headers=headers)),
-            context_extensions=context))
-        response = authorizer.check(CheckRequest.parse(bytes(request)))
-        bytes(response)
-        assert response.denied_response is not None, "no generated header is a valid key"
+        request = CheckRequest()
+        request.attributes.request.http.headers.update(headers)
+        request.attributes.context_extensions.update(context)
+        response = authorizer.check(CheckRequest.FromString(request.SerializeToString()))
+        response.SerializeToString()
+        assert response.HasField("denied_response"), "no generated header is a valid key"
         assert int(response.denied_response.status.code) in (401, 403)
 
     one()
