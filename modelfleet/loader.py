@@ -20,8 +20,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from modelfleet.catalogue import hardware, regions
-from modelfleet.spec import (BUCKET_URI, DNS_LABEL, DNS_NAME, GCP_PROJECT_ID, HTTPS_URL, KUBERNETES_MINOR, LABEL,
-                             LABEL_VALUE, MODEL_NAME, SCOPE, TENSOR_NAME, ModelSpec, StackSpec)
+from modelfleet.spec import (BUCKET_URI, DNS_LABEL, DNS_NAME, GCP_PROJECT_ID, HTTPS_URL, IMAGE_DIGEST,
+                             KUBERNETES_MINOR, LABEL, LABEL_VALUE, MODEL_NAME, SCOPE, TENSOR_NAME, ModelSpec, StackSpec)
 from modelfleet.tuning.record import TuningRecord
 
 CONFIG_NAMESPACE = "modelfleet"
@@ -41,6 +41,7 @@ _PATTERN_MEANING = {
     BUCKET_URI.format(scheme="gs"): "a Cloud Storage URI such as gs://bucket/prefix",
     SCOPE: "a scope such as infer:fraud-detector (lowercase letters, digits, '-', ':' and '.', starting with a letter)",
     HTTPS_URL: "an https:// URL such as https://auth.example.com/",
+    IMAGE_DIGEST: "an image digest: sha256: and 64 lowercase hex digits, as the registry printed it",
 }
 
 

@@ -522,6 +522,7 @@ class EndpointAccess(Strict):
         return cidrs
 
 
+IMAGE_DIGEST = r"^sha256:[0-9a-f]{64}$"
 HTTPS_URL = r"^https://[A-Za-z0-9.-]+(:\d+)?(/\S*)?$"
 
 
@@ -555,7 +556,7 @@ class StackGatewaySpec(Strict):
     hostname: Annotated[str, Field(pattern=DNS_NAME)] | None = Field(
         None, description="The gateway's DNS name; default api.<dns_domain>.")
     jwt: JwtIssuerSpec | None = None
-    inspector_image_digest: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")] | None = Field(
+    inspector_image_digest: Annotated[str, Field(pattern=IMAGE_DIGEST)] | None = Field(
         None, description="Cloud stacks: the digest of the inspection service image the release step pushed to each "
                           "region's registry (README, gateway in the cloud); required there, never a tag.")
 

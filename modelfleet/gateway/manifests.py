@@ -22,6 +22,8 @@ Pure and deterministic. Custom resources are validated against the vendored CRD 
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -123,7 +125,12 @@ def secret_id(plan: FleetPlan, region: RegionPlan, what: str) -> str:
 
 
 def scope_slug(scope: str) -> str:
-    return scope.replace(":", "-").replace(".", "-")
+    """The scope as a Kubernetes and secret-manager name: `infer:fraud-detector` -> `infer-fraud-detector`. A
+    scope with other characters (a Triton model name's `_`) gets a hash suffix, so two scopes never share a name."""
+    slug = re.sub(r"[^a-z0-9]+", "-", scope.lower()).strip("-")
+    if re.fullmatch(r"[a-z0-9:.-]+", scope):
+        return slug
+    return f"{slug}-{hashlib.sha256(scope.encode()).hexdigest()[:8]}"
 
 
 def api_keys_secret_id(plan: FleetPlan, region: RegionPlan, scope: str) -> str:
