@@ -84,6 +84,16 @@ def test_rate_limit_buckets_come_from_the_model_files():
     assert routes["sentiment/grpc"]["modelfleet.ratelimit.rps"]["descriptors"][0]["token_bucket"]["max_tokens"] == 50
 
 
+def test_a_burst_sizes_the_bucket_and_the_rate_refills_it(project_copy):
+    spec = project_copy / "models" / "fraud-detector.yaml"
+    spec.write_text(spec.read_text().replace("requests_per_second: 2000,", "requests_per_second: 2000, burst: 5000,"))
+    plan = build_plan(load_fleet(project_copy, "local")).gateway
+    hcm = _hcm(envoy_bootstrap(plan, default_ports(plan), "audit.log"), "http")
+    [route] = [r for r in hcm["route_config"]["virtual_hosts"][0]["routes"] if r.get("name") == "fraud-detector/http"]
+    bucket = route["typed_per_filter_config"]["modelfleet.ratelimit.rps"]["descriptors"][0]["token_bucket"]
+    assert bucket == {"max_tokens": 5000, "tokens_per_fill": 2000, "fill_interval": "1s"}
+
+
 def test_keys_cli_stores_hashes_only_in_a_private_file(tmp_path):
     root = tmp_path / "project"
     for name in ("Pulumi.yaml",):

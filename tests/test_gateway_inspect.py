@@ -73,6 +73,7 @@ def _json(name="text", shape=(1, 1), dtype="BYTES", data=("hello",)) -> bytes:
     (_json(name="txt"), "unknown_input"),
     (_json(dtype="FP32", data=(1.0,)), "dtype_mismatch"),
     (_json(shape=(1,)), "shape_mismatch"),                   # the batch dimension is missing
+    (_json(shape=(1, 2), data=("a", "b")), "shape_mismatch"),  # two strings per item where the model takes one
     (_json(shape=(0, 1), data=()), "shape_mismatch"),        # an empty batch
     (_json(shape=(65, 1), data=("a",) * 65), "shape_mismatch"),  # above max_batch_size 64
     (_json(shape=(2, 1), data=("a",)), "shape_mismatch"),    # data does not fill the shape

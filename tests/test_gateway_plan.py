@@ -103,3 +103,20 @@ def test_key_ids_are_parsed_only_from_well_formed_keys():
     record = KeyRecord("0123456789ab", "acme", ("infer:sentiment",), key_hash(key), "2026-01-01T00:00:00Z")
     assert record.allows("infer:sentiment") and not record.allows("infer:fraud-detector")
     assert KeyRecord("x", "t", ("infer:*",), "h", "c").allows("infer:fraud-detector")
+
+
+def test_optional_inputs_may_be_left_out_and_undeclared_inputs_are_not_checked(project_copy: Path):
+    from modelfleet.gateway.inspect import check_http
+
+    spec = project_copy / "models" / "fraud-detector.yaml"
+    spec.write_text(spec.read_text().replace("- {name: features, dtype: FP32, dims: [32]}",
+                                             "- {name: features, dtype: FP32, dims: [32]}\n"
+                                             "  - {name: weights, dtype: FP32, dims: [2], optional: true}"))
+    plan = gateway_of("prod", project_copy).route("fraud-detector").inspection
+    body = b'{"inputs": [{"name": "features", "shape": [1, 32], "datatype": "FP32", "data": ' + \
+        str([0.0] * 32).encode() + b'}]}'
+    assert check_http(plan, "/v2/models/fraud-detector/infer", body) is None
+    assert [(r.name, r.optional) for r in plan.inputs] == [("features", False), ("weights", True)]
+    spec.write_text(spec.read_text().replace("weights", "features2").replace(", optional: true", ""))
+    plan = gateway_of("prod", project_copy).route("fraud-detector").inspection
+    assert check_http(plan, "/v2/models/fraud-detector/infer", body).code == "missing_input"

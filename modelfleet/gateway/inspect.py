@@ -140,6 +140,8 @@ def _check_tensor(plan: InspectionPlan, name: str, dtype: str, shape: list[int])
     rule = _spec_of(plan, name)
     if dtype != rule.dtype:
         raise Refused("dtype_mismatch", f"input {name!r} must be {rule.dtype}, got {dtype}")
+    if not rule.shape_checked:
+        return count
     expected = list(rule.dims)
     dims = shape
     if plan.max_batch_size > 0:
@@ -156,7 +158,7 @@ def _check_tensor(plan: InspectionPlan, name: str, dtype: str, shape: list[int])
 def _check_all_inputs(plan: InspectionPlan, seen: set[str]) -> None:
     if not plan.check_tensors:
         return
-    missing = [r.name for r in plan.inputs if r.name not in seen]
+    missing = [r.name for r in plan.inputs if r.name not in seen and not r.optional]
     if missing:
         raise Refused("missing_input", f"model {plan.model} needs input(s) {', '.join(missing)}")
 

@@ -128,6 +128,8 @@ class TensorRule:
     name: str
     dtype: str
     dims: tuple[int, ...]  # without the batch dimension; -1 is variable
+    optional: bool = False  # requests may leave it out
+    shape_checked: bool = True  # shape tensors follow their own batching rules: name and dtype only
 
 
 @dataclass(frozen=True)
@@ -259,8 +261,10 @@ def _route(model: ModelSpec) -> RoutePlan:
         model=model.name,
         version=model.version,
         max_batch_size=model.max_batch_size,
-        inputs=tuple(TensorRule(t.name, t.dtype, tuple(t.dims)) for t in model.inputs),
-        check_tensors=g.inspection.tensors,
+        inputs=tuple(TensorRule(t.name, t.dtype, tuple(t.dims), t.optional, not t.is_shape_tensor)
+                     for t in model.inputs),
+        # A spec may leave the inputs to the backend (Triton fills them in): then there is nothing to check against.
+        check_tensors=g.inspection.tensors and bool(model.inputs),
         max_request_bytes=g.max_request_bytes,
         max_element_bytes=g.inspection.max_element_bytes,
         max_elements=g.inspection.max_elements,
