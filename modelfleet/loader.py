@@ -20,8 +20,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from modelfleet.catalogue import hardware, regions
-from modelfleet.spec import (BUCKET_URI, DNS_LABEL, DNS_NAME, GCP_PROJECT_ID, IAM_ROLE_ARN, KUBERNETES_MINOR, LABEL,
-                             LABEL_VALUE, MODEL_NAME, TENSOR_NAME, ModelSpec, StackSpec)
+from modelfleet.spec import (BUCKET_URI, DNS_LABEL, DNS_NAME, GCP_PROJECT_ID, HTTPS_URL, IAM_ROLE_ARN, IMAGE_DIGEST,
+                             KUBERNETES_MINOR, LABEL, LABEL_VALUE, MODEL_NAME, SCOPE, TENSOR_NAME, ModelSpec, StackSpec)
 from modelfleet.tuning.record import TuningRecord
 
 CONFIG_NAMESPACE = "modelfleet"
@@ -40,6 +40,9 @@ _PATTERN_MEANING = {
     BUCKET_URI.format(scheme="s3"): "an S3 URI such as s3://bucket/prefix",
     IAM_ROLE_ARN: "an IAM role ARN such as arn:aws:iam::123456789012:role/ci-deployer",
     BUCKET_URI.format(scheme="gs"): "a Cloud Storage URI such as gs://bucket/prefix",
+    SCOPE: "a scope such as infer:fraud-detector (lowercase letters, digits, '-', ':' and '.', starting with a letter)",
+    HTTPS_URL: "an https:// URL such as https://auth.example.com/",
+    IMAGE_DIGEST: "an image digest: sha256: and 64 lowercase hex digits, as the registry printed it",
 }
 
 
@@ -575,6 +578,20 @@ def _cross_check(stack: StackSpec, specs: dict[str, ModelSpec], files: dict[str,
             elif cloud == "aws":
                 problems.extend(_aws_buckets_per_region(spec, stack, display, files[name],
                                                         model_line(name, ("source", "aws"))))
+
+    for name in stack.models:
+        spec = specs.get(name)
+        if spec and "jwt" in spec.gateway.auth and stack.gateway.jwt is None:
+            problems.append(Problem(files[name], model_line(name, ("gateway", "auth")), "gateway.auth",
+                                    f"jwt needs an issuer, and stack {display} has none: add "
+                                    f"{CONFIG_NAMESPACE}:gateway: {{jwt: {{issuer: ..., audiences: [...]}}}} there, "
+                                    "or use api-key"))
+        if spec and stack.environment != "local" and len(spec.gateway.auth) > 1:
+            # Envoy Gateway applies every method a SecurityPolicy lists, all required: it cannot say "a key or
+            # a token", which is what the list means.
+            problems.append(Problem(files[name], model_line(name, ("gateway", "auth")), "gateway.auth",
+                                    f"stack {display} runs in the cloud, where Envoy Gateway cannot accept either "
+                                    f"of {spec.gateway.auth}: list one method"))
 
     problems.extend(_check_ensembles(stack, specs, files, model_line))
     networks = region_networks(stack)

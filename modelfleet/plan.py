@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from modelfleet.catalogue import Cloud, hardware, regions
+from modelfleet.gateway.plan import GatewayPlan, gateway_plan
 from modelfleet.loader import Fleet, region_networks
 from modelfleet.spec import ModelSpec, RegionEntry, StackSpec
 from modelfleet.tuning import capacity
@@ -325,6 +326,8 @@ class FleetPlan:
     # The stack's deployer access is the example's placeholder (modelfleet:cluster_endpoint.placeholder).
     deployer_access_placeholder: bool = False
     tuning: dict[tuple[str, str], TuningRecord] = field(default_factory=dict)  # the loader's records
+    gateway: GatewayPlan | None = None  # modelfleet.gateway.plan: routes, auth, limits, inspection per model
+    gateway_image_digest: str | None = None  # the inspection service image the cloud gateway runs (stack key)
 
     @property
     def monthly_usd(self) -> float:
@@ -356,6 +359,8 @@ def build_plan(fleet: Fleet) -> FleetPlan:
         deployer_access_placeholder=stack.cluster_endpoint.placeholder,
         gcp_services=GCP_SERVICES if any(r.cloud == "gcp" for r in region_plans) else (),
         tuning=dict(fleet.tuning),
+        gateway=gateway_plan(stack, fleet.models),
+        gateway_image_digest=stack.gateway.inspector_image_digest,
     )
     return FleetPlan(**{**plan.__dict__, "warnings": _warnings(plan)})
 

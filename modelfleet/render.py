@@ -7,6 +7,8 @@
     out_dir/kubernetes/<region>/<NN>-<kind>-<name>.yaml    every Kubernetes object of the region's cluster,
                                                            numbered in apply order
     out_dir/kubernetes/<region>/helm-keda.yaml             the KEDA chart, version and values
+    out_dir/kubernetes/<region>/gateway/...                the gateway's objects and charts (cloud stacks)
+    out_dir/gateway/envoy.yaml                             the local stack's Envoy (modelfleet.gateway)
 
 Pure apart from writing under `out_dir`, and deterministic: the same plan gives the same bytes. The cloud
 identity annotation of the Triton ServiceAccount is an output of the deployment; it is shown as a placeholder.
@@ -100,6 +102,12 @@ def render(plan: FleetPlan, out_dir: str | Path) -> list[Path]:
             folder = out / "models" / model.name / (hw if len(classes) > 1 else "")
             write(folder / "config.pbtxt", configs[(model.name, hw)])
 
+    if plan.environment == "local" and plan.gateway is not None:
+        from modelfleet.gateway.envoy_config import AUDIT_LOG, default_ports, envoy_bootstrap
+
+        write(out / "gateway" / "envoy.yaml", to_yaml(envoy_bootstrap(plan.gateway, default_ports(plan.gateway),
+                                                                      AUDIT_LOG)))
+
     cloud = cloud_configs(plan)
     for region in plan.regions:
         serving.check_keda_supports(region.kubernetes_version)
@@ -116,4 +124,23 @@ def render(plan: FleetPlan, out_dir: str | Path) -> list[Path]:
             "namespace": serving.KEDA_NAMESPACE,
             "values": serving.keda_release_values(),
         }))
+        if plan.gateway is not None:
+            _render_gateway(plan, region, out / "kubernetes" / region.key / "gateway", write)
     return sorted(written)
+
+
+def _render_gateway(plan: FleetPlan, region, folder: Path, write) -> None:
+    """The region's gateway objects (deploy-time values as placeholders, identity included) and its charts."""
+    from modelfleet import versions
+    from modelfleet.gateway import manifests
+
+    cloud = manifests.placeholder_cloud(plan, region)
+    identity = {serving.IDENTITY_ANNOTATION[region.cloud]: f"<{region.cloud} identity of the gateway secret reader, set at deploy>"}
+    for index, obj in enumerate(manifests.region_objects(plan, region, cloud, identity), start=1):
+        serving.validate_manifest(obj, region.kubernetes_version)
+        write(folder / f"{index:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml", to_yaml(obj))
+    for chart, values in ((versions.ENVOY_GATEWAY, manifests.envoy_gateway_values(cloud)),
+                          (versions.EXTERNAL_SECRETS, {"installCRDs": True})):
+        write(folder / f"helm-{chart.chart}.yaml", to_yaml({
+            "chart": chart.chart, "repository": chart.repository, "version": chart.version,
+            "namespace": chart.namespace, "values": values}))

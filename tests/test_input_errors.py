@@ -116,6 +116,9 @@ FORMS = [
     ("dev", "kubernetes_version", "'1.35'"), ("dev", "kubernetes_version", "1.35"),
     ("dev", "kubernetes_version", "'1.30'"),
     ("dev", "capacity_headroom", "1.5"), ("dev", "capacity_headroom", "'1.5'"), ("dev", "capacity_headroom", "2"),
+    ("dev", "gateway", "{load_balancer: external}"), ("dev", "gateway", "'{load_balancer: internal, http_port: 443}'"),
+    ("dev", "gateway", "{jwt: {issuer: 'https://auth.example.com/', audiences: [inference]}}"),
+    ("dev", "gateway", "{tls: false}"),
 ]
 
 

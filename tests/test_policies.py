@@ -391,6 +391,14 @@ STACK_CASES = [
      [DEP, ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "deny-all",
             {"metadata": {"namespace": "modelfleet-prod"}, "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}})],
      ["allows ingress from the gateway"]),
+    ("triton-only-via-gateway", [DEP, NP],
+     [DEP, ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "triton-ingress", {**NP[2], "spec": {
+         **NP[2]["spec"], "ingress": [
+             {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "envoy-gateway-system"}},
+                        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "envoy"}}}],
+              "ports": [{"protocol": "TCP", "port": 8000}, {"protocol": "TCP", "port": 8001}]},
+             {"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"protocol": "TCP", "port": 8002}]}]}})],
+     ["skip the gateway", "a peer", "kubernetes.io/metadata.name"]),
     ("triton-network-policy", [DEP, (NP[0], "allow-all", {**NP[2], "spec": {**NP[2]["spec"], "ingress": [{}]}})],
      [DEP, NP], ["allow-all: ingress[0] admits everyone (a rule without `from`", "gateway's podSelector"]),
     ("triton-network-policy",

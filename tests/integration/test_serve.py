@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -27,15 +28,16 @@ def _get(url: str) -> dict:
 
 def start_serve(root: Path = ROOT):
     """`modelfleet serve --stack local` on free ports, as a process; returns it once Triton is ready."""
-    http, grpc, metrics = free_ports(3)
+    http, grpc, metrics, gw_http, gw_grpc, gw_authz, gw_extproc, gw_admin = free_ports(8)
     process = subprocess.Popen(
         [sys.executable, "-m", "modelfleet.cli", "serve", "--stack", "local", "--http-port", str(http),
-         "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--root", str(root)],
+         "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--root", str(root),
+         "--gateway-ports", f"{gw_http},{gw_grpc},{gw_authz},{gw_extproc},{gw_admin}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=1)
+        try:  # the gateway starts after Triton: its health route answering means both are up
+            urllib.request.urlopen(f"http://127.0.0.1:{gw_http}/v2/health/ready", timeout=1)
             break
         except OSError:
             assert process.poll() is None, process.stdout.read()
@@ -43,7 +45,7 @@ def start_serve(root: Path = ROOT):
     else:
         process.kill()
         pytest.fail("modelfleet serve did not become ready in 90 s")
-    return {"http": http, "metrics": metrics, "process": process}
+    return {"http": http, "metrics": metrics, "process": process, "gateway_http": gw_http}
 
 
 def stop(process: subprocess.Popen) -> int:
@@ -112,6 +114,39 @@ def test_ctrl_c_stops_cleanly(triton_install):
     assert "Triton ready" in output and f"HTTP    127.0.0.1:{server['http']}" in output and "stopped" in output
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{server['http']}/v2/health/live", timeout=2)
+
+
+def _infer_via(port: int, headers: dict) -> int:
+    body = json.dumps({"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": ["great"]}]})
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/sentiment/infer", data=body.encode(),
+                                     headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_serve_puts_the_gateway_in_front_with_a_dev_key_printed_once(project_copy):
+    import stat
+
+    (project_copy / "build").mkdir()
+    (project_copy / "build" / "model-artifacts").symlink_to((ROOT / "build" / "model-artifacts").resolve())
+    server = start_serve(project_copy)
+    try:
+        dev = project_copy / ".modelfleet" / "local" / "dev-api-key"
+        assert stat.S_IMODE(dev.stat().st_mode) == 0o600
+        key = dev.read_text().strip()
+        assert _infer_via(server["gateway_http"], {"x-api-key": key}) == 200
+        assert _infer_via(server["gateway_http"], {}) == 401
+    finally:
+        assert stop(server["process"]) == 0
+    first = server["process"].stdout.read()
+    assert first.count(key) == 1 and "gateway ready" in first
+    again = start_serve(project_copy)
+    assert stop(again["process"]) == 0
+    second = again["process"].stdout.read()
+    assert key not in second and "dev API key in" in second
 
 
 def test_a_broken_spec_is_stopped_before_triton_starts(project_copy):
