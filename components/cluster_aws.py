@@ -75,13 +75,16 @@ class EksCluster(pulumi.ComponentResource):
             ),
             enabled_cluster_log_types=list(region.control_plane_logs),
             access_config=aws.eks.ClusterAccessConfigArgs(
-                # Access entries only (no aws-auth ConfigMap); the deployer who creates the cluster is its admin.
+                # Access entries only (no aws-auth ConfigMap), all declared below: no implicit creator admin.
                 authentication_mode="API",
-                bootstrap_cluster_creator_admin_permissions=True,
+                bootstrap_cluster_creator_admin_permissions=False,
             ),
             deletion_protection=region.deletion_protection,
+            tags=region.retiring_labels or None,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[control_plane_logs, *attachments]),
         )
+
+        self.admin_access = self._admin_access(key, region)
 
         issuer = self.cluster.identities.apply(lambda ids: ids[0].oidcs[0].issuer)
         self.oidc_issuer = issuer
@@ -151,6 +154,27 @@ class EksCluster(pulumi.ComponentResource):
             "oidcProviderArn": self.oidc_provider.arn,
             "nodeGroups": {name: group.node_group_name for name, group in self.node_groups.items()},
         })
+
+    def _admin_access(self, key: str, region: RegionPlan) -> list[pulumi.Resource]:
+        """Cluster-admin access entries: the stack's admin roles, and whoever runs `pulumi up` (the Kubernetes
+        provider acts as them). An assumed-role session maps to its role's ARN, which is what EKS accepts."""
+        caller = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
+        deployer = aws.iam.get_session_context_output(arn=caller.arn, opts=pulumi.InvokeOutputOptions(parent=self))
+        principals: list[tuple[str, pulumi.Input[str]]] = [("deployer", deployer.issuer_arn)]
+        principals += [(f"admin-{i}", arn) for i, arn in enumerate(region.admin_role_arns)]
+        granted: list[pulumi.Resource] = []
+        for name, principal in principals:
+            entry = aws.eks.AccessEntry(f"{key}-{name}", cluster_name=self.cluster.name, principal_arn=principal,
+                                        type="STANDARD", opts=pulumi.ResourceOptions(parent=self))
+            granted.append(aws.eks.AccessPolicyAssociation(
+                f"{key}-{name}",
+                cluster_name=self.cluster.name,
+                principal_arn=entry.principal_arn,
+                policy_arn=access.EKS_ADMIN_ACCESS_POLICY,
+                access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
+                opts=pulumi.ResourceOptions(parent=self),
+            ))
+        return granted
 
     def _addon(self, key: str, region: RegionPlan, addon: AddonPlan, depends_on: list[pulumi.Resource],
                service_account_role_arn: pulumi.Input[str] | None = None) -> aws.eks.Addon:

@@ -115,7 +115,7 @@ class GkeCluster(pulumi.ComponentResource):
                 managed_prometheus=gcp.container.ClusterMonitoringConfigManagedPrometheusArgs(enabled=True),
             ),
             deletion_protection=region.deletion_protection,
-            resource_labels=tags,
+            resource_labels={**tags, **region.retiring_labels},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[key_access]),
         )
 

@@ -28,6 +28,7 @@ class TritonIdentity(pulumi.ComponentResource):
     namespace: str
     service_account: str
     annotations: pulumi.Output[dict[str, str]]
+    grants: list[pulumi.Resource]  # the IAM grants and bindings Triton's pods need to read their models
 
 
 class AwsTritonIdentity(TritonIdentity):
@@ -40,21 +41,23 @@ class AwsTritonIdentity(TritonIdentity):
         self.namespace, self.service_account = identity.namespace, identity.service_account
         self.role = irsa_role(f"{region.key}-triton", cluster, identity.namespace, identity.service_account,
                               opts=child, name_prefix=f"{identity.cloud_account}-")
-        aws.iam.RolePolicy(
+        # What Triton needs before its first pod starts: the model read grant, not only the role's name.
+        self.grants: list[pulumi.Resource] = [aws.iam.RolePolicy(
             f"{region.key}-triton-model-read",
             role=self.role.id,
             policy=json.dumps(access.s3_read_policy(identity), sort_keys=True),
             opts=child,
-        )
+        )]
         self.annotations = self.role.arn.apply(lambda arn: {AWS_ROLE_ANNOTATION: arn})
         self.register_outputs({"roleArn": self.role.arn, "annotations": self.annotations})
 
 
 class GcpTritonIdentity(TritonIdentity):
     """A Google service account that `namespace/triton` impersonates through workload identity, with
-    objectViewer on each model's bucket restricted by an IAM condition to the model's prefix."""
+    objectViewer on each model's bucket restricted by an IAM condition to the model's prefix, and a custom role
+    with storage.buckets.get alone on each bucket (Triton's GCS client reads the bucket's metadata first)."""
 
-    def __init__(self, region: RegionPlan, depends_on: list[pulumi.Resource],
+    def __init__(self, region: RegionPlan, project: str, depends_on: list[pulumi.Resource],
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("modelfleet:gcp:TritonIdentity", region.key, None, opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -67,23 +70,44 @@ class GcpTritonIdentity(TritonIdentity):
             opts=child,
         )
         # The workload pool exists once the cluster has workload identity on, hence the dependency.
-        gcp.serviceaccount.IAMMember(
+        workload_identity = gcp.serviceaccount.IAMMember(
             f"{region.key}-triton-workload-identity",
             service_account_id=self.account.name,
             role="roles/iam.workloadIdentityUser",
             member=identity.gcp_member,
             opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
         )
+        bucket_role = gcp.projects.IAMCustomRole(
+            f"{region.key}-triton-bucket-metadata",
+            project=project,
+            role_id=identity.bucket_metadata_role_id,
+            title=f"Triton bucket metadata in {region.cluster_name}",
+            description="GetBucketMetadata, which Triton's GCS client calls before listing a model repository",
+            permissions=list(access.GCS_BUCKET_METADATA_PERMISSIONS),
+            opts=child,
+        )
+        member = self.account.email.apply(lambda email: f"serviceAccount:{email}")
+        # What Triton needs before its first pod starts: the binding to its KSA and every bucket grant.
+        self.grants: list[pulumi.Resource] = [workload_identity]
         for grant in identity.grants:
+            title, expression = access.gcs_bucket_metadata_condition(grant)
+            self.grants.append(gcp.storage.BucketIAMMember(
+                f"{region.key}-triton-bucket-{kube_name(grant.model)}",
+                bucket=grant.bucket,
+                role=bucket_role.name,
+                member=member,
+                condition=gcp.storage.BucketIAMMemberConditionArgs(title=title, expression=expression),
+                opts=child,
+            ))
             condition = access.gcs_read_condition(grant)
-            gcp.storage.BucketIAMMember(
+            self.grants.append(gcp.storage.BucketIAMMember(
                 f"{region.key}-triton-read-{kube_name(grant.model)}",
                 bucket=grant.bucket,
                 role=access.GCS_READ_ROLE,
-                member=self.account.email.apply(lambda email: f"serviceAccount:{email}"),
+                member=member,
                 condition=gcp.storage.BucketIAMMemberConditionArgs(title=condition[0], expression=condition[1])
                 if condition else None,
                 opts=child,
-            )
+            ))
         self.annotations = self.account.email.apply(lambda email: {GCP_ACCOUNT_ANNOTATION: email})
         self.register_outputs({"email": self.account.email, "annotations": self.annotations})

@@ -9,7 +9,11 @@ The contract with later components (Triton, gateway, monitoring): a `Region` exp
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Sequence
+
 import pulumi
+import pulumi_gcp as gcp
 import pulumi_kubernetes as kubernetes
 
 from components.cluster_addons import ClusterAutoscaler, GpuSoftware
@@ -19,8 +23,10 @@ from components.cluster_identity import AwsTritonIdentity, GcpTritonIdentity, Tr
 from components.network_aws import AwsNetwork
 from components.network_gcp import GcpNetwork
 from components.providers import cloud_provider, eks_kubeconfig, gke_kubeconfig, kubernetes_provider
+from components.release import bucket_object
 from components.serving import Serving
 from modelfleet.plan import FleetPlan, RegionPlan
+from modelfleet.release import ReleaseError, ReleaseObject, objects_read_by, release_objects
 
 
 class Region(pulumi.ComponentResource):
@@ -29,10 +35,18 @@ class Region(pulumi.ComponentResource):
     kubernetes: kubernetes.Provider
     triton_identity: TritonIdentity
 
-    def __init__(self, region: RegionPlan, fleet: FleetPlan, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, region: RegionPlan, fleet: FleetPlan, apis: Sequence[pulumi.Resource] = (),
+                 release: tuple[ReleaseObject, ...] = (),
+                 published: dict[tuple[str, str], pulumi.Resource] | None = None,
+                 opts: pulumi.ResourceOptions | None = None):
+        """`release`: every object of the stack's model repositories; this region writes those it is the
+        writer of into `published` (shared by all regions) and its Triton pods wait for the ones they read."""
         super().__init__("modelfleet:fleet:Region", region.key, None, opts)
         self.plan = region
-        self.cloud_provider = cloud_provider(region, fleet, pulumi.ResourceOptions(parent=self))
+        # Every resource of the region goes through this provider, so a provider that waits for the project's
+        # APIs makes all of them wait (a GKE cluster created before container.googleapis.com is on fails).
+        self.cloud_provider = cloud_provider(region, fleet, pulumi.ResourceOptions(
+            parent=self, depends_on=list(apis) if region.cloud == "gcp" else []))
         # Children inherit the region's provider: nothing can land in another region by accident.
         in_region = pulumi.ResourceOptions(parent=self, providers=[self.cloud_provider])
         tags = dict(fleet.tags)
@@ -42,8 +56,16 @@ class Region(pulumi.ComponentResource):
             self._gcp(region, fleet, tags, in_region)
         # KEDA and Triton need schedulable nodes (on EKS also the device plugin, or GPU pods never fit): without
         # this they race the node groups, and their Helm/Deployment awaits time out on an empty cluster.
+        published = {} if published is None else published
+        for obj in release:
+            if obj.writer == region.key:
+                published[(obj.bucket, obj.key)] = bucket_object(obj, in_region)
+        reads = {p.model: [published[(o.bucket, o.key)] for o in objects_read_by(release, region, p)]
+                 for p in region.placements}
+        # Triton's pods read their models at start: they wait for the IAM grants and bindings, not only the role,
+        # and for their repository's objects.
         self.serving = Serving(fleet, region, self.kubernetes, self.triton_identity.annotations,
-                               needs=self.serving_needs,
+                               needs=self.serving_needs, grants=self.triton_identity.grants, release=reads,
                                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.triton_identity]))
         self.register_outputs({
             "clusterName": self.cluster.name,
@@ -57,7 +79,8 @@ class Region(pulumi.ComponentResource):
         self.kubernetes = kubernetes_provider(
             f"{region.key}-k8s",
             eks_kubeconfig(self.cluster.name, self.cluster.endpoint, self.cluster.ca_data, region.region),
-            pulumi.ResourceOptions(parent=self),
+            # Every Kubernetes call runs as the deployer: only once its access entry and policy exist.
+            pulumi.ResourceOptions(parent=self, depends_on=self.cluster.admin_access),
         )
         node_groups = list(self.cluster.node_groups.values())
         self.gpu_software = GpuSoftware(region, self.kubernetes, node_groups, opts=in_region)
@@ -77,8 +100,30 @@ class Region(pulumi.ComponentResource):
         )
         # GKE brings the device plugin with its managed driver, DCGM with managed monitoring, and its own
         # node autoscaler within each pool's bounds: no charts needed there.
-        self.triton_identity = GcpTritonIdentity(region, [self.cluster.cluster], opts=in_region)
+        self.triton_identity = GcpTritonIdentity(region, fleet.gcp_project, [self.cluster.cluster], opts=in_region)
         self.serving_needs = list(self.cluster.node_pools.values())
+
+
+class GcpApis(pulumi.ComponentResource):
+    """The Google APIs the stack's resources call, enabled in its project before any region's resources."""
+
+    def __init__(self, fleet: FleetPlan, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("modelfleet:gcp:Apis", fleet.gcp_project, None, opts)
+        provider = gcp.Provider("gcp-project", project=fleet.gcp_project, default_labels=dict(fleet.tags),
+                                opts=pulumi.ResourceOptions(parent=self))
+        self.services = [
+            gcp.projects.Service(
+                service.split(".")[0],
+                project=fleet.gcp_project,
+                service=service,
+                # Other workloads of the project may use these APIs: destroying the stack leaves them on.
+                disable_on_destroy=False,
+                disable_dependent_services=False,
+                opts=pulumi.ResourceOptions(parent=self, provider=provider),
+            )
+            for service in fleet.gcp_services
+        ]
+        self.register_outputs({"services": list(fleet.gcp_services)})
 
 
 class Cost(pulumi.ComponentResource):
@@ -100,8 +145,31 @@ class Cost(pulumi.ComponentResource):
         self.register_outputs(props)
 
 
-def deploy(fleet: FleetPlan) -> list[Region]:
-    regions = [Region(region, fleet) for region in fleet.regions]
+class DeployerAccess(pulumi.ComponentResource):
+    """How `pulumi up` reaches the cluster APIs, as the stack decided it, for the policy pack to read (its props
+    are its outputs, as for Cost): `deployer-access-decided` flags the example stacks' placeholder."""
+
+    def __init__(self, fleet: FleetPlan, opts: pulumi.ResourceOptions | None = None):
+        cidrs = sorted({cidr for region in fleet.regions for cidr in region.endpoint_public_cidrs})
+        props = {
+            "placeholder": fleet.deployer_access_placeholder,
+            "privateOnly": all(region.endpoint_private_only for region in fleet.regions),
+            "publicAccessCidrs": cidrs,
+        }
+        super().__init__("modelfleet:fleet:DeployerAccess", "deployer-access", props, opts)
+        self.register_outputs(props)
+
+
+def deploy(fleet: FleetPlan, root: Path | None = None) -> list[Region]:
+    try:
+        # Before any resource: missing artefacts stop the program, as a bad spec does.
+        release = release_objects(fleet, root or Path.cwd())
+    except ReleaseError as exc:
+        raise pulumi.RunError(f"the release cannot be built:\n{exc}") from None
+    apis = GcpApis(fleet).services if fleet.gcp_services else []
+    published: dict[tuple[str, str], pulumi.Resource] = {}
+    regions = [Region(region, fleet, apis, release, published) for region in fleet.regions]
     if regions:
         Cost(fleet)
+        DeployerAccess(fleet)
     return regions

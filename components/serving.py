@@ -35,10 +35,14 @@ class TritonService(pulumi.ComponentResource):
         w = serving.workload(fleet, region, placement, config_text)
 
         deployment = serving.deployment(fleet, w)
+        wait = f"{placement.deploy_timeout_s}s"
         self.deployment = k8s.apps.v1.Deployment(
             name, metadata=_meta(deployment), spec=deployment["spec"],
-            # KEDA owns the replica count between the plan's bounds.
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=["spec.replicas"])),
+            # KEDA owns the replica count between the plan's bounds. Pulumi waits for the rollout as long as the
+            # plan's cold start needs (its default, 10 minutes, is shorter than a GPU cold start).
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
+                ignore_changes=["spec.replicas"],
+                custom_timeouts=pulumi.CustomTimeouts(create=wait, update=wait))),
         )
         svc = serving.service(fleet, w)
         self.service = k8s.core.v1.Service(name, metadata=_meta(svc), spec=svc["spec"], opts=child)
@@ -62,9 +66,13 @@ class Serving(pulumi.ComponentResource):
 
     def __init__(self, fleet: FleetPlan, region: RegionPlan, kubernetes: pulumi.ProviderResource,
                  identity_annotations: Mapping[str, Any] | pulumi.Output, needs: Sequence[pulumi.Resource] = (),
-                 configs: Mapping[str, str] | None = None, opts: pulumi.ResourceOptions | None = None):
+                 configs: Mapping[str, str] | None = None, grants: Sequence[pulumi.Resource] = (),
+                 release: Mapping[str, Sequence[pulumi.Resource]] | None = None,
+                 opts: pulumi.ResourceOptions | None = None):
         """`needs`: what must exist before anything here can run — the cluster's node groups or pools, and on
-        EKS the GPU device plugin; without them KEDA and Triton race an empty cluster and time out."""
+        EKS the GPU device plugin; without them KEDA and Triton race an empty cluster and time out.
+        `grants`: the IAM grants and workload-identity bindings Triton reads its models with; `release`: per
+        model, the objects of its repository in the region's bucket. Triton's pods wait for both."""
         name = f"{region.key}-serving"
         super().__init__("modelfleet:serving:Serving", name, None,
                          pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(providers={"kubernetes": kubernetes})))
@@ -88,7 +96,8 @@ class Serving(pulumi.ComponentResource):
         self.models = [
             TritonService(f"{region.key}-{fleet.model(placement.model).kube_name}", fleet, region, placement,
                           configs.get(placement.model),
-                          depends_on=[*needs, self.namespace, self.service_account, self.keda],
+                          depends_on=[*needs, self.namespace, self.service_account, self.keda, *grants,
+                                      *(release or {}).get(placement.model, ())],
                           opts=child)
             for placement in region.placements
         ]

@@ -2,7 +2,8 @@
 
     python examples/build_models.py OUT_DIR        (e.g. build/models)
 
-Writes OUT_DIR/<model>/1/model.onnx and OUT_DIR/<model>/1/model.py for:
+Writes OUT_DIR/<model>/1/model.npz (the weights) and OUT_DIR/<model>/1/model.py (numpy only: the one package
+the pinned cloud image's python backend ships, so the same config loads there and locally) for:
 
 - fraud-detector: features FP32 [32] -> probabilities FP32 [2] (legit, fraud). A standardise ->
   256 -> 256 -> softmax MLP with fixed-seed random weights: real compute per row, untrained scores.
@@ -10,21 +11,22 @@ Writes OUT_DIR/<model>/1/model.onnx and OUT_DIR/<model>/1/model.py for:
   -> linear -> softmax, with a small hand lexicon as weights, so "I love it" scores positive.
 
 No config.pbtxt: configs are rendered from models/*.yaml. The *_reference functions compute the
-same outputs in plain numpy, independently of ONNX and Triton, for tests to compare against.
+same outputs in plain numpy, outside Triton, for tests to compare against.
 """
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 import sys
+import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 BACKENDS = Path(__file__).resolve().parent / "backends"
-OPSET = 17  # what onnxruntime 1.2x/1.3x all run; the onnx package's default is newer
 FRAUD_FEATURES, FRAUD_HIDDEN = 32, 256
 SENTIMENT_BUCKETS = 4096
 SENTIMENT_CLASSES = ("negative", "neutral", "positive")
@@ -59,21 +61,6 @@ def fraud_reference(features: np.ndarray, weights: dict[str, np.ndarray] | None 
     return _softmax(x @ w["w3"] + w["b3"])
 
 
-def fraud_onnx(weights: dict[str, np.ndarray] | None = None) -> "onnx.ModelProto":
-    w = weights or fraud_weights()
-    nodes = [
-        ("Sub", ["features", "mean"], ["centred"], {}),
-        ("Div", ["centred", "std"], ["scaled"], {}),
-        ("Gemm", ["scaled", "w1", "b1"], ["h1_pre"], {}),
-        ("Relu", ["h1_pre"], ["h1"], {}),
-        ("Gemm", ["h1", "w2", "b2"], ["h2_pre"], {}),
-        ("Relu", ["h2_pre"], ["h2"], {}),
-        ("Gemm", ["h2", "w3", "b3"], ["logits"], {}),
-        ("Softmax", ["logits"], ["probabilities"], {"axis": 1}),
-    ]
-    return _model("fraud-detector", nodes, w, ("features", FRAUD_FEATURES), ("probabilities", 2))
-
-
 def sentiment_featurize(texts: list[str], buckets: int = SENTIMENT_BUCKETS) -> np.ndarray:
     features = np.zeros((len(texts), buckets), np.float32)
     for row, text in enumerate(texts):
@@ -99,53 +86,34 @@ def sentiment_reference(texts: list[str], weights: dict[str, np.ndarray] | None 
     return _softmax(sentiment_featurize(texts) @ w["w"] + w["b"])
 
 
-def sentiment_onnx(weights: dict[str, np.ndarray] | None = None) -> "onnx.ModelProto":
-    # The graph takes the hashed features; tokenising is model.py's job (ONNX has no crc32).
-    w = weights or sentiment_weights()
-    nodes = [
-        ("Gemm", ["features", "w", "b"], ["logits"], {}),
-        ("Softmax", ["logits"], ["scores"], {"axis": 1}),
-    ]
-    return _model("sentiment", nodes, w, ("features", SENTIMENT_BUCKETS), ("scores", 3))
-
-
 MODELS = {
-    "fraud-detector": (fraud_onnx, BACKENDS / "fraud_detector.py"),
-    "sentiment": (sentiment_onnx, BACKENDS / "sentiment.py"),
+    "fraud-detector": (fraud_weights, BACKENDS / "fraud_detector.py"),
+    "sentiment": (sentiment_weights, BACKENDS / "sentiment.py"),
 }
 
 
 def build(out_dir: str | Path, version: int = 1) -> dict[str, Path]:
     """Write every example model; returns {model name: model directory}."""
     built = {}
-    for name, (make_onnx, backend) in MODELS.items():
+    for name, (weights, backend) in MODELS.items():
         version_dir = Path(out_dir) / name / str(version)
         version_dir.mkdir(parents=True, exist_ok=True)
-        model = make_onnx()
-        (version_dir / "model.onnx").write_bytes(model.SerializeToString())
+        (version_dir / "model.npz").write_bytes(npz_bytes(weights()))
         shutil.copyfile(backend, version_dir / "model.py")
         built[name] = version_dir.parent
     return built
 
 
-def _model(name, nodes, weights, input_, output) -> "onnx.ModelProto":
-    """Build and check the ONNX graph. `nodes` are (op, inputs, outputs, attributes) in plain data, so that
-    onnx is needed only here: the reference functions must run where onnx is not installed."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    (in_name, in_width), (out_name, out_width) = input_, output
-    graph = helper.make_graph(
-        [helper.make_node(op, inputs, outputs, **attributes) for op, inputs, outputs, attributes in nodes], name,
-        inputs=[helper.make_tensor_value_info(in_name, TensorProto.FLOAT, ["batch", in_width])],
-        outputs=[helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["batch", out_width])],
-        initializer=[numpy_helper.from_array(v, k) for k, v in sorted(weights.items())],
-    )
-    model = helper.make_model(graph, producer_name="modelfleet-examples",
-                              opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = 8  # readable by older onnxruntime too
-    onnx.checker.check_model(model, full_check=True)
-    return model
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """The arrays as an .npz that `np.load` reads, byte for byte the same on every build: np.savez stamps each
+    member with the current time, so members are written here with a fixed one."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
+        for key in sorted(arrays):
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.ascontiguousarray(arrays[key]), allow_pickle=False)
+            archive.writestr(zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0)), member.getvalue())
+    return out.getvalue()
 
 
 def _bucket(token: str, buckets: int = SENTIMENT_BUCKETS) -> int:

@@ -9,9 +9,18 @@ from __future__ import annotations
 
 from modelfleet.plan import BucketGrant, IdentityPlan
 
+# What Triton's storage clients call, from triton-inference-server/core src/filesystem/implementations/:
+# - s3.h: every IsDirectory/FileExists/LocalizePath starts with HeadBucket (authorised as s3:ListBucket on the
+#   bucket, with no s3:prefix in the request), then ListObjectsV2 with Prefix "<model>/" (s3:ListBucket with
+#   s3:prefix), HeadObject and GetObject on the files (both s3:GetObject).
+# - gcs.h: IsDirectory calls GetBucketMetadata (storage.buckets.get), then ListObjects with a prefix
+#   (storage.objects.list), GetObjectMetadata and ReadObject (storage.objects.get).
 S3_READ_ACTIONS = ("s3:GetObject",)
 S3_LIST_ACTIONS = ("s3:ListBucket",)
-GCS_READ_ROLE = "roles/storage.objectViewer"
+GCS_READ_ROLE = "roles/storage.objectViewer"  # storage.objects.get and storage.objects.list
+# No predefined role holds storage.buckets.get alone (legacyBucketReader also lists every object and takes no
+# condition), so a custom role carries just it, bound on each model bucket.
+GCS_BUCKET_METADATA_PERMISSIONS = ("storage.buckets.get",)
 GKE_NODE_ROLES = (
     # What a GKE node needs to ship logs and metrics and pull images: Google's documented minimum for a
     # least-privilege node service account, instead of the project-editor default compute account.
@@ -29,6 +38,10 @@ EKS_NODE_POLICIES = (
     "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPullOnly",
 )
 EKS_CNI_POLICIES = ("arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",)
+# What the deployer (and CI) needs on the cluster: Helm releases, CRDs, namespaces and workloads of every kind.
+# An access entry with this policy replaces EKS's implicit bootstrap admin, which cannot be seen, audited or
+# handed to another role later (EKS API docs: CreateAccessEntry, AssociateAccessPolicy).
+EKS_ADMIN_ACCESS_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 CLUSTER_AUTOSCALER_SERVICE_ACCOUNT = ("kube-system", "cluster-autoscaler")
 VPC_CNI_SERVICE_ACCOUNT = ("kube-system", "aws-node")
 
@@ -63,7 +76,12 @@ def irsa_trust_policy(oidc_provider_arn: str, issuer_url: str, namespace: str, s
 
 
 def s3_read_policy(identity: IdentityPlan) -> dict:
-    """GetObject under each model's prefix, and listing of that prefix only. No write, no other prefix."""
+    """GetObject under each model's prefix only; ListBucket for Triton's HeadBucket and its listings of that
+    prefix. No write, no object of another prefix.
+
+    HeadBucket carries no `s3:prefix`, so a plain StringLike on it would deny the very first call Triton makes
+    (s3.h CheckClient/IsDirectory). StringLikeIfExists lets a request without a prefix through (HeadBucket, and
+    an unprefixed listing: key names only, never contents) and holds every prefixed listing to the model's."""
     statements = []
     for grant in identity.grants:
         sid = "".join(part.capitalize() for part in grant.model.split("-"))
@@ -80,7 +98,7 @@ def s3_read_policy(identity: IdentityPlan) -> dict:
             "Resource": [f"arn:aws:s3:::{grant.bucket}"],
         }
         if grant.prefix:
-            listing["Condition"] = {"StringLike": {"s3:prefix": [grant.prefix, f"{grant.prefix}/*"]}}
+            listing["Condition"] = {"StringLikeIfExists": {"s3:prefix": [grant.prefix, f"{grant.prefix}/*"]}}
         statements.append(listing)
     return {"Version": "2012-10-17", "Statement": statements}
 
@@ -129,6 +147,11 @@ def flow_log_policy(log_group_arn: str) -> dict:
             "Resource": [log_group_arn, f"{log_group_arn}:*"],
         }],
     }
+
+
+def gcs_bucket_metadata_condition(grant: BucketGrant) -> tuple[str, str]:
+    """(title, CEL expression) holding the bucket-metadata role to the bucket itself (GetBucketMetadata)."""
+    return f"bucket-{grant.model}", f'resource.name == "projects/_/buckets/{grant.bucket}"'
 
 
 def gcs_read_condition(grant: BucketGrant) -> tuple[str, str] | None:

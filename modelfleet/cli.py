@@ -141,14 +141,23 @@ def plan(
     stack: STACK_OPTION = "prod",
     output: Annotated[Format, typer.Option("--format", "-f", help="text for people, json for machines, markdown "
                                                                  "for a pull-request comment.")] = Format.text,
+    previous: Annotated[Path | None, typer.Option(
+        "--previous", help="The JSON plan (`plan --format json`) of what is deployed now: warns about regions "
+                           "the stack drops, above all protected ones.")] = None,
     root: ROOT_OPTION = None,
 ) -> None:
     """Evaluate the Pulumi program offline (the SDK's mock runtime: no CLI, no credentials) and print every
     resource it declares, counts per cloud, region and type, node pools, cost against the budget, warnings."""
+    from modelfleet.cli_previous import with_removed_regions
     from modelfleet.report import Report, render_json, render_markdown, render_text
 
     root = _root(root)
     fleet_plan, evaluation = _evaluate(root, stack)
+    if previous is not None:
+        try:
+            fleet_plan = with_removed_regions(fleet_plan, previous)
+        except ValueError as exc:
+            _fail([Problem(str(previous), None, "--previous", str(exc))])
     report = Report(fleet_plan, evaluation, {"policies": _review(evaluation).to_json()})
     if output is Format.json:
         sys.stdout.write(render_json(report))

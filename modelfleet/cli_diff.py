@@ -83,6 +83,10 @@ def plan_at_ref(root: Path, ref: str, stack: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="modelfleet-base-") as tmp:
         with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
             tar.extractall(tmp, filter="data")
+        # Built artefacts (build/, ignored by git) are not in the ref: the ref's program uploads them in its release,
+        # so it reads the working tree's. An artefact change shows in the diff only once it is rebuilt here.
+        if (root / "build").is_dir() and not (Path(tmp) / "build").exists():
+            (Path(tmp) / "build").symlink_to((root / "build").resolve(), target_is_directory=True)
         # The ref's own packages first; a ref without them (specs only) falls back to the installed modelfleet.
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (tmp, os.environ.get("PYTHONPATH")) if p)}
         done = subprocess.run([sys.executable, "-m", "modelfleet.cli", "plan", "--stack", stack, "--format", "json",

@@ -17,6 +17,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from modelfleet.removal import removed_region_warnings
+
 REDACTED = "[secret]"  # what modelfleet.offline writes for a Pulumi secret
 DATA = Path(__file__).parent / "data" / "replace_on_changes.json"
 
@@ -401,7 +403,9 @@ def _policies(old: dict, new: dict) -> dict:
 
 
 def _plan_warnings(old: dict, new: dict) -> dict:
-    a, b = set(old.get("warnings", [])), set(new.get("warnings", []))
+    # Dropping a region is only visible against the old plan: say what it does (and whether it can).
+    removed = removed_region_warnings(old, new.get("regions", []))
+    a, b = set(old.get("warnings", [])), set(new.get("warnings", [])) | set(removed)
     return {"appeared": sorted(b - a), "disappeared": sorted(a - b)}
 
 

@@ -20,8 +20,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from modelfleet.catalogue import hardware, regions
-from modelfleet.spec import (BUCKET_URI, DNS_LABEL, DNS_NAME, GCP_PROJECT_ID, HTTPS_URL, KUBERNETES_MINOR, LABEL,
-                             LABEL_VALUE, MODEL_NAME, SCOPE, TENSOR_NAME, ModelSpec, StackSpec)
+from modelfleet.spec import (BUCKET_URI, DNS_LABEL, DNS_NAME, GCP_PROJECT_ID, HTTPS_URL, IAM_ROLE_ARN, KUBERNETES_MINOR,
+                             LABEL, LABEL_VALUE, MODEL_NAME, SCOPE, TENSOR_NAME, ModelSpec, StackSpec)
 from modelfleet.tuning.record import TuningRecord
 
 CONFIG_NAMESPACE = "modelfleet"
@@ -38,6 +38,7 @@ _PATTERN_MEANING = {
     TENSOR_NAME: "a tensor name without spaces",
     MODEL_NAME: "a Triton model name (letters, digits, '_', '-' and '.', not starting with '.' or '-')",
     BUCKET_URI.format(scheme="s3"): "an S3 URI such as s3://bucket/prefix",
+    IAM_ROLE_ARN: "an IAM role ARN such as arn:aws:iam::123456789012:role/ci-deployer",
     BUCKET_URI.format(scheme="gs"): "a Cloud Storage URI such as gs://bucket/prefix",
     SCOPE: "a scope such as infer:fraud-detector (lowercase letters, digits, '-', ':' and '.', starting with a letter)",
     HTTPS_URL: "an https:// URL such as https://auth.example.com/",
@@ -573,6 +574,9 @@ def _cross_check(stack: StackSpec, specs: dict[str, ModelSpec], files: dict[str,
                 example = {"aws": "s3://bucket/prefix", "gcp": "gs://bucket/prefix", "local": "a local path"}[cloud]
                 problems.append(Problem(files[name], model_line(name, ("source",)), f"source.{cloud}",
                                         f"stack {display} runs this model on {cloud}; add source.{cloud}: {example}"))
+            elif cloud == "aws":
+                problems.extend(_aws_buckets_per_region(spec, stack, display, files[name],
+                                                        model_line(name, ("source", "aws"))))
 
     for name in stack.models:
         spec = specs.get(name)
@@ -592,6 +596,24 @@ def _cross_check(stack: StackSpec, specs: dict[str, ModelSpec], files: dict[str,
                 problems.append(Problem(display, line("regions", index, "cidr"), f"{CONFIG_NAMESPACE}:regions[{index}].cidr",
                                         f"{networks[b]} overlaps {networks[a]} of {a}; give each region its own range"))
     return problems
+
+
+def _aws_buckets_per_region(spec: ModelSpec, stack: StackSpec, display: str, file: str,
+                            line: int | None) -> list[Problem]:
+    """Each AWS region needs a bucket of its own region: Triton's S3 client signs for the region it runs in."""
+    aws_regions = [r.name for r in stack.regions if r.cloud == "aws"]
+    source = spec.source.on("aws")
+    if isinstance(source, dict):
+        missing = [r for r in aws_regions if r not in source]
+        return [Problem(file, line, "source.aws", f"stack {display} runs this model in aws:{r}; add its bucket in "
+                        f"that region: source.aws.{r}: s3://<bucket in {r}>/{spec.name}") for r in missing]
+    if len(aws_regions) > 1:
+        return [Problem(file, line, "source.aws",
+                        f"one bucket cannot serve {', '.join('aws:' + r for r in aws_regions)} (stack {display}): "
+                        "Triton's S3 client signs for the region it runs in, so each region reads a bucket of its "
+                        "own; give one per region, e.g. source.aws: {" + ", ".join(
+                            f"{r}: s3://<bucket in {r}>/{spec.name}" for r in aws_regions) + "}")]
+    return []
 
 
 def region_networks(stack: StackSpec) -> dict[str, ipaddress.IPv4Network]:

@@ -44,6 +44,7 @@ class Recorded:
     dependencies: tuple[str, ...] = ()
     ignore_changes: tuple[str, ...] = ()  # property paths the engine leaves alone on updates
     retain_on_delete: bool = False
+    custom_timeouts: tuple[tuple[str, str], ...] = ()  # (operation, duration) the engine waits, e.g. ("create", "780s")
     id: str | None = None  # what the mocked provider answered; in the plan's JSON only as a ref for diffs
     outputs: dict = field(default_factory=dict, compare=False)
 
@@ -79,6 +80,8 @@ class Evaluation:
 def _redact(value: Any) -> Any:
     if rpc.is_rpc_secret(value):
         return REDACTED
+    if isinstance(value, pulumi.FileAsset):
+        return {"asset": "file", "path": value.path}  # what the engine reads and hashes
     if isinstance(value, dict):
         return {k: _redact(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -224,6 +227,11 @@ def _invoke_answers(token: str, region: str, stack: str, args: dict | None = Non
     args = args or {}
     if token == "aws:index/getCallerIdentity:getCallerIdentity":
         return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/ci", "userId": "AIDAMOCK"}
+    if token == "aws:iam/getSessionContext:getSessionContext":
+        # For a user (the mock caller) the issuer is the user itself; for an assumed role, the role's ARN.
+        arn = args.get("arn", "")
+        return {"arn": arn, "issuerArn": arn, "issuerId": "AIDAMOCK", "issuerName": arn.rsplit("/", 1)[-1],
+                "sessionName": "", "id": arn}
     if token == "aws:index/getPartition:getPartition":
         return {"partition": "aws", "dnsSuffix": "amazonaws.com", "reverseDnsSuffix": "com.amazonaws"}
     if token == "aws:index/getRegion:getRegion":
@@ -274,6 +282,10 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     "dependencies": tuple(sorted(_engine_urn(d) for d in request.dependencies)),
                     "ignore_changes": tuple(request.ignoreChanges),
                     "retain_on_delete": bool(request.retainOnDelete),
+                    "custom_timeouts": tuple((op, getattr(request.customTimeouts, op))
+                                             for op in ("create", "update", "delete")
+                                             if request.HasField("customTimeouts")
+                                             and getattr(request.customTimeouts, op)),
                 }
         return response
 

@@ -64,6 +64,33 @@ MODEL_LOAD_S = {"python": 120, "onnxruntime": 120, "pytorch": 180, "tensorrt": 3
                 "vllm": 900, "tensorrtllm": 900}
 NODE_READY_S = {"cpu": 120, "gpu": 300}
 IMAGE_PULL_S = 180
+# GPU quotas a region must grant before its pools can reach their maximum (checked at creation: a pool whose
+# autoscaler hits the quota just stays short, GKE refuses a pool whose initial nodes exceed it).
+# GCP: regional quota metrics per accelerator (cloud.google.com/compute/resource-usage#gpu_quota); spot and
+# preemptible VMs count against the PREEMPTIBLE_ metric.
+GCP_GPU_QUOTA = {"nvidia-tesla-t4": "NVIDIA_T4_GPUS", "nvidia-l4": "NVIDIA_L4_GPUS", "nvidia-a10g": "NVIDIA_A10G_GPUS",
+                 "nvidia-h100-80gb": "NVIDIA_H100_GPUS"}
+# AWS: EC2 quotas count vCPUs per instance family (Service Quotas, service "ec2").
+AWS_GPU_QUOTA = {
+    ("g", "on-demand"): ("L-DB2E81BA", "Running On-Demand G and VT instances"),
+    ("g", "spot"): ("L-3819A6DF", "All G and VT Spot Instance Requests"),
+    ("p", "on-demand"): ("L-417A185B", "Running On-Demand P instances"),
+    ("p", "spot"): ("L-7212CCBC", "All P Spot Instance Requests"),
+}
+# GCP APIs the program's resources call, each enabled before anything uses it (gcp.projects.Service): networks,
+# firewalls, routers and NAT (compute); GKE (container); KMS keys (cloudkms); service accounts and custom roles
+# (iam); project IAM members and the project lookup (cloudresourcemanager); bucket grants and objects (storage);
+# GKE's logging and managed Prometheus (logging, monitoring).
+GCP_SERVICES = (
+    "cloudkms.googleapis.com", "cloudresourcemanager.googleapis.com", "compute.googleapis.com",
+    "container.googleapis.com", "iam.googleapis.com", "logging.googleapis.com", "monitoring.googleapis.com",
+    "storage.googleapis.com",
+)
+# Marks a retiring region's cluster (tag on EKS, label on GKE): the deletion-protection policy lets it through,
+# since turning protection off is the first of the two deploys that remove a region.
+RETIRING_LABEL = "modelfleet-retiring"
+# A rollout's last steps after the first replica answers: minReadySeconds and a few readiness periods.
+ROLLOUT_MARGIN_S = 60
 
 
 @dataclass(frozen=True)
@@ -152,6 +179,10 @@ class Placement:
     scale_to_zero: bool = False
     startup_budget_s: int = 0  # longest a replica may take from container start to ready (startup probe)
     cold_start_s: int = 0  # from zero replicas: a node, the image and the model load, before the first answer
+    # Kubernetes' progressDeadlineSeconds and Pulumi's wait on the Deployment: a first rollout is a cold start
+    # (new nodes, image pull, model load); shorter waits fail a `pulumi up` that would have succeeded.
+    progress_deadline_s: int = 0
+    deploy_timeout_s: int = 0
     # Measured sizing (modelfleet.tuning.capacity): replicas the traffic needs before the bounds, the record's
     # throughput per replica and p99 at the SLO, the record's path, and why a record was not used.
     needed_replicas: int | None = None
@@ -180,10 +211,23 @@ class IdentityPlan:
     cloud_account: str  # IAM role name prefix (AWS) or Google service account id (GCP)
     gcp_member: str  # the KSA as a GCP IAM member (workload identity); "" on AWS
     workload_pool: str  # GKE workload identity pool; "" on AWS
+    # GCP: the project custom role holding storage.buckets.get (Triton's GetBucketMetadata); "" on AWS
+    bucket_metadata_role_id: str = ""
 
     @property
     def subject(self) -> str:
         return f"system:serviceaccount:{self.namespace}:{self.service_account}"
+
+
+@dataclass(frozen=True)
+class QuotaNeed:
+    """A cloud quota the region must grant for its pools' maxima."""
+
+    quota: str  # GCP metric (NVIDIA_L4_GPUS) or AWS quota code (L-DB2E81BA)
+    description: str
+    amount: int
+    unit: str  # "GPUs" or "vCPUs"
+    pools: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -226,6 +270,7 @@ class RegionPlan:
     node_service_account: str  # GKE node identity's account id; "" on AWS (node role is name-prefixed)
     imds_hop_limit: int
     identity: IdentityPlan
+    retiring: bool  # the stack marks the region `retire: true`: the first step of removing it
     # GKE: who reaches the control plane (the region's network, then the stack's endpoint CIDRs), as
     # (cidr, display name); the private endpoint answers from every region of the network (global access).
     master_authorized_cidrs: tuple[tuple[str, str], ...] = ()
@@ -233,11 +278,19 @@ class RegionPlan:
     node_ingress: tuple[FirewallRule, ...] = ()  # GCP: allows to the nodes beyond GKE's own
     addons: tuple[AddonPlan, ...] = ()  # EKS managed add-ons
     kms_rotation_days: int = KMS_ROTATION_DAYS
+    # EKS: IAM roles given cluster-admin access entries (the stack's CI/deployer roles); the identity running
+    # `pulumi up` always gets one too, resolved at deploy time. () on GCP, where IAM grants cluster access.
+    admin_role_arns: tuple[str, ...] = ()
+    gpu_quotas: tuple[QuotaNeed, ...] = ()
 
     @property
     def kms_rotation_period(self) -> str:
         """GCP's rotation period: seconds, with the unit."""
         return f"{self.kms_rotation_days * SECONDS_PER_DAY}s"
+
+    @property
+    def retiring_labels(self) -> dict[str, str]:
+        return {RETIRING_LABEL: "true"} if self.retiring else {}
 
     @property
     def endpoint_private_only(self) -> bool:
@@ -269,6 +322,9 @@ class FleetPlan:
     regions: tuple[RegionPlan, ...]
     warnings: tuple[str, ...] = field(default=())
     capacity_headroom: float = 1.3
+    gcp_services: tuple[str, ...] = ()  # APIs to enable in gcp_project before anything else (GCP regions only)
+    # The stack's deployer access is the example's placeholder (modelfleet:cluster_endpoint.placeholder).
+    deployer_access_placeholder: bool = False
     tuning: dict[tuple[str, str], TuningRecord] = field(default_factory=dict)  # the loader's records
     gateway: GatewayPlan | None = None  # modelfleet.gateway.plan: routes, auth, limits, inspection per model
 
@@ -278,6 +334,11 @@ class FleetPlan:
 
     def model(self, name: str) -> ModelSpec:
         return next(m for m in self.models if m.name == name)
+
+    @property
+    def gcp_gpus_all_regions(self) -> int:
+        """GCP's project-wide GPUS_ALL_REGIONS quota must cover every GCP region's GPU pools at their maxima."""
+        return sum(q.amount for r in self.regions if r.cloud == "gcp" for q in r.gpu_quotas)
 
 
 def build_plan(fleet: Fleet) -> FleetPlan:
@@ -294,6 +355,8 @@ def build_plan(fleet: Fleet) -> FleetPlan:
         models=fleet.models,
         regions=region_plans,
         capacity_headroom=stack.capacity_headroom,
+        deployer_access_placeholder=stack.cluster_endpoint.placeholder,
+        gcp_services=GCP_SERVICES if any(r.cloud == "gcp" for r in region_plans) else (),
         tuning=dict(fleet.tuning),
         gateway=gateway_plan(stack, fleet.models),
     )
@@ -341,22 +404,47 @@ def _region_plan(entry: RegionEntry, network: ipaddress.IPv4Network, stack: Stac
         # A year of audit trail in production (CloudWatch accepts 365), a month elsewhere.
         log_retention_days=365 if prod else 30,
         release_channel="" if is_aws else GKE_RELEASE_CHANNEL,
-        deletion_protection=prod,
+        # A retiring region (the first step of removing it) drops its protection so the next step can delete it.
+        deletion_protection=prod and not entry.retire,
         node_service_account="" if is_aws else _gcp_account_id(stack.environment, "nodes", name),
         imds_hop_limit=IMDS_HOP_LIMIT,
         identity=_identity(entry, stack, placements),
+        retiring=entry.retire,
         master_authorized_cidrs=() if is_aws else ((str(network), f"{cloud}-{name} network"),) + tuple(
             (cidr, f"stack endpoint access {cidr}") for cidr in endpoint_cidrs),
         master_global_access=not is_aws,
         node_ingress=() if is_aws else (FirewallRule(
             "control-plane-webhooks", (master_cidr,), "tcp", GKE_CONTROL_PLANE_TO_NODE_PORTS, GCP_ALLOW_PRIORITY),),
         addons=EKS_ADDONS if is_aws else (),
+        admin_role_arns=tuple(stack.cluster_endpoint.admin_role_arns) if is_aws else (),
+        gpu_quotas=_gpu_quotas(cloud, pools),
     )
 
 
 def cluster_name(stack_name: str, entry: RegionEntry) -> str:
     """The EKS/GKE cluster's name; the loader checks it against each cloud's limit before any plan is built."""
     return f"{stack_name}-{entry.cloud}-{entry.name}"
+
+
+def _gpu_quotas(cloud: Cloud, pools: tuple[PoolPlan, ...]) -> tuple[QuotaNeed, ...]:
+    """What each quota must allow for every GPU pool of the region at its maximum size at once."""
+    needs: dict[str, tuple[str, int, str, list[str]]] = {}
+    for pool in pools:
+        if not pool.is_gpu:
+            continue
+        if cloud == "gcp":
+            metric = ("PREEMPTIBLE_" if pool.capacity == "spot" else "") + GCP_GPU_QUOTA[pool.accelerator or ""]
+            description = f"{pool.accelerator} GPUs" + (" (spot)" if pool.capacity == "spot" else "")
+            amount, unit = pool.max_gpus, "GPUs"
+        else:
+            metric, description = AWS_GPU_QUOTA[(pool.instance_type[0], pool.capacity)]
+            vcpus = next(o.vcpus for c in hardware().classes.values() if (o := c.on("aws")) is not None
+                         and o.instance_type == pool.instance_type)
+            amount, unit = pool.max_nodes * vcpus, "vCPUs"
+        _, total, _, names = needs.get(metric, (description, 0, unit, []))
+        needs[metric] = (description, total + amount, unit, names + [pool.name])
+    return tuple(QuotaNeed(metric, d, amount, unit, tuple(names))
+                 for metric, (d, amount, unit, names) in sorted(needs.items()))
 
 
 def _eks_service_cidr(network: ipaddress.IPv4Network) -> str:
@@ -386,6 +474,10 @@ def _identity(entry: RegionEntry, stack: StackSpec, placements: tuple[Placement,
         gcp_member=f"serviceAccount:{stack.gcp_project}.svc.id.goog[{namespace}/{TRITON_SERVICE_ACCOUNT}]"
         if is_gcp else "",
         workload_pool=f"{stack.gcp_project}.svc.id.goog" if is_gcp else "",
+        # Custom role ids allow letters, digits, `_` and `.` (3-64): one per environment and region, so two stacks
+        # in one project never share (or delete) each other's role.
+        bucket_metadata_role_id=f"modelfleet.{stack.environment}.tritonBucketMetadata.{entry.name.replace('-', '_')}"
+        if is_gcp else "",
     )
 
 
@@ -407,10 +499,12 @@ def _placement(model: ModelSpec, entry: RegionEntry, stack: StackSpec | None = N
         max_replicas=scaling.max_replicas,
         desired_replicas=sized.desired,
         tuned=sized.tuned,
-        source=model.source.on(entry.cloud) or "",
+        source=model.source.uri(entry.cloud, entry.name) or "",
         scale_to_zero=scaling.scale_to_zero,
         startup_budget_s=startup_budget_s(model),
         cold_start_s=cold_start_s(model),
+        progress_deadline_s=cold_start_s(model) + ROLLOUT_MARGIN_S,
+        deploy_timeout_s=cold_start_s(model) + 2 * ROLLOUT_MARGIN_S,
         needed_replicas=sized.needed,
         throughput_per_replica=sized.throughput_per_replica,
         p99_ms=sized.p99_ms,
@@ -527,6 +621,10 @@ def _warnings(plan: FleetPlan) -> tuple[str, ...]:
     out = []
     if plan.monthly_usd > plan.budget_monthly_usd:
         out.append(f"estimated ${plan.monthly_usd:,.0f}/month exceeds the budget of ${plan.budget_monthly_usd:,.0f}")
+    for region in plan.regions:
+        if region.retiring:
+            out.append(f"{region.ref} is retiring: its deletion protection is off; once this is deployed, remove "
+                       "it from modelfleet:regions and deploy again to delete it")
     untuned = sorted({p.model for r in plan.regions for p in r.placements if not p.tuned})
     if untuned:
         out.append(f"untuned (sized from declared bounds, not measurements): {', '.join(untuned)}")

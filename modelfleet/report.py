@@ -87,6 +87,8 @@ class Report:
                 "endpoint": ("public: " + ", ".join(region.endpoint_public_cidrs)) if region.endpoint_public_cidrs
                 else "private",
                 "monthly_usd": region.monthly_usd,
+                # `plan --previous` compares against this: a protected region cannot simply disappear.
+                "deletion_protection": region.deletion_protection,
             }
             for region in self.plan.regions
         ]
@@ -112,6 +114,18 @@ class Report:
             "within_budget": total <= self.plan.budget_monthly_usd,
         }
 
+    def quotas(self) -> dict:
+        """The GPU quotas each region must grant before its pools can reach their maxima (from the plan)."""
+        return {
+            "regions": [
+                {"region": region.ref, "quota": q.quota, "description": q.description, "amount": q.amount,
+                 "unit": q.unit, "pools": list(q.pools)}
+                for region in self.plan.regions for q in region.gpu_quotas
+            ],
+            "gcp_gpus_all_regions": self.plan.gcp_gpus_all_regions,
+            "gcp_services": list(self.plan.gcp_services),
+        }
+
     def to_json(self) -> dict:
         return {
             "stack": self.plan.stack,
@@ -123,6 +137,7 @@ class Report:
             "cost": self.cost(),
             "warnings": list(self.plan.warnings),
             "capacity": capacity_json(self.plan),
+            "quotas": self.quotas(),
             **self.extra,
         }
 
@@ -195,6 +210,7 @@ def render_text(report: Report, console: Console) -> None:
     console.print(pools)
 
     capacity_text(capacity_json(plan), console)
+    _quotas_text(report.quotas(), console)
 
     verdict = "[green]within[/]" if cost["within_budget"] else "[red]OVER[/]"
     console.print(f"Estimated [bold]{_money(cost['monthly_usd_total'])}/month[/] against a budget of "
@@ -224,6 +240,7 @@ def render_markdown(report: Report) -> str:
         w(f"| {pool['region']} | {pool['pool']} | {pool['instance_type']} | {pool['capacity']} | "
           f"{pool['min_nodes']}/{pool['desired_nodes']}/{pool['max_nodes']} | {pool['max_gpus']} |\n")
     w(capacity_markdown(capacity_json(plan)))
+    w(_quotas_markdown(report.quotas()))
     if plan.warnings:
         w("\n### Warnings\n\n" + "".join(f"- {warning}\n" for warning in plan.warnings))
     w(_policies_markdown(report.extra.get("policies")))
@@ -232,6 +249,35 @@ def render_markdown(report: Report) -> str:
         w(f"| `{resource_type}` | {n} |\n")
     w("\n</details>\n")
     return out.getvalue()
+
+
+def _quotas_text(quotas: dict, console: Console) -> None:
+    if not quotas["regions"]:
+        return
+    table = Table(title="GPU quotas to request before the first `pulumi up` (pools at their maxima)",
+                  title_justify="left")
+    for column in ("region", "quota", "what", "needed", "pools"):
+        table.add_column(column, justify="right" if column == "needed" else "left")
+    for q in quotas["regions"]:
+        table.add_row(q["region"], q["quota"], q["description"], f"{q['amount']} {q['unit']}", ", ".join(q["pools"]))
+    console.print(table)
+    if quotas["gcp_gpus_all_regions"]:
+        console.print(f"GCP project-wide GPUS_ALL_REGIONS: at least {quotas['gcp_gpus_all_regions']} GPUs")
+    if quotas["gcp_services"]:
+        console.print("GCP APIs enabled by the stack: " + ", ".join(quotas["gcp_services"]))
+
+
+def _quotas_markdown(quotas: dict) -> str:
+    if not quotas["regions"]:
+        return ""
+    out = ("\n### GPU quotas to request (pools at their maxima)\n\n| region | quota | what | needed | pools |\n"
+           "|---|---|---|---:|---|\n")
+    for q in quotas["regions"]:
+        out += (f"| {q['region']} | `{q['quota']}` | {q['description']} | {q['amount']} {q['unit']} | "
+                f"{', '.join(q['pools'])} |\n")
+    if quotas["gcp_gpus_all_regions"]:
+        out += f"\nGCP project-wide `GPUS_ALL_REGIONS`: at least {quotas['gcp_gpus_all_regions']} GPUs.\n"
+    return out
 
 
 def _verdict(policies: dict) -> str:

@@ -362,7 +362,8 @@ def deployment(plan: FleetPlan, w: Workload) -> dict:
             "strategy": {"type": "RollingUpdate",
                          "rollingUpdate": {"maxUnavailable": rollout.max_unavailable, "maxSurge": rollout.max_surge}},
             "minReadySeconds": 10,
-            "progressDeadlineSeconds": w.placement.startup_budget_s + 300,
+            # The plan's cold start and a margin: a first rollout waits for a node, the image and the model.
+            "progressDeadlineSeconds": w.placement.progress_deadline_s,
             "revisionHistoryLimit": 5,
             "template": {"metadata": template_meta, "spec": pod_spec},
         },

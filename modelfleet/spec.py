@@ -354,10 +354,21 @@ class TuningSpec(Strict):
 BUCKET_URI = r"^{scheme}://[a-z0-9][-a-z0-9.]{{1,61}}[a-z0-9](/\S*)?$"
 
 
-class SourceSpec(Strict):
-    """Where Triton finds the model repository on each cloud; one string is shorthand for one cloud."""
+IAM_ROLE_ARN = r"^arn:aws:iam::\d{12}:role/[\w+=,.@/-]+$"
 
-    aws: Annotated[str, Field(pattern=BUCKET_URI.format(scheme="s3"))] | None = None
+
+class SourceSpec(Strict):
+    """Where Triton finds the model repository on each cloud; one string is shorthand for one cloud.
+
+    `aws` is one bucket (`s3://bucket/prefix`, for stacks with one AWS region: the bucket must be in it), or a
+    bucket per region (`{us-east-1: s3://..., eu-west-1: s3://...}`, each bucket in its region). Triton's S3 client
+    signs every request for the region it runs in (AWS_DEFAULT_REGION, triton-inference-server/core
+    src/filesystem/implementations/s3.h), so a cluster can only read a bucket of its own region. GCS buckets are
+    read from any region: `gcp` is always one bucket."""
+
+    # Checked whole in `_aws_buckets` (before the types), so each mistake gets one clear error, not one per
+    # member of the union.
+    aws: str | dict[str, str] | None = None
     gcp: Annotated[str, Field(pattern=BUCKET_URI.format(scheme="gs"))] | None = None
     local: Annotated[str, Field(min_length=1)] | None = None
 
@@ -377,8 +388,38 @@ class SourceSpec(Strict):
             raise ValueError("name at least one of aws (s3://...), gcp (gs://...) or local (a path)")
         return self
 
-    def on(self, cloud: str) -> str | None:
+    @field_validator("aws", mode="before")
+    @classmethod
+    def _aws_buckets(cls, value: object) -> object:
+        s3 = BUCKET_URI.format(scheme="s3")
+        if value is None or isinstance(value, str):
+            if value is not None and not re.fullmatch(s3, value):
+                raise ValueError(f"must be an S3 URI such as s3://bucket/prefix, got {value!r}")
+            return value
+        if not isinstance(value, dict) or not value:
+            raise ValueError("must be s3://bucket/prefix, or a bucket per AWS region such as "
+                             "{us-east-1: s3://bucket/prefix}")
+        known = regions()["aws"]
+        for region, uri in value.items():
+            if region not in known:
+                raise ValueError(f"unknown AWS region {region!r}; key each bucket by an AWS region: "
+                                 f"{', '.join(sorted(known))}")
+            if not isinstance(uri, str) or not re.fullmatch(s3, uri):
+                raise ValueError(f"{region}: must be an S3 URI such as s3://bucket/prefix, got {uri!r}")
+        return value
+
+    def on(self, cloud: str) -> str | dict[str, str] | None:
+        """As written: a URI, or (AWS) the bucket of each region."""
         return getattr(self, cloud)
+
+    def uri(self, cloud: str, region: str) -> str | None:
+        """The repository Triton reads in `region` of `cloud`: that region's bucket, or the one bucket."""
+        value = getattr(self, cloud)
+        return value.get(region) if isinstance(value, dict) else value
+
+    def uris(self, cloud: str) -> list[str]:
+        value = getattr(self, cloud)
+        return sorted(value.values()) if isinstance(value, dict) else [value] if value else []
 
 
 class ModelSpec(Strict):
@@ -431,8 +472,9 @@ class ModelSpec(Strict):
                 f"batching.preferred_batch_sizes: {too_big} exceed max_batch_size {self.max_batch_size}"
             )
         for cloud in ("aws", "gcp"):
-            uri = self.source.on(cloud)
-            if uri and (uri.rstrip("/").rsplit("/", 1)[-1] != self.name or uri.rstrip("/").count("/") < 3):
+            for uri in self.source.uris(cloud):
+                if uri.rstrip("/").rsplit("/", 1)[-1] == self.name and uri.rstrip("/").count("/") >= 3:
+                    continue
                 raise ValueError(f"source.{cloud}: must be a bucket folder named after the model, "
                                  f"e.g. .../{self.name} (Triton finds a model by its folder name), got {uri!r}")
         names = [t.name for t in self.inputs + self.outputs]
@@ -468,6 +510,9 @@ class RegionEntry(Strict):
 
     region: str
     cidr: CIDR | None = None
+    retire: bool = Field(
+        False, description="First step of removing the region: turns its deletion protection off. Deploy, then "
+                           "remove the region from the stack and deploy again.")
 
     @model_validator(mode="before")
     @classmethod
@@ -511,6 +556,14 @@ class EndpointAccess(Strict):
     public_access_cidrs: list[CIDR] = Field(
         default_factory=list, description="CIDRs allowed to reach the cluster API; empty means private only."
     )
+    admin_role_arns: list[Annotated[str, Field(pattern=IAM_ROLE_ARN)]] = Field(
+        default_factory=list, description="IAM roles (CI, break-glass) given cluster-admin EKS access entries; "
+                                          "whoever runs `pulumi up` gets one as well, so do not list that role "
+                                          "here (EKS allows one access entry per principal).")
+
+    placeholder: bool = Field(
+        False, description="Marks the deployer access as not yet decided (the example stacks); `modelfleet check` "
+                           "flags it: advisory in dev, mandatory elsewhere. Remove it once the access is chosen.")
 
     @field_validator("public_access_cidrs")
     @classmethod
@@ -519,6 +572,12 @@ class EndpointAccess(Strict):
         if wide:
             raise ValueError(f"must name your deployers' egress ranges, not the internet: {', '.join(wide)} "
                              "is too wide (use /8 or narrower)")
+        for cidr in cidrs:
+            reason = not_public_egress(cidr)
+            if reason:
+                raise ValueError(f"{cidr} is {reason}, which can never be a deployer's public egress address; "
+                                 "list the public address range your CI runner's traffic leaves from, or leave the "
+                                 "list empty and deploy from inside each region's network")
         return cidrs
 
 
@@ -555,6 +614,35 @@ class StackGatewaySpec(Strict):
     hostname: Annotated[str, Field(pattern=DNS_NAME)] | None = Field(
         None, description="The gateway's DNS name; default api.<dns_domain>.")
     jwt: JwtIssuerSpec | None = None
+
+
+# Ranges a public endpoint never sees as a source address (IANA special-purpose registry, RFC 6890 and updates).
+# EKS public access CIDRs and GKE authorized networks match the client's public egress address, so an entry here
+# locks the deployer out while looking configured.
+NOT_PUBLIC_EGRESS = (
+    ("0.0.0.0/8", "'this network' (RFC 1122)"),
+    ("10.0.0.0/8", "a private range (RFC 1918)"),
+    ("100.64.0.0/10", "carrier-grade NAT shared space (RFC 6598)"),
+    ("127.0.0.0/8", "loopback (RFC 1122)"),
+    ("169.254.0.0/16", "link-local (RFC 3927)"),
+    ("172.16.0.0/12", "a private range (RFC 1918)"),
+    ("192.0.0.0/24", "IETF protocol assignments (RFC 6890)"),
+    ("192.0.2.0/24", "a documentation range (RFC 5737, TEST-NET-1)"),
+    ("192.168.0.0/16", "a private range (RFC 1918)"),
+    ("198.18.0.0/15", "benchmarking space (RFC 2544)"),
+    ("198.51.100.0/24", "a documentation range (RFC 5737, TEST-NET-2)"),
+    ("203.0.113.0/24", "a documentation range (RFC 5737, TEST-NET-3)"),
+    ("224.0.0.0/4", "multicast (RFC 5771)"),
+    ("240.0.0.0/4", "reserved (RFC 1112)"),
+)
+
+
+def not_public_egress(cidr: ipaddress.IPv4Network) -> str | None:
+    """Why `cidr` overlaps a range no public egress comes from, or None when it is all public."""
+    for special, why in NOT_PUBLIC_EGRESS:
+        if cidr.overlaps(ipaddress.IPv4Network(special)):
+            return why
+    return None
 
 
 class StackSpec(Strict):

@@ -17,7 +17,16 @@ def project_copy(tmp_path: Path) -> Path:
         shutil.copy(PROJECT / name, tmp_path / name)
     for folder in ("models", "stacks"):
         shutil.copytree(PROJECT / folder, tmp_path / folder)
+    copy_artefacts(tmp_path)
     return tmp_path
+
+
+def copy_artefacts(target: Path) -> None:
+    """The program uploads the models' artefacts (source.local, under build/model-artifacts): give the copy its
+    own, copied (a link would let a test that rebuilds or writes under build/ touch the project's)."""
+    artefacts = PROJECT / "build" / "model-artifacts"
+    if artefacts.is_dir():
+        shutil.copytree(artefacts, target / "build" / "model-artifacts", symlinks=False)
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,10 @@ def _copy(tmp: Path) -> Path:
         shutil.copy(PROJECT / name, tmp / name)
     for folder in ("models", "stacks"):
         shutil.copytree(PROJECT / folder, tmp / folder)
+    # The release uploads the built artefacts (build/ is not in git, as in the project): a copy of the project's.
+    if (PROJECT / "build" / "model-artifacts").is_dir():
+        shutil.copytree(PROJECT / "build" / "model-artifacts", tmp / "build" / "model-artifacts")
+    (tmp / ".gitignore").write_text("build/\n")
     return tmp
 
 

@@ -319,6 +319,10 @@ def test_every_name_derived_from_the_longest_stack_name_fits_its_cloud(project_c
     (project_copy / "stacks" / f"Pulumi.{stack}.yaml").write_text(text)
     model = project_copy / "models" / "fraud-detector.yaml"
     model.write_text(model.read_text().replace("aws:us-east-1: 1200", f"aws:{long_aws}: 1200"))
+    for name in ("fraud-detector", "sentiment"):  # each AWS region reads a bucket of its own region
+        spec = project_copy / "models" / f"{name}.yaml"
+        spec.write_text(spec.read_text().replace("us-east-1: s3://modelfleet-models-us-east-1",
+                                                 f"{long_aws}: s3://modelfleet-models-{long_aws}"))
     too_long = project_copy / "stacks" / f"Pulumi.{stack}x.yaml"
     too_long.write_text(text)
     _refused(_cli("validate", "--stack", too_long.name[7:-5], "--root", str(project_copy)),

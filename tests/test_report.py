@@ -108,7 +108,8 @@ def test_text_report_has_each_section():
                     "Resources per region and type", "Per cloud: aws", "Regions: network and cluster",
                     "Node pools (nodes: min / desired / max)", "Capacity (replicas = ceil(rps x 1.3",
                     "against a budget of $60,000: within budget", "warning: untuned",
-                    f"Policies — {len(load_pack())} policies evaluated"):  # prod runs every policy of the pack
+                    f"Policies — {len(load_pack())} policies evaluated",
+                    "GPU quotas to request before the first `pulumi up`", "GPUS_ALL_REGIONS: at least 36 GPUs"):  # prod runs every policy of the pack
         assert heading in text, heading
     assert "\x1b[" not in text, "no colour codes when the output is not a terminal"
 
@@ -116,6 +117,29 @@ def test_text_report_has_each_section():
 def test_markdown_report_is_a_pr_comment():
     markdown = plan_output("prod", "markdown")
     assert markdown.startswith("## modelfleet plan — `prod` (prod)")
-    for section in ("### Node pools", "### Capacity", "### Warnings", "### Policies", "<details><summary>Resources by type"):
+    for section in ("### Node pools", "### Capacity", "### GPU quotas to request", "### Warnings", "### Policies", "<details><summary>Resources by type"):
         assert section in markdown, section
     assert "| aws:us-east-1 | 10.1.0.0/16 | 3 |" in markdown
+
+
+def test_gpu_quotas_cover_every_pool_at_its_maximum(prod_json):
+    """By hand from the example specs: fraud-detector up to 12 replicas of 1 L4, sentiment up to 6 of 1 spot T4,
+    in every region. AWS counts vCPUs per family (g6.2xlarge 8, g4dn.xlarge 4), GCP counts GPUs per model."""
+    expected = []
+    for region in ("aws:us-east-1", "aws:eu-west-1"):
+        expected += [(region, "L-3819A6DF", 6 * 4, "vCPUs", ["gpu-t4-spot"]),
+                     (region, "L-DB2E81BA", 12 * 8, "vCPUs", ["gpu-l4"])]
+    for region in ("gcp:us-central1", "gcp:europe-west4"):
+        expected += [(region, "NVIDIA_L4_GPUS", 12, "GPUs", ["gpu-l4"]),
+                     (region, "PREEMPTIBLE_NVIDIA_T4_GPUS", 6, "GPUs", ["gpu-t4-spot"])]
+    quotas = prod_json["quotas"]
+    assert [(q["region"], q["quota"], q["amount"], q["unit"], q["pools"]) for q in quotas["regions"]] == expected
+    assert quotas["gcp_gpus_all_regions"] == 2 * (12 + 6)
+    assert "container.googleapis.com" in quotas["gcp_services"]
+
+
+def test_every_gcp_accelerator_in_the_catalogue_has_a_quota_metric():
+    from modelfleet.plan import GCP_GPU_QUOTA
+
+    accelerators = {o.accelerator for c in hardware().classes.values() if (o := c.on("gcp")) and o.accelerator}
+    assert accelerators and accelerators <= set(GCP_GPU_QUOTA)

@@ -88,8 +88,10 @@ def test_deployment_reads_the_repository_from_the_bucket_and_loads_only_its_mode
         for d in deployments:
             model = d["metadata"]["labels"]["modelfleet.io/model"]
             args = d["spec"]["template"]["spec"]["containers"][0]["args"]
-            scheme = "s3" if region.cloud == "aws" else "gs"
-            assert f"--model-repository={scheme}://modelfleet-model-repository" in args
+            # AWS: the region's own bucket (Triton signs for AWS_DEFAULT_REGION); GCP: the one GCS bucket.
+            expected = (f"s3://modelfleet-models-{region.region}" if region.cloud == "aws"
+                        else "gs://modelfleet-model-repository")
+            assert f"--model-repository={expected}" in args
             assert "--model-control-mode=explicit" in args and f"--load-model={model}" in args
 
 

@@ -243,7 +243,7 @@ def test_the_real_server_loads_the_rendered_configs_of_the_local_stack(tmp_path)
     except TritonNotInstalled as error:
         pytest.fail(str(error), pytrace=False)
     artefacts = tmp_path / "artefacts"
-    # The artefacts need onnx, which lives with the toolchain (protobuf 6), not in this venv.
+    # Built with the toolchain's Python, as `make setup` does.
     subprocess.run([str(install.prefix / "bin" / "python"), str(ROOT / "examples" / "build_models.py"), str(artefacts)],
                    check=True, capture_output=True, timeout=300)
 

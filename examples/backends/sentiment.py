@@ -1,7 +1,8 @@
-"""Triton python-backend model: text sentiment from hashed bag-of-words (model.onnx next to this file).
+"""Triton python-backend model: text sentiment from hashed bag-of-words, weights in model.npz, numpy only.
 
 Input `text` BYTES [batch, 1] (UTF-8) -> output `scores` FP32 [batch, 3] (negative, neutral, positive).
 Needs a config with max_batch_size > 0: the leading dimension is the batch.
+numpy only, for the same reason as fraud_detector.py: it is all the pinned image's python backend ships.
 """
 
 import os
@@ -9,7 +10,6 @@ import re
 import zlib
 
 import numpy as np
-import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 # Must match examples/build_models.py, which placed the lexicon weights in these buckets.
@@ -27,21 +27,19 @@ def featurize(texts, buckets):
 
 class TritonPythonModel:
     def initialize(self, args):
-        path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
+        path = os.path.join(args["model_repository"], args["model_version"], "model.npz")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"sentiment: model artefact not found: {path}")
-        options = ort.SessionOptions()
-        # One thread per instance: Triton's instance_group is the unit of CPU parallelism.
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        self.buckets = self.session.get_inputs()[0].shape[1]
+        with np.load(path) as weights:
+            self.w, self.b = weights["w"], weights["b"]
 
     def execute(self, requests):
-        # Concatenate every request of the dynamic batch into one onnxruntime run, then split.
+        # Concatenate every request of the dynamic batch into one matrix product, then split.
         texts = [pb_utils.get_input_tensor_by_name(r, "text").as_numpy().reshape(-1) for r in requests]
         flat = [t.decode("utf-8", errors="replace") if isinstance(t, bytes) else str(t) for b in texts for t in b]
-        scores = self.session.run(["scores"], {"features": featurize(flat, self.buckets)})[0]
+        logits = featurize(flat, self.w.shape[0]) @ self.w + self.b
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        scores = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
         ends = np.cumsum([len(t) for t in texts])[:-1]
         return [
             pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("scores", part)])

@@ -52,7 +52,7 @@ class TritonInstall:
         """Environment for the server and perf_analyzer.
 
         The python backend stub finds its packages through the first `python3` on PATH, so the
-        venv's bin comes first (its onnxruntime and numpy are what model.py imports). lib_dir holds libpython and the
+        venv's bin comes first (its numpy is what model.py imports). lib_dir holds libpython and the
         plain-named libb64/libcudart links the binaries need.
         """
         env = dict(os.environ if base is None else base)

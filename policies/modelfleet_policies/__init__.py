@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from . import cost, encryption, governance, gpu, identity, kubernetes, monitoring, network, nodes
+from . import cost, deployer, encryption, governance, gpu, identity, kubernetes, monitoring, network, nodes
 
 PACK_NAME = "modelfleet-policies"
 
@@ -17,6 +17,7 @@ AREAS = {
     "cost": cost.POLICIES,
     "governance": governance.POLICIES,
     "monitoring": monitoring.POLICIES,
+    "deployer": deployer.POLICIES,
 }
 
 POLICIES = tuple(policy for policies in AREAS.values() for policy in policies)

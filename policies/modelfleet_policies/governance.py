@@ -108,6 +108,7 @@ model_owner_and_slo = ResourceValidationPolicy(
 # Resource type -> (its deletion-protection prop, the provider's default when unset). GKE clusters and Cloud SQL
 # instances default to protected in the provider (pulumi_gcp container.Cluster / sql.DatabaseInstance docs); the
 # AWS ones and GCE instances default to unprotected.
+RETIRING_LABEL = "modelfleet-retiring"
 PROTECTABLE = {
     "aws:eks/cluster:Cluster": ("deletionProtection", False),
     "aws:lb/loadBalancer:LoadBalancer": ("enableDeletionProtection", False),
@@ -127,6 +128,10 @@ def _deletion_protection(args: ResourceValidationArgs, report: ReportViolation) 
         return
     prop, default = entry
     value = get(args.props, prop)
+    # The first of the two deploys that remove a region (its `retire: true` in the stack) turns protection off
+    # on purpose; modelfleet marks those clusters with this tag (EKS) or label (GKE).
+    if any(str(get(args.props, where, RETIRING_LABEL, default="")) == "true" for where in ("tags", "resourceLabels")):
+        return
     if not (truthy(value) or (value is None and default)):
         report(f"{short(args.urn)}: {prop} is {'unset (off by default)' if value is None else value}, so one "
                "mistaken `pulumi destroy` or replacement deletes it with everything it serves. Fix: set "

@@ -51,7 +51,7 @@ def triton_install() -> TritonInstall:
 
 @pytest.fixture(scope="session")
 def build_examples(triton_install):
-    """Build the example artefacts into a folder with the toolchain's Python (which has onnx)."""
+    """Build the example artefacts into a folder with the toolchain's Python, as `make setup` does."""
 
     def build(out: Path) -> Path:
         subprocess.run([str(triton_install.prefix / "bin" / "python"), str(ROOT / "examples" / "build_models.py"),

@@ -91,7 +91,7 @@ def test_sentiment_matches_the_numpy_reference(triton, examples):
 def test_missing_artefact_fails_with_its_path(triton_install, model_repository, tmp_path):
     repository = tmp_path / "repository"
     shutil.copytree(model_repository / "fraud-detector", repository / "fraud-detector")
-    missing = repository / "fraud-detector" / "1" / "model.onnx"
+    missing = repository / "fraud-detector" / "1" / "model.npz"
     missing.unlink()
     with pytest.raises(TritonStartupError) as failure:
         with TritonServer(repository, *free_ports(3), install=triton_install, startup_timeout_s=30,
@@ -119,5 +119,6 @@ def test_example_models_build_byte_for_byte_the_same(build_examples, tmp_path):
     names = sorted(p.name for p in first.iterdir())
     assert names == ["fraud-detector", "sentiment"]
     for name in names:
-        for artefact in ("model.onnx", "model.py"):
+        assert sorted(p.name for p in (first / name / "1").iterdir()) == ["model.npz", "model.py"]
+        for artefact in ("model.npz", "model.py"):
             assert (first / name / "1" / artefact).read_bytes() == (second / name / "1" / artefact).read_bytes()
