@@ -80,11 +80,12 @@ AWS_GPU_QUOTA = {
 # GCP APIs the program's resources call, each enabled before anything uses it (gcp.projects.Service): networks,
 # firewalls, routers and NAT (compute); GKE (container); KMS keys (cloudkms); service accounts and custom roles
 # (iam); project IAM members and the project lookup (cloudresourcemanager); bucket grants and objects (storage);
-# GKE's logging and managed Prometheus (logging, monitoring).
+# GKE's logging and managed Prometheus (logging, monitoring); the gateway's image registry (artifactregistry), its
+# rate-limit store (redis: Memorystore, direct peering, so no servicenetworking) and its secrets (secretmanager).
 GCP_SERVICES = (
-    "cloudkms.googleapis.com", "cloudresourcemanager.googleapis.com", "compute.googleapis.com",
-    "container.googleapis.com", "iam.googleapis.com", "logging.googleapis.com", "monitoring.googleapis.com",
-    "storage.googleapis.com",
+    "artifactregistry.googleapis.com", "cloudkms.googleapis.com", "cloudresourcemanager.googleapis.com",
+    "compute.googleapis.com", "container.googleapis.com", "iam.googleapis.com", "logging.googleapis.com", "monitoring.googleapis.com",
+    "redis.googleapis.com", "secretmanager.googleapis.com", "storage.googleapis.com",
 )
 # Marks a retiring region's cluster (tag on EKS, label on GKE): the deletion-protection policy lets it through,
 # since turning protection off is the first of the two deploys that remove a region.

@@ -581,33 +581,6 @@ class EndpointAccess(Strict):
         return cidrs
 
 
-# Ranges a public endpoint never sees as a source address (IANA special-purpose registry, RFC 6890 and updates).
-# EKS public access CIDRs and GKE authorized networks match the client's public egress address, so an entry here
-# locks the deployer out while looking configured.
-NOT_PUBLIC_EGRESS = (
-    ("0.0.0.0/8", "'this network' (RFC 1122)"),
-    ("10.0.0.0/8", "a private range (RFC 1918)"),
-    ("100.64.0.0/10", "carrier-grade NAT shared space (RFC 6598)"),
-    ("127.0.0.0/8", "loopback (RFC 1122)"),
-    ("169.254.0.0/16", "link-local (RFC 3927)"),
-    ("172.16.0.0/12", "a private range (RFC 1918)"),
-    ("192.0.0.0/24", "IETF protocol assignments (RFC 6890)"),
-    ("192.0.2.0/24", "a documentation range (RFC 5737, TEST-NET-1)"),
-    ("192.168.0.0/16", "a private range (RFC 1918)"),
-    ("198.18.0.0/15", "benchmarking space (RFC 2544)"),
-    ("198.51.100.0/24", "a documentation range (RFC 5737, TEST-NET-2)"),
-    ("203.0.113.0/24", "a documentation range (RFC 5737, TEST-NET-3)"),
-    ("224.0.0.0/4", "multicast (RFC 5771)"),
-    ("240.0.0.0/4", "reserved (RFC 1112)"),
-)
-
-
-def not_public_egress(cidr: ipaddress.IPv4Network) -> str | None:
-    """Why `cidr` overlaps a range no public egress comes from, or None when it is all public."""
-    for special, why in NOT_PUBLIC_EGRESS:
-        if cidr.overlaps(ipaddress.IPv4Network(special)):
-            return why
-    return None
 IMAGE_DIGEST = r"^sha256:[0-9a-f]{64}$"
 HTTPS_URL = r"^https://[A-Za-z0-9.-]+(:\d+)?(/\S*)?$"
 
@@ -645,6 +618,35 @@ class StackGatewaySpec(Strict):
     inspector_image_digest: Annotated[str, Field(pattern=IMAGE_DIGEST)] | None = Field(
         None, description="Cloud stacks: the digest of the inspection service image the release step pushed to each "
                           "region's registry (README, gateway in the cloud); required there, never a tag.")
+
+
+# Ranges a public endpoint never sees as a source address (IANA special-purpose registry, RFC 6890 and updates).
+# EKS public access CIDRs and GKE authorized networks match the client's public egress address, so an entry here
+# locks the deployer out while looking configured.
+NOT_PUBLIC_EGRESS = (
+    ("0.0.0.0/8", "'this network' (RFC 1122)"),
+    ("10.0.0.0/8", "a private range (RFC 1918)"),
+    ("100.64.0.0/10", "carrier-grade NAT shared space (RFC 6598)"),
+    ("127.0.0.0/8", "loopback (RFC 1122)"),
+    ("169.254.0.0/16", "link-local (RFC 3927)"),
+    ("172.16.0.0/12", "a private range (RFC 1918)"),
+    ("192.0.0.0/24", "IETF protocol assignments (RFC 6890)"),
+    ("192.0.2.0/24", "a documentation range (RFC 5737, TEST-NET-1)"),
+    ("192.168.0.0/16", "a private range (RFC 1918)"),
+    ("198.18.0.0/15", "benchmarking space (RFC 2544)"),
+    ("198.51.100.0/24", "a documentation range (RFC 5737, TEST-NET-2)"),
+    ("203.0.113.0/24", "a documentation range (RFC 5737, TEST-NET-3)"),
+    ("224.0.0.0/4", "multicast (RFC 5771)"),
+    ("240.0.0.0/4", "reserved (RFC 1112)"),
+)
+
+
+def not_public_egress(cidr: ipaddress.IPv4Network) -> str | None:
+    """Why `cidr` overlaps a range no public egress comes from, or None when it is all public."""
+    for special, why in NOT_PUBLIC_EGRESS:
+        if cidr.overlaps(ipaddress.IPv4Network(special)):
+            return why
+    return None
 
 
 class StackSpec(Strict):

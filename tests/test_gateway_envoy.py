@@ -113,7 +113,7 @@ def test_keys_cli_stores_hashes_only_in_a_private_file(tmp_path):
     path = keyfile.key_file(root, "local")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     text = path.read_text()
-    assert api_key not in text and api_key.split("_")[2] not in text and key_hash(api_key) in text
+    assert api_key not in text and api_key.split("_", 2)[2] not in text and key_hash(api_key) in text
     key_id = api_key.split("_")[1]
     listed = cli("list", "--stack", "local")
     assert f"{key_id}  acme  infer:sentiment" in listed.stdout and "active" in listed.stdout

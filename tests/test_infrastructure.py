@@ -823,10 +823,16 @@ def test_keda_and_triton_wait_for_nodes_and_gpu_software(stack):
             assert needed <= set(resource.dependencies), resource.name
 
 
+def triton_deployments(stack):
+    """Triton's Deployments, one per placement (the gateway's inspector is a Deployment too)."""
+    return [d for d in stack.of("kubernetes:apps/v1:Deployment")
+            if d.inputs["metadata"]["labels"]["app.kubernetes.io/name"] == "triton"]
+
+
 def test_triton_waits_for_its_iam_grants_and_bindings(stack):
     """A pod that starts before its read grant (or workload-identity binding) exists fails to load its model."""
     grant_types = {ROLE_POLICY, SA_MEMBER, BUCKET_MEMBER}
-    deployments = stack.of("kubernetes:apps/v1:Deployment")
+    deployments = triton_deployments(stack)
     assert len(deployments) == sum(len(r.placements) for r in stack.plan.regions)
     for deployment in deployments:
         region = stack.region_of(deployment)
@@ -840,7 +846,7 @@ def test_triton_waits_for_its_iam_grants_and_bindings(stack):
 def test_rollout_waits_cover_the_cold_start(stack):
     """progressDeadlineSeconds and Pulumi's wait on each Deployment are at least the plan's cold start (a first
     rollout brings up a node, pulls the image and loads the model), and Pulumi waits longer than Kubernetes."""
-    deployments = stack.of("kubernetes:apps/v1:Deployment")
+    deployments = triton_deployments(stack)
     assert len(deployments) == sum(len(r.placements) for r in stack.plan.regions)
     for deployment in deployments:
         region = stack.region_of(deployment)
@@ -924,7 +930,8 @@ API_OF = {"gcp:compute/": "compute.googleapis.com", "gcp:container/": "container
           "gcp:kms/": "cloudkms.googleapis.com", "gcp:serviceaccount/": "iam.googleapis.com",
           "gcp:projects/iAMCustomRole": "iam.googleapis.com",
           "gcp:projects/iAMMember": "cloudresourcemanager.googleapis.com",
-          "gcp:storage/": "storage.googleapis.com"}
+          "gcp:storage/": "storage.googleapis.com", "gcp:artifactregistry/": "artifactregistry.googleapis.com",
+          "gcp:redis/": "redis.googleapis.com", "gcp:secretmanager/": "secretmanager.googleapis.com"}
 
 
 def test_gcp_apis_are_enabled_before_anything_uses_them(stack):
@@ -964,7 +971,7 @@ def test_each_aws_region_reads_a_bucket_of_its_own_region(evaluated):
             buckets.setdefault(region.region, set()).add(bucket)
         assert {g.bucket for g in region.identity.grants} == buckets[region.region]
     assert buckets["us-east-1"].isdisjoint(buckets["eu-west-1"])
-    deployments = [d for d in stack.of("kubernetes:apps/v1:Deployment") if stack.region_of(d).cloud == "aws"]
+    deployments = [d for d in triton_deployments(stack) if stack.region_of(d).cloud == "aws"]
     assert len(deployments) == sum(len(r.placements) for r in aws_regions)
     for deployment in deployments:
         region = stack.region_of(deployment)

@@ -130,8 +130,10 @@ def _infer_via(port: int, headers: dict) -> int:
 def test_serve_puts_the_gateway_in_front_with_a_dev_key_printed_once(project_copy):
     import stat
 
-    (project_copy / "build").mkdir()
-    (project_copy / "build" / "model-artifacts").symlink_to((ROOT / "build" / "model-artifacts").resolve())
+    artefacts = project_copy / "build" / "model-artifacts"
+    if not artefacts.exists():
+        artefacts.parent.mkdir(exist_ok=True)
+        artefacts.symlink_to((ROOT / "build" / "model-artifacts").resolve())
     server = start_serve(project_copy)
     try:
         dev = project_copy / ".modelfleet" / "local" / "dev-api-key"
