@@ -407,6 +407,14 @@ def _cross_check(stack: StackSpec, specs: dict[str, ModelSpec], files: dict[str,
                                     f"{CONFIG_NAMESPACE}:gateway: {{jwt: {{issuer: ..., audiences: [...]}}}} there, "
                                     "or use api-key"))
 
+    from modelfleet.routing.plan import problems as routing_problems  # the plan's own rules, reported here
+
+    for model, path, message in routing_problems(stack, tuple(specs[n] for n in stack.models if n in specs)):
+        if model:
+            problems.append(Problem(files[model], model_line(model, path), ".".join(path), message))
+        else:
+            problems.append(Problem(display, line(*path), f"{CONFIG_NAMESPACE}:{'.'.join(path)}", message))
+
     networks = region_networks(stack)
     keys = list(networks)
     for i, a in enumerate(keys):

@@ -14,7 +14,9 @@ from typing import Literal
 from modelfleet.catalogue import Cloud, hardware, regions
 from modelfleet.gateway.plan import GatewayPlan, gateway_plan
 from modelfleet.loader import Fleet, region_networks
+from modelfleet.routing.plan import RoutingPlan, routing_plan
 from modelfleet.spec import ModelSpec, RegionEntry, StackSpec
+from modelfleet.routing import failover as routing_failover
 from modelfleet.tuning import capacity
 from modelfleet.tuning.record import TuningRecord
 
@@ -268,6 +270,7 @@ class FleetPlan:
     capacity_headroom: float = 1.3
     tuning: dict[tuple[str, str], TuningRecord] = field(default_factory=dict)  # the loader's records
     gateway: GatewayPlan | None = None  # modelfleet.gateway.plan: routes, auth, limits, inspection per model
+    routing: RoutingPlan | None = None  # modelfleet.routing.plan: global records and health checks
 
     @property
     def monthly_usd(self) -> float:
@@ -293,6 +296,7 @@ def build_plan(fleet: Fleet) -> FleetPlan:
         capacity_headroom=stack.capacity_headroom,
         tuning=dict(fleet.tuning),
         gateway=gateway_plan(stack, fleet.models),
+        routing=routing_plan(stack, fleet.models),
     )
     return FleetPlan(**{**plan.__dict__, "warnings": _warnings(plan)})
 
@@ -533,4 +537,5 @@ def _warnings(plan: FleetPlan) -> tuple[str, ...]:
                            f"of {len(region.zones)} zones, above its maximum of {pool.max_nodes}; raise the "
                            "models' max_replicas")
     out.extend(capacity.warnings(plan))
+    out.extend(routing_failover.warnings(plan))
     return tuple(out)
