@@ -18,6 +18,7 @@ from rich.tree import Tree
 
 from modelfleet.offline import Evaluation, Recorded
 from modelfleet.plan import FleetPlan
+from modelfleet.routing.report import routing_json, routing_markdown, routing_text
 from modelfleet.tuning.capacity import capacity_json, capacity_markdown, capacity_text
 
 REGION_COMPONENT = "modelfleet:fleet:Region"
@@ -29,6 +30,7 @@ class Report:
     plan: FleetPlan
     evaluation: Evaluation
     extra: dict[str, Any] = field(default_factory=dict)  # keys later features add (policies, capacity)
+    fail_region: str | None = None  # `modelfleet plan --fail-region`: the failover proof shown in full
 
     def region_of(self, resource: Recorded) -> str:
         """The region key a resource belongs to: its enclosing Region component's, else its provider's."""
@@ -123,6 +125,7 @@ class Report:
             "cost": self.cost(),
             "warnings": list(self.plan.warnings),
             "capacity": capacity_json(self.plan),
+            "routing": routing_json(self.plan, self.fail_region),
             **self.extra,
         }
 
@@ -195,6 +198,7 @@ def render_text(report: Report, console: Console) -> None:
     console.print(pools)
 
     capacity_text(capacity_json(plan), console)
+    routing_text(routing_json(plan, report.fail_region), console)
 
     verdict = "[green]within[/]" if cost["within_budget"] else "[red]OVER[/]"
     console.print(f"Estimated [bold]{_money(cost['monthly_usd_total'])}/month[/] against a budget of "
@@ -224,6 +228,7 @@ def render_markdown(report: Report) -> str:
         w(f"| {pool['region']} | {pool['pool']} | {pool['instance_type']} | {pool['capacity']} | "
           f"{pool['min_nodes']}/{pool['desired_nodes']}/{pool['max_nodes']} | {pool['max_gpus']} |\n")
     w(capacity_markdown(capacity_json(plan)))
+    w(routing_markdown(routing_json(plan, report.fail_region)))
     if plan.warnings:
         w("\n### Warnings\n\n" + "".join(f"- {warning}\n" for warning in plan.warnings))
     w(_policies_markdown(report.extra.get("policies")))

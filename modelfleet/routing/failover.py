@@ -69,7 +69,7 @@ def simulate(plan: "FleetPlan", failed: str) -> dict:
         if lost_rps > 0 and not targets:
             absorbed, reason = False, why
         elif any(e["holds"] is None for e in receivers):
-            absorbed, reason = None, "not proven: " + "; ".join(e["reason"] for e in receivers if e["holds"] is None)
+            absorbed, reason = None, "; ".join(e["reason"] for e in receivers if e["holds"] is None)
         else:
             absorbed = all(e["holds"] for e in receivers)
             reason = why if absorbed else "; ".join(
