@@ -4,7 +4,8 @@ The contract with later components (Triton, gateway, monitoring): a `Region` exp
 - `kubernetes`: the `pulumi_kubernetes.Provider` of its cluster; pass it as `provider=` to every object;
 - `triton_identity`: `namespace`, `service_account` and `annotations` (an Output of the ServiceAccount
   annotations that give Triton read access to its models: IRSA role on AWS, workload identity on GCP);
-- `cloud_provider`: the region's AWS or GCP provider.
+- `cloud_provider`: the region's AWS or GCP provider;
+- `gateway`: the AI gateway in front of Triton (components/gateway.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from components.cluster_identity import AwsTritonIdentity, GcpTritonIdentity, Tr
 from components.network_aws import AwsNetwork
 from components.network_gcp import GcpNetwork
 from components.providers import cloud_provider, eks_kubeconfig, gke_kubeconfig, kubernetes_provider
+from components.gateway import AwsGatewayCloud, Gateway, GcpGatewayCloud
 from components.serving import Serving
 from modelfleet.plan import FleetPlan, RegionPlan
 
@@ -37,7 +39,7 @@ class Region(pulumi.ComponentResource):
         in_region = pulumi.ResourceOptions(parent=self, providers=[self.cloud_provider])
         tags = dict(fleet.tags)
         if region.cloud == "aws":
-            self._aws(region, tags, in_region)
+            self._aws(region, fleet, tags, in_region)
         else:
             self._gcp(region, fleet, tags, in_region)
         # KEDA and Triton need schedulable nodes (on EKS also the device plugin, or GPU pods never fit): without
@@ -45,13 +47,18 @@ class Region(pulumi.ComponentResource):
         self.serving = Serving(fleet, region, self.kubernetes, self.triton_identity.annotations,
                                needs=self.serving_needs,
                                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.triton_identity]))
+        # The gateway's charts come after the node pools like every add-on; its objects live in Triton's namespace.
+        self.gateway = Gateway(fleet, region, self.kubernetes, self.gateway_cloud,
+                               needs=[*self.serving_needs, self.serving.namespace],
+                               opts=pulumi.ResourceOptions(parent=self))
         self.register_outputs({
             "clusterName": self.cluster.name,
             "endpoint": self.cluster.endpoint,
             "tritonAnnotations": self.triton_identity.annotations,
         })
 
-    def _aws(self, region: RegionPlan, tags: dict[str, str], in_region: pulumi.ResourceOptions) -> None:
+    def _aws(self, region: RegionPlan, fleet: FleetPlan, tags: dict[str, str],
+             in_region: pulumi.ResourceOptions) -> None:
         self.network = AwsNetwork(region, opts=in_region)
         self.cluster = EksCluster(region, self.network, tags, opts=in_region)
         self.kubernetes = kubernetes_provider(
@@ -64,6 +71,7 @@ class Region(pulumi.ComponentResource):
         self.autoscaler = ClusterAutoscaler(region, self.cluster, self.kubernetes, node_groups, opts=in_region)
         self.triton_identity = AwsTritonIdentity(region, self.cluster, opts=in_region)
         self.serving_needs: list[pulumi.Resource] = [*node_groups, self.gpu_software.device_plugin]
+        self.gateway_cloud = AwsGatewayCloud(fleet, region, self.cluster, self.network, opts=in_region)
 
     def _gcp(self, region: RegionPlan, fleet: FleetPlan, tags: dict[str, str],
              in_region: pulumi.ResourceOptions) -> None:
@@ -79,6 +87,8 @@ class Region(pulumi.ComponentResource):
         # node autoscaler within each pool's bounds: no charts needed there.
         self.triton_identity = GcpTritonIdentity(region, [self.cluster.cluster], opts=in_region)
         self.serving_needs = list(self.cluster.node_pools.values())
+        self.gateway_cloud = GcpGatewayCloud(fleet, region, self.network, self.cluster.node_account,
+                                             depends_on=[self.cluster.cluster], opts=in_region)
 
 
 class Cost(pulumi.ComponentResource):

@@ -12,12 +12,14 @@ def pinned_release(name: str, chart: Chart, values: pulumi.Input[dict], opts: pu
                    ) -> kubernetes.helm.v3.Release:
     # Helm objects carry no cloud tags; they are labelled by Helm (app.kubernetes.io/managed-by, helm.sh/chart)
     # and live on nodes whose instances carry the stack's tags.
+    # An OCI chart has no repository index: Helm takes its full reference as the chart, and no repository.
+    oci = chart.repository.startswith("oci://")
     return kubernetes.helm.v3.Release(
         name,
         name=chart.chart,
-        chart=chart.chart,
+        chart=f"{chart.repository}/{chart.chart}" if oci else chart.chart,
         version=chart.version,
-        repository_opts=kubernetes.helm.v3.RepositoryOptsArgs(repo=chart.repository),
+        repository_opts=None if oci else kubernetes.helm.v3.RepositoryOptsArgs(repo=chart.repository),
         namespace=chart.namespace,
         create_namespace=True,
         atomic=True,

@@ -406,6 +406,12 @@ def _cross_check(stack: StackSpec, specs: dict[str, ModelSpec], files: dict[str,
                                     f"jwt needs an issuer, and stack {display} has none: add "
                                     f"{CONFIG_NAMESPACE}:gateway: {{jwt: {{issuer: ..., audiences: [...]}}}} there, "
                                     "or use api-key"))
+        if spec and stack.environment != "local" and len(spec.gateway.auth) > 1:
+            # Envoy Gateway applies every method a SecurityPolicy lists, all required: it cannot say "a key or
+            # a token", which is what the list means.
+            problems.append(Problem(files[name], model_line(name, ("gateway", "auth")), "gateway.auth",
+                                    f"stack {display} runs in the cloud, where Envoy Gateway cannot accept either "
+                                    f"of {spec.gateway.auth}: list one method"))
 
     from modelfleet.routing.plan import problems as routing_problems  # the plan's own rules, reported here
 

@@ -192,6 +192,20 @@ def _outputs_for(typ: str, name: str, region: str, digest: str, inputs: dict, pr
         out["id"] = physical
     if typ == "aws:kms/key:Key":
         out["arn"] = f"arn:aws:kms:{region}:{ACCOUNT_ID}:key/{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
+    if typ == "aws:ecr/repository:Repository":
+        out["repositoryUrl"] = f"{ACCOUNT_ID}.dkr.ecr.{region}.amazonaws.com/{physical}"
+    if typ == "aws:elasticache/replicationGroup:ReplicationGroup":
+        out["primaryEndpointAddress"] = f"master.{name}.{digest[:6]}.{region}.cache.amazonaws.com"
+    if typ == "aws:secretsmanager/secret:Secret":
+        out["arn"] = f"arn:aws:secretsmanager:{region}:{ACCOUNT_ID}:secret:{physical}-{digest[:6]}"
+    if typ == "gcp:redis/instance:Instance":
+        # Memorystore answers with a private address of its peered range, a generated AUTH string and its CA.
+        out["host"] = f"10.{int(digest[:2], 16)}.{int(digest[2:4], 16)}.4"
+        out["port"] = 6378
+        out["authString"] = rpc.wrap_rpc_secret(f"mock-auth-{digest[:16]}")
+        out["serverCaCerts"] = [{"cert": f"-----BEGIN CERTIFICATE-----\nmock-{digest[:16]}\n-----END CERTIFICATE-----"}]
+    if typ == "gcp:artifactregistry/repository:Repository":
+        out["repositoryId"] = inputs.get("repositoryId", physical)
     if typ == "gcp:compute/network:Network":
         out["id"] = f"projects/{project}/global/networks/{physical}"
     if typ == "gcp:compute/subnetwork:Subnetwork":

@@ -271,6 +271,7 @@ class FleetPlan:
     tuning: dict[tuple[str, str], TuningRecord] = field(default_factory=dict)  # the loader's records
     gateway: GatewayPlan | None = None  # modelfleet.gateway.plan: routes, auth, limits, inspection per model
     routing: RoutingPlan | None = None  # modelfleet.routing.plan: global records and health checks
+    gateway_image_digest: str | None = None  # the inspection service image the cloud gateway runs (stack key)
 
     @property
     def monthly_usd(self) -> float:
@@ -297,6 +298,7 @@ def build_plan(fleet: Fleet) -> FleetPlan:
         tuning=dict(fleet.tuning),
         gateway=gateway_plan(stack, fleet.models),
         routing=routing_plan(stack, fleet.models),
+        gateway_image_digest=stack.gateway.inspector_image_digest,
     )
     return FleetPlan(**{**plan.__dict__, "warnings": _warnings(plan)})
 

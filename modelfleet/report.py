@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
+from modelfleet.gateway import manifests as gateway_manifests
 from modelfleet.offline import Evaluation, Recorded
 from modelfleet.plan import FleetPlan
 from modelfleet.routing.report import routing_json, routing_markdown, routing_text
@@ -93,6 +94,33 @@ class Report:
             for region in self.plan.regions
         ]
 
+    def gateways(self) -> list[dict]:
+        """Per region: how the gateway is reached, where its limits are counted, and each model's route."""
+        gw = self.plan.gateway
+        if gw is None or not self.plan.regions:
+            return []
+        out = []
+        for region in self.plan.regions:
+            redis = gateway_manifests.redis_plan(self.plan, region)
+            placed = {p.model for p in region.placements}
+            out.append({
+                "region": region.ref,
+                "hostname": gw.hostname,
+                "port": gw.http_port,
+                "load_balancer": gw.load_balancer,
+                "rate_limit_store": (f"ElastiCache {redis.node_type} x{redis.nodes}" if region.cloud == "aws"
+                                     else f"Memorystore {redis.tier} {redis.memory_gib} GiB"),
+                "routes": [{
+                    "model": r.model,
+                    "auth": "+".join(r.auth.methods),
+                    "scope": r.auth.scope,
+                    "limits": ", ".join(f"{rule.requests}/{rule.unit.lower()}" for rule in r.rate_limits),
+                    "fail_mode": r.inspection.fail_mode,
+                    "inspects": "request+response" if r.inspection.response_body else "request",
+                } for r in gw.routes if r.model in placed],
+            })
+        return out
+
     def cost(self) -> dict:
         total = self.plan.monthly_usd
         return {
@@ -126,6 +154,7 @@ class Report:
             "warnings": list(self.plan.warnings),
             "capacity": capacity_json(self.plan),
             "routing": routing_json(self.plan, self.fail_region),
+            "gateways": self.gateways(),
             **self.extra,
         }
 
@@ -200,6 +229,18 @@ def render_text(report: Report, console: Console) -> None:
     capacity_text(capacity_json(plan), console)
     routing_text(routing_json(plan, report.fail_region), console)
 
+    gateways = Table(title="Gateway per region (Envoy Gateway; limits per tenant)", title_justify="left")
+    for column in ("region", "endpoint", "LB", "limits counted in", "model", "auth", "limits", "inspects",
+                   "inspector down"):
+        gateways.add_column(column)
+    for g in report.gateways():
+        for route in g["routes"]:
+            gateways.add_row(g["region"], f"https://{g['hostname']}:{g['port']}", g["load_balancer"],
+                             g["rate_limit_store"], route["model"], route["auth"], route["limits"],
+                             route["inspects"], f"fail {route['fail_mode']}")
+    if report.gateways():
+        console.print(gateways)
+
     verdict = "[green]within[/]" if cost["within_budget"] else "[red]OVER[/]"
     console.print(f"Estimated [bold]{_money(cost['monthly_usd_total'])}/month[/] against a budget of "
                   f"{_money(cost['budget_monthly_usd'])}: {verdict} budget")
@@ -229,6 +270,14 @@ def render_markdown(report: Report) -> str:
           f"{pool['min_nodes']}/{pool['desired_nodes']}/{pool['max_nodes']} | {pool['max_gpus']} |\n")
     w(capacity_markdown(capacity_json(plan)))
     w(routing_markdown(routing_json(plan, report.fail_region)))
+    if report.gateways():
+        w("\n### Gateway\n\n| region | endpoint | LB | limits counted in | model | auth | limits | inspects | "
+          "inspector down |\n|---|---|---|---|---|---|---|---|---|\n")
+        for g in report.gateways():
+            for route in g["routes"]:
+                w(f"| {g['region']} | `https://{g['hostname']}:{g['port']}` | {g['load_balancer']} | "
+                  f"{g['rate_limit_store']} | {route['model']} | {route['auth']} | {route['limits']} | "
+                  f"{route['inspects']} | fail {route['fail_mode']} |\n")
     if plan.warnings:
         w("\n### Warnings\n\n" + "".join(f"- {warning}\n" for warning in plan.warnings))
     w(_policies_markdown(report.extra.get("policies")))

@@ -23,6 +23,7 @@ import yaml
 
 from modelfleet.catalogue import hardware
 from modelfleet import versions
+from modelfleet.gateway import peers
 from modelfleet.plan import LABEL_PREFIX, TRITON_SERVICE_ACCOUNT, FleetPlan, Placement, PoolPlan, RegionPlan
 from modelfleet.spec import ModelSpec
 
@@ -41,7 +42,6 @@ KEDA_CHART, KEDA_CHART_VERSION, KEDA_CHART_REPOSITORY, KEDA_NAMESPACE = (
 KEDA_TESTED_KUBERNETES = ("1.33", "1.35")  # KEDA's compatibility matrix for 2.20
 
 # --- contracts with the gateway and monitoring (label selectors and names they must use) ----------------
-GATEWAY_POD_LABELS = {"app.kubernetes.io/name": "modelfleet-gateway"}  # in the environment's namespace
 PROMETHEUS_NAMESPACE = "monitoring"
 PROMETHEUS_POD_LABELS = {"app.kubernetes.io/name": "prometheus"}
 PROMETHEUS_URL = f"http://prometheus-operated.{PROMETHEUS_NAMESPACE}.svc:9090"
@@ -377,23 +377,41 @@ def pod_disruption_budget(plan: FleetPlan, w: Workload) -> dict:
     }
 
 
+# Triton's egress: DNS, and HTTPS to the object store and the cloud's token service (S3 through the VPC's gateway
+# endpoint and STS keep public addresses; GCS is reached through Private Google Access on public ranges too), so
+# 443 to any address. GKE's metadata server (workload identity tokens) answers on the link-local address.
+OBJECT_STORE_PORT = 443
+GKE_METADATA = ("169.254.169.254/32", 80)
+
+
 def network_policy(plan: FleetPlan, w: Workload) -> dict:
-    """Only the gateway (inference ports) and Prometheus (metrics port) may reach Triton. Egress stays open:
-    Triton reads its repository from the cloud's object store."""
+    """Only this stack's gateway (inference ports) and Prometheus (metrics port) may reach Triton, each named by
+    its namespace (a label only the API server sets) and pod labels; Triton itself reaches only DNS, HTTPS (its
+    model repository and credentials) and, on GKE, the metadata server."""
+    egress = [
+        {"to": [{"namespaceSelector": {"matchLabels": {peers.NAMESPACE_NAME_LABEL: "kube-system"}},
+                 "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+         "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+        {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"protocol": "TCP", "port": OBJECT_STORE_PORT}]},
+    ]
+    if w.cloud == "gcp":
+        egress.append({"to": [{"ipBlock": {"cidr": GKE_METADATA[0]}}],
+                       "ports": [{"protocol": "TCP", "port": GKE_METADATA[1]}]})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": _meta(w.name, _labels(plan, w.model.name), w.namespace),
         "spec": {
             "podSelector": {"matchLabels": selector_labels(w.model.name)},
-            "policyTypes": ["Ingress"],
+            "policyTypes": ["Ingress", "Egress"],
             "ingress": [
-                {"from": [{"podSelector": {"matchLabels": dict(GATEWAY_POD_LABELS)}}],
+                {"from": [peers.envoy_peer(w.namespace)],
                  "ports": [{"protocol": "TCP", "port": HTTP_PORT}, {"protocol": "TCP", "port": GRPC_PORT}]},
-                {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": PROMETHEUS_NAMESPACE}},
+                {"from": [{"namespaceSelector": {"matchLabels": {peers.NAMESPACE_NAME_LABEL: PROMETHEUS_NAMESPACE}},
                            "podSelector": {"matchLabels": dict(PROMETHEUS_POD_LABELS)}}],
                  "ports": [{"protocol": "TCP", "port": METRICS_PORT}]},
             ],
+            "egress": egress,
         },
     }
 
@@ -479,16 +497,33 @@ def placeholder_identity(cloud: str) -> dict[str, str]:
 
 # --- validation ---------------------------------------------------------------------------------------------
 
+# Vendored CRD schemas (pruned to what modelfleet declares; each file says its source and version), by
+# `<apiVersion>/<kind>`. KEDA's ScaledObject is the one whole schema.
+VENDORED_CRD_SCHEMAS = ("gateway-api-crd-schemas.yaml", "envoy-gateway-crd-schemas.yaml",
+                        "external-secrets-crd-schemas.yaml")
+
+
 @cache
 def _keda_schema() -> dict:
     schema = yaml.safe_load(resources.files("modelfleet.data").joinpath("keda-scaledobject-schema.yaml").read_text())
     return _strict(schema)
 
 
+@cache
+def crd_schemas() -> dict[str, dict]:
+    """Every custom resource kind modelfleet may declare, with its strict schema."""
+    schemas = {"keda.sh/v1alpha1/ScaledObject": _keda_schema()}
+    for name in VENDORED_CRD_SCHEMAS:
+        document = yaml.safe_load(resources.files("modelfleet.data").joinpath(name).read_text())
+        schemas |= {key: _strict(schema) for key, schema in document["kinds"].items()}
+    return schemas
+
+
 def _strict(schema: Any) -> Any:
     """Close every object schema that lists its properties, as `kubernetes-validate --strict` does."""
     if isinstance(schema, dict):
-        out = {k: _strict(v) for k, v in schema.items() if k != "format"}
+        # `format` the keyword (a string) goes; a property named format (a schema) stays.
+        out = {k: _strict(v) for k, v in schema.items() if not (k == "format" and isinstance(v, str))}
         if out.get("type") == "object" and "properties" in out and "additionalProperties" not in out:
             out["additionalProperties"] = False
         return out
@@ -502,19 +537,21 @@ class ManifestError(ValueError):
 
 
 def validate_manifest(obj: dict, kubernetes_version: str) -> None:
-    """Built-in kinds: kubernetes-validate strict for `kubernetes_version`. ScaledObject: KEDA's CRD schema
-    (vendored, modelfleet/data/keda-scaledobject-schema.yaml) strictly, plus the bounds KEDA's webhook checks."""
+    """Built-in kinds: kubernetes-validate strict for `kubernetes_version`. Custom resources: their vendored CRD
+    schema (modelfleet/data, `crd_schemas`) strictly; for KEDA also the bounds its webhook checks. A custom kind
+    without a vendored schema is an error, never a pass."""
     import jsonschema
 
     where = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')} (Kubernetes {kubernetes_version})"
-    if obj.get("apiVersion", "").startswith("keda.sh/"):
+    schema = crd_schemas().get(f"{obj.get('apiVersion')}/{obj.get('kind')}")
+    if schema is not None:
         try:
-            jsonschema.Draft202012Validator(_keda_schema()).validate(obj)
+            jsonschema.Draft202012Validator(schema).validate(obj)
         except jsonschema.ValidationError as exc:
             path = ".".join(str(p) for p in exc.absolute_path)
             raise ManifestError(f"{where} {path}: {exc.message}") from None
         spec = obj["spec"]
-        if spec.get("minReplicaCount", 0) > spec.get("maxReplicaCount", 100):
+        if obj["kind"] == "ScaledObject" and spec.get("minReplicaCount", 0) > spec.get("maxReplicaCount", 100):
             raise ManifestError(f"{where} spec.minReplicaCount: must be <= maxReplicaCount")
         _check_metadata(obj, where)
         return

@@ -481,6 +481,9 @@ class StackGatewaySpec(Strict):
     hostname: Annotated[str, Field(pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")] | None = Field(
         None, description="The gateway's DNS name; default api.<dns_domain>.")
     jwt: JwtIssuerSpec | None = None
+    inspector_image_digest: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")] | None = Field(
+        None, description="Cloud stacks: the digest of the inspection service image the release step pushed to each "
+                          "region's registry (README, gateway in the cloud); required there, never a tag.")
 
 
 class HealthCheckSpec(Strict):
@@ -494,9 +497,9 @@ class HealthCheckSpec(Strict):
 class StackRoutingSpec(Strict):
     """Global routing: one Route53 zone for dns_domain, a health-checked record set per model."""
 
-    enabled: bool | None = Field(None, description="Default: on in cloud stacks. Route53's checkers probe the "
-                                                   "gateways from the internet, so it needs gateway.load_balancer: "
-                                                   "external.")
+    enabled: bool | None = Field(None, description="Default: on in cloud stacks. Each region's gateway then also "
+                                                   "gets an internet-facing load balancer for <model>.<dns_domain> "
+                                                   "(Route53's checkers and clients come from the internet).")
     existing_zone: Annotated[str, Field(pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")] | None = \
         Field(None, description="Use this existing public hosted zone (looked up by name) instead of creating one "
                                 "for dns_domain.")
@@ -542,16 +545,15 @@ class StackSpec(Strict):
             raise ValueError("gcp_project: required, the stack has GCP regions; set it to the Google Cloud project id")
         if self.environment != "local" and self.gateway.tls is False:
             raise ValueError("gateway.tls: the gateway terminates TLS in every cloud environment; remove tls: false")
+        if self.environment != "local" and not self.gateway.inspector_image_digest:
+            raise ValueError("gateway.inspector_image_digest: required in a cloud environment; set it to the "
+                             "sha256:... digest the release step printed when it pushed the inspection service image")
         if self.environment == "local" and self.gateway.jwt and not self.gateway.jwt.jwks_file:
             raise ValueError("gateway.jwt.jwks_file: the local gateway reads the issuer's keys from a file "
                              "(this machine may have no network); set it to a JWKS file")
         if self.environment != "local" and self.gateway.jwt and self.gateway.jwt.jwks_file:
             raise ValueError("gateway.jwt.jwks_file: only the local stack reads keys from a file; "
                              "use jwks_uri in the cloud")
-        if self.routing_enabled and self.gateway.load_balancer == "internal":
-            raise ValueError("routing: global routing needs gateway.load_balancer: external (Route53's health "
-                             "checkers and clients reach each region's gateway from the internet); set it, or "
-                             "routing: {enabled: false}")
         keys = [r.region for r in self.regions]
         dup = sorted({k for k in keys if keys.count(k) > 1})
         if dup:

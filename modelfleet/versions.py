@@ -57,3 +57,24 @@ KEDA = Chart(
     repository="https://kedacore.github.io/charts",
     namespace="keda",
 )
+
+# The AI gateway's control plane (docs in modelfleet/gateway/manifests.py): Gateway API and Envoy Gateway CRDs,
+# the controller, and the global rate limit service it deploys. Published only as an OCI chart. The CRD schemas
+# modelfleet validates its objects against are vendored in modelfleet/data/envoy-gateway-crd-schemas.yaml; bump
+# both together.
+ENVOY_GATEWAY = Chart(
+    chart="gateway-helm",
+    version="v1.9.3",
+    repository="oci://docker.io/envoyproxy",
+    namespace="envoy-gateway-system",
+)
+
+# Syncs the gateway's secrets (API keys, TLS certificate, Redis auth token) from AWS Secrets Manager / GCP Secret
+# Manager into Kubernetes Secrets, so no secret value passes through Pulumi config or state. CRD schemas vendored
+# in modelfleet/data/external-secrets-crd-schemas.yaml.
+EXTERNAL_SECRETS = Chart(
+    chart="external-secrets",
+    version="2.0.0",
+    repository="https://charts.external-secrets.io",
+    namespace="external-secrets",
+)

@@ -226,7 +226,8 @@ class Declared:
     """One evaluated stack's serving resources, found through the plan (names) and the component tree."""
 
     def __init__(self, resources: list[Recorded], plan: FleetPlan):
-        self.resources = resources
+        # Serving's own resources: the gateway's (tests/test_gateway_cloud.py) share some kinds.
+        self.resources = [r for r in resources if "modelfleet:gateway:Gateway" not in r.urn]
         self.plan = plan
         self.by_type_name = {(r.type, r.name): r for r in resources}
 
@@ -370,14 +371,20 @@ def test_services_expose_tritons_ports_by_name(declared):
 
 
 def test_network_policy_admits_only_the_gateway_and_prometheus(declared):
-    for _, _, policy in declared.model_resources(NETWORK_POLICY):
+    for region, _, policy in declared.model_resources(NETWORK_POLICY):
         deployment = declared.by_type_name[(DEPLOYMENT, policy.name)]
         spec = policy.inputs["spec"]
         assert spec["podSelector"] == deployment.inputs["spec"]["selector"]
-        assert spec["policyTypes"] == ["Ingress"]
+        assert spec["policyTypes"] == ["Ingress", "Egress"]
+        namespace = policy.inputs["metadata"]["namespace"]
         assert spec["ingress"] == [
-            # The gateway, in Triton's own namespace (a podSelector alone), on the inference ports.
-            {"from": [{"podSelector": {"matchLabels": serving.GATEWAY_POD_LABELS}}],
+            # This stack's Envoy pods: Envoy Gateway's namespace (by the label only the API server sets) AND the
+            # labels Envoy Gateway gives the pods of the Gateway in Triton's namespace, on the inference ports.
+            {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "envoy-gateway-system"}},
+                       "podSelector": {"matchLabels": {
+                           "app.kubernetes.io/name": "envoy",
+                           "gateway.envoyproxy.io/owning-gateway-name": "modelfleet",
+                           "gateway.envoyproxy.io/owning-gateway-namespace": namespace}}}],
              "ports": [{"protocol": "TCP", "port": TRITON_PORTS["http"]},
                        {"protocol": "TCP", "port": TRITON_PORTS["grpc"]}]},
             # Prometheus, in its namespace (both selectors in one peer: AND), on the metrics port only.
@@ -386,6 +393,14 @@ def test_network_policy_admits_only_the_gateway_and_prometheus(declared):
                        "podSelector": {"matchLabels": serving.PROMETHEUS_POD_LABELS}}],
              "ports": [{"protocol": "TCP", "port": TRITON_PORTS["metrics"]}]},
         ]
+        # Out: cluster DNS, HTTPS (the bucket and the cloud's token service), and on GKE the metadata server that
+        # hands out workload identity tokens; nothing else (not the gateway, not other models).
+        dns = {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                       "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+               "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+        https = {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"protocol": "TCP", "port": 443}]}
+        metadata = {"to": [{"ipBlock": {"cidr": "169.254.169.254/32"}}], "ports": [{"protocol": "TCP", "port": 80}]}
+        assert spec["egress"] == ([dns, https, metadata] if region.cloud == "gcp" else [dns, https]), policy.name
 
 
 def test_disruption_budgets_cover_each_deployment_and_never_empty_a_model_at_its_minimum(declared):
