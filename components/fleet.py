@@ -20,6 +20,7 @@ from components.cluster_identity import AwsTritonIdentity, GcpTritonIdentity, Tr
 from components.network_aws import AwsNetwork
 from components.network_gcp import GcpNetwork
 from components.providers import cloud_provider, eks_kubeconfig, gke_kubeconfig, kubernetes_provider
+from components import routing
 from components.gateway import AwsGatewayCloud, Gateway, GcpGatewayCloud
 from components.serving import Serving
 from modelfleet.plan import FleetPlan, RegionPlan
@@ -114,4 +115,5 @@ def deploy(fleet: FleetPlan) -> list[Region]:
     regions = [Region(region, fleet) for region in fleet.regions]
     if regions:
         Cost(fleet)
+        routing.deploy(fleet, regions)  # global: its own provider, over every region's entry
     return regions

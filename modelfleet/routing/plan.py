@@ -243,8 +243,10 @@ def _model_routing(model: ModelSpec, regions: tuple[RegionEndpoint, ...], domain
                    threshold: int) -> ModelRouting:
     rt = model.routing
     fqdn = f"{model.name}.{domain}"
+    # Through the gateway's open health route for this model (routing.endpoint), which rewrites to
+    # routing.health_check_path on the model's own Triton.
     checks = tuple(HealthCheckPlan(f"{model.name}-{r.key}", model.name, r.region, r.name, HTTPS_PORT, "HTTPS",
-                                   rt.health_check_path, interval, threshold) for r in regions)
+                                   f"/health/{model.name}", interval, threshold) for r in regions)
     check = {hc.region: hc.name for hc in checks}
 
     def latency_set(name: str, members: list[RegionEndpoint]) -> list[RecordPlan]:
