@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from . import cost, encryption, governance, gpu, identity, kubernetes, monitoring, network
+from . import cost, encryption, governance, gpu, identity, kubernetes, monitoring, network, routing
 
 PACK_NAME = "modelfleet-policies"
 
@@ -16,6 +16,7 @@ AREAS = {
     "cost": cost.POLICIES,
     "governance": governance.POLICIES,
     "monitoring": monitoring.POLICIES,
+    "routing": routing.POLICIES,
 }
 
 POLICIES = tuple(policy for policies in AREAS.values() for policy in policies)
