@@ -17,6 +17,12 @@ from pulumi_policy import (EnforcementLevel, PolicyConfigSchema, ReportViolation
 from ._util import config, get, items, short
 
 RECORD = "aws:route53/record:Record"
+# Which regions lie on which continent (Route53 codes), by the clouds' region naming.
+DEFAULT_CONTINENT_REGIONS = {
+    "EU": ["aws:eu-", "gcp:europe-"],
+    "NA": ["aws:us-", "aws:ca-", "gcp:us-", "gcp:northamerica-"],
+    "AS": ["aws:ap-", "gcp:asia-"],
+}
 ENTRY = re.compile(r"^(aws|gcp)-([a-z0-9-]+)\.")
 
 
@@ -100,6 +106,7 @@ routing_residency = StackValidationPolicy(
     enforcement_level=EnforcementLevel.MANDATORY,
     config_schema=PolicyConfigSchema(properties={
         "continent_regions": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}},
+                              "default": DEFAULT_CONTINENT_REGIONS,
                               "description": "Route53 continent code (EU) -> region prefixes allowed to answer "
                                              "its clients, e.g. {\"EU\": [\"aws:eu-\", \"gcp:europe-\"]}."},
     }),
