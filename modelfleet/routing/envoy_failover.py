@@ -98,6 +98,10 @@ def _failover_cluster(base: dict, peer_port: int, peer: str, tls: PeerTls, http2
         "max_ejection_percent": 100,
     }
     check = {"timeout": _s(settings.health_timeout_s), "interval": _s(settings.health_interval_s),
+             # Envoy checks an idle cluster only every 60 s by default: the peer priority is idle until it is
+             # needed, and a peer that was down at start would stay "unhealthy" for a minute.
+             "no_traffic_interval": _s(settings.health_interval_s),
+             "unhealthy_interval": _s(settings.health_interval_s),
              "unhealthy_threshold": settings.unhealthy_threshold, "healthy_threshold": settings.healthy_threshold}
     # Triton's HTTP readiness; its gRPC port answers the standard grpc.health.v1 service.
     check.update({"grpc_health_check": {}} if http2 else {"http_health_check": {"path": HEALTH_PATH}})

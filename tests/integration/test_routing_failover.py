@@ -71,13 +71,20 @@ def _hosts(admin: int, cluster: str) -> dict[str, str]:
     return out
 
 
-def _wait(predicate, timeout_s: float = 30.0) -> None:
+def _raw(admin: int, cluster: str) -> list:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/clusters?format=json", timeout=5) as r:
+        doc = json.loads(r.read())
+    return [{k: v for k, v in h.items() if k != "stats"} for c in doc["cluster_statuses"] if c["name"] == cluster
+            for h in c.get("host_statuses", [])]
+
+
+def _wait(predicate, timeout_s: float = 30.0, what=lambda: "") -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(0.2)
-    raise AssertionError("condition not reached")
+    raise AssertionError(f"condition not reached: {what()}")
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +140,8 @@ def test_killing_a_regions_triton_fails_over_to_the_peer_and_back(regions):
     triton_a = regions["tritons"]["local:a"]
     key = regions["key"]
     for cluster in ("triton_http", "triton_grpc"):
-        _wait(lambda: _hosts(a["admin"], cluster) == {"0": "healthy", "1": "healthy"})
+        _wait(lambda: _hosts(a["admin"], cluster) == {"0": "healthy", "1": "healthy"},
+              what=lambda: f"{cluster}: {_raw(a['admin'], cluster)}")
     assert _infer(a["http"], key) == 200
     before_b = _triton_count(b["tm"])
 
