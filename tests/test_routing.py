@@ -182,6 +182,14 @@ def test_residency_holds_in_a_three_eu_region_stack(project_copy):
     assert lost["moves_to"] == [] and lost["absorbed"] is False and "not sent abroad" in lost["reason"]
 
 
+def test_gateway_fallback_peers_stay_inside_residency():
+    plan = build_plan(load_fleet(PROJECT, "prod"))
+    sentiment = dict(plan.routing.model("sentiment").fallback)
+    assert sentiment["aws:eu-west-1"] == "gcp:europe-west4" and sentiment["gcp:europe-west4"] == "aws:eu-west-1"
+    fraud = dict(plan.routing.model("fraud-detector").fallback)
+    assert fraud["aws:us-east-1"] == "gcp:us-central1" and len(fraud) == 4
+
+
 def test_a_residency_region_on_another_continent_is_refused(project_copy):
     _edit(project_copy / "models/sentiment.yaml", lambda m: m.update(
         routing={"residency": {"eu": ["aws:eu-west-1", "aws:us-east-1"]}}))

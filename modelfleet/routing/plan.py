@@ -118,6 +118,9 @@ class ModelRouting:
     residency: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (continent, regions)
     canary: tuple[str, int] | None = None
     primary: tuple[str, ...] = ()  # failover: (primary, secondary)
+    # The second layer (modelfleet.routing.envoy_failover): each region's gateway sends this model's overflow and
+    # failures to this peer region; within the residency set for a resident region.
+    fallback: tuple[tuple[str, str], ...] = ()
 
     def residency_of(self, region: str) -> tuple[str, tuple[str, ...]] | None:
         return next(((c, rs) for c, rs in self.residency if region in rs), None)
@@ -286,7 +289,14 @@ def _model_routing(model: ModelSpec, regions: tuple[RegionEndpoint, ...], domain
         ] + latency_set(f"{ALL_SET}.{fqdn}", stable)
     else:
         records = latency_set(fqdn, list(regions))
+    fallback = []
+    for r in regions:
+        members = next((set(rs) for rs in rt.residency.values() if r.region in rs), None)
+        peer = nearest(r, [x for x in regions if x.region != r.region and (members is None or x.region in members)])
+        if peer is not None:
+            fallback.append((r.region, peer.region))
     return ModelRouting(
+        fallback=tuple(fallback),
         model=model.name, fqdn=fqdn, policy=rt.policy, records=tuple(records), health_checks=checks,
         residency=tuple((c, tuple(r for r in rs if r in {x.region for x in regions}))
                         for c, rs in sorted(rt.residency.items())), canary=canary, primary=primary,

@@ -29,6 +29,7 @@ def routing_json(plan: "FleetPlan", fail_region: str | None = None) -> dict | No
                              "residency": {c: list(rs) for c, rs in m.residency},
                              "canary": {"region": m.canary[0], "percent": m.canary[1]} if m.canary else None,
                              "records": [asdict(r) for r in m.records],
+                             "gateway_fallback": dict(m.fallback),
                              "health_checks": [asdict(h) for h in m.health_checks]}
                    for m in routing.models},
         "failures": failures,
