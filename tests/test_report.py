@@ -106,7 +106,7 @@ def test_text_report_has_each_section():
     for heading in ("modelfleet plan — stack prod (prod), 4 region(s), 2 model(s)", "(pulumi:pulumi:Stack)",
                     "Resources per region and type", "Per cloud: aws", "Regions: network and cluster",
                     "Node pools (nodes: min / desired / max)", "Capacity (replicas = ceil(rps x 1.3",
-                    "against a budget of $60,000: within budget", "warning: untuned", "Policies — 20 policies evaluated"):
+                    "against a budget of $60,000: within budget", "warning: untuned", "Policies — 22 policies evaluated"):
         assert heading in text, heading
     assert "\x1b[" not in text, "no colour codes when the output is not a terminal"
 
