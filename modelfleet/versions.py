@@ -78,3 +78,5 @@ EXTERNAL_SECRETS = Chart(
     repository="https://charts.external-secrets.io",
     namespace="external-secrets",
 )
+# The Kubernetes minors KEDA 2.20 supports (its compatibility matrix): validate refuses a stack outside them.
+KEDA_KUBERNETES = ("1.33", "1.35")
