@@ -116,6 +116,8 @@ class AwsGatewayCloud(GatewayCloud):
         )
         self.redis = aws.elasticache.ReplicationGroup(
             f"{key}-gateway-redis",
+            # Named, not auto-named: replication group ids are at most 40 characters.
+            replication_group_id=f"modelfleet-{fleet.environment}-gateway",
             description=f"Envoy Gateway global rate limit counters, {region.cluster_name}",
             engine="redis",
             engine_version=redis.engine_version,

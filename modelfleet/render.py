@@ -7,6 +7,7 @@
     out_dir/kubernetes/<region>/<NN>-<kind>-<name>.yaml    every Kubernetes object of the region's cluster,
                                                            numbered in apply order
     out_dir/kubernetes/<region>/helm-keda.yaml             the KEDA chart, version and values
+    out_dir/kubernetes/<region>/gateway/...                the gateway's objects and charts (cloud stacks)
     out_dir/gateway/envoy.yaml                             the local stack's Envoy (modelfleet.gateway)
 
 Pure apart from writing under `out_dir`, and deterministic: the same plan gives the same bytes. The cloud
@@ -116,4 +117,23 @@ def render(plan: FleetPlan, out_dir: str | Path) -> list[Path]:
             "namespace": serving.KEDA_NAMESPACE,
             "values": serving.keda_release_values(),
         }))
+        if plan.gateway is not None:
+            _render_gateway(plan, region, out / "kubernetes" / region.key / "gateway", write)
     return sorted(written)
+
+
+def _render_gateway(plan: FleetPlan, region, folder: Path, write) -> None:
+    """The region's gateway objects (deploy-time values as placeholders, identity included) and its charts."""
+    from modelfleet import versions
+    from modelfleet.gateway import manifests
+
+    cloud = manifests.placeholder_cloud(plan, region)
+    identity = {serving.IDENTITY_ANNOTATION[region.cloud]: f"<{region.cloud} identity of the gateway secret reader, set at deploy>"}
+    for index, obj in enumerate(manifests.region_objects(plan, region, cloud, identity), start=1):
+        serving.validate_manifest(obj, region.kubernetes_version)
+        write(folder / f"{index:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml", to_yaml(obj))
+    for chart, values in ((versions.ENVOY_GATEWAY, manifests.envoy_gateway_values(cloud)),
+                          (versions.EXTERNAL_SECRETS, {"installCRDs": True})):
+        write(folder / f"helm-{chart.chart}.yaml", to_yaml({
+            "chart": chart.chart, "repository": chart.repository, "version": chart.version,
+            "namespace": chart.namespace, "values": values}))

@@ -148,14 +148,15 @@ def test_a_new_image_updates_the_deployments_in_place(dev_base):
     after = json.loads(json.dumps(dev_base))
     deployments = [r for r in after["resources"] if r["type"] == "kubernetes:apps/v1:Deployment"]
     assert deployments
+    old_images = {}  # Triton's and the gateway inspector's Deployments: each had its own image
     for r in deployments:
         container = r["inputs"]["spec"]["template"]["spec"]["containers"][0]
-        old_image = container["image"]
+        old_images[r["urn"]] = container["image"]
         container["image"] = "nvcr.io/nvidia/tritonserver:25.09-py3@sha256:" + "0" * 64
     diff = diff_plans(dev_base, after)
     assert set(_by(diff, "update")) == {r["urn"] for r in deployments}
     for r in diff.resources:
-        assert [(c.path, c.old) for c in r.changes] == [("spec.template.spec.containers[0].image", old_image)]
+        assert [(c.path, c.old) for c in r.changes] == [("spec.template.spec.containers[0].image", old_images[r.urn])]
     assert diff.summary_line() == f"+0 ~{len(deployments)} -0, 0 replacements, +$0/month"
 
 

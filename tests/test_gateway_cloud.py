@@ -29,8 +29,8 @@ NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
 TENANT_HEADER, KEY_ID_HEADER, MODEL_HEADER = "x-modelfleet-tenant", "x-modelfleet-key-id", "x-modelfleet-model"
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 ENVOY_NAMESPACE = "envoy-gateway-system"
-PER_REGION = {"EnvoyProxy", "GatewayClass", "Gateway", "ClientTrafficPolicy", "ClusterSecretStore", "ConfigMap",
-              "Deployment", "Service", "PodDisruptionBudget"}
+PER_REGION = {"EnvoyProxy", "GatewayClass", "Gateway", "ClientTrafficPolicy", "ClusterSecretStore", "Deployment",
+              "Service", "PodDisruptionBudget"}
 PER_MODEL = ("HTTPRoute", "GRPCRoute", "SecurityPolicy", "BackendTrafficPolicy", "EnvoyExtensionPolicy")
 
 
@@ -57,9 +57,9 @@ def test_every_gateway_object_passes_its_schema(stack):
     plan = plan_of(stack)
     objects = list(built(stack))
     scopes = {f"infer:{m.name}" for m in plan.models}  # the default scope: one per model in the examples
-    # Per region: 17 fixed objects (one of them the Memorystore CA on GCP only), one ExternalSecret per scope,
-    # and the five per-model kinds for each model placed there.
-    expected = sum(16 + (r.cloud == "gcp") + len(scopes) + 5 * len(r.placements) for r in plan.regions)
+    # Per region: 15 fixed objects (16 on GCP: Memorystore's CA), one ExternalSecret per scope, and the five
+    # per-model kinds for each model placed there.
+    expected = sum(15 + (r.cloud == "gcp") + len(scopes) + 5 * len(r.placements) for r in plan.regions)
     assert len(objects) == expected > 0
     kinds = set()
     for region, obj in objects:
@@ -228,7 +228,8 @@ def test_every_route_is_authenticated_limited_and_inspected(declared):
             pii_on = spec.get("gateway", {}).get("pii", {}).get("mode", "mask") != "off"
             bytes_out = any(t["dtype"] == "BYTES" for t in spec["outputs"])
             assert ("response" in ext["processingMode"]) is (pii_on and bytes_out)
-            assert ext["processingMode"]["request"] == {"body": "Buffered"}
+            assert ext["processingMode"]["request"] == {
+                "body": "Buffered", "attributes": ["request.path", f"request.headers['{MODEL_HEADER}']"]}
             assert ext["backendRefs"] == [{"group": "", "kind": "Service", "name": "gateway-inspector",
                                            "port": manifests.INSPECTOR_PORT}]
 
@@ -277,6 +278,9 @@ def test_the_audit_line_has_the_plans_fields_and_goes_to_stdout(declared):
         assert set(fields) == set(declared.plan.gateway.audit_fields)  # a Struct: Envoy orders the keys itself
         assert fields["tenant"] == f"%REQ({TENANT_HEADER.upper()})%"
         assert fields["key_id"] == f"%REQ({KEY_ID_HEADER.upper()})%"
+        # The inspector's verdict, from the namespace its ext_proc answers write.
+        from modelfleet.gateway.service import METADATA_NAMESPACE
+        assert fields["decision"] == f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:decision)%"
         # Never the key, never a body.
         assert not any("X-API-KEY" in v.upper() or "BODY" in v.upper() for v in fields.values())
 
@@ -405,6 +409,11 @@ def test_the_inspector_runs_the_stacks_digest_from_the_regions_registry(declared
             assert re.fullmatch(rf"{location}-docker\.pkg\.dev/[a-z0-9-]+/modelfleet/gateway-inspector@{digest}",
                                 container["image"])
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        # The local stack's service, as a process of its own: inspection only, for this stack's specs.
+        assert container["command"] == ["python", "-m", "modelfleet.gateway.run_service"]
+        args = container["args"]
+        assert args[args.index("--role") + 1] == "extproc" and args.count("--role") == 1
+        assert args[args.index("--stack") + 1] == declared.plan.stack
 
 
 def test_envoy_gateway_counts_in_the_regions_redis_with_tls_and_auth(declared):
@@ -490,3 +499,20 @@ def test_a_jwt_model_gets_the_stacks_issuer_and_its_own_scope(project_copy):
     assert {h["name"] for r in limits for s in r["clientSelectors"] for h in s["headers"]} == {TENANT_HEADER}
     egress = manifests.envoy_network_policy(plan)["spec"]["egress"]
     assert {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"protocol": "TCP", "port": 443}]} in egress
+
+
+def test_render_writes_each_regions_gateway_valid_and_without_secrets(tmp_path):
+    from modelfleet.render import render
+
+    plan = plan_of("prod")
+    files = [p for p in render(plan, tmp_path) if "gateway" in p.relative_to(tmp_path).parts]
+    for region in plan.regions:
+        objects = [p for p in files if p.parts[-3] == region.key and p.name[:2].isdigit()]
+        expected = manifests.region_objects(plan, region, manifests.placeholder_cloud(plan, region), {})
+        assert len(objects) == len(expected) > 0, region.key
+        for path in objects:
+            obj = yaml.safe_load(path.read_text())
+            serving.validate_manifest(obj, region.kubernetes_version)
+            assert obj["kind"] != "Secret"
+        helm = yaml.safe_load((tmp_path / "kubernetes" / region.key / "gateway" / "helm-gateway-helm.yaml").read_text())
+        assert (helm["repository"], helm["version"]) == (versions.ENVOY_GATEWAY.repository, versions.ENVOY_GATEWAY.version)

@@ -71,8 +71,8 @@ def test_response_phase_only_for_bytes_outputs_with_pii_on(project_copy: Path):
      "gateway.fail_mode"),
     ("models/fraud-detector.yaml", "pii: {mode: \"off\"}", "pii: {mode: \"off\"}\n  auth: jwt",
      "jwt needs an issuer"),
-    ("stacks/Pulumi.prod.yaml", "modelfleet:dns_domain: inference.example.com",
-     "modelfleet:dns_domain: inference.example.com\n  modelfleet:gateway: {tls: false}",
+    # Under the stack's one `modelfleet:gateway` key (it already names the inspector image's digest).
+    ("stacks/Pulumi.prod.yaml", "  modelfleet:gateway:\n", "  modelfleet:gateway:\n    tls: false\n",
      "gateway.tls: the gateway terminates TLS"),
 ])
 def test_bad_gateway_specs_name_the_field(project_copy: Path, file, old, new, expected):
@@ -86,8 +86,8 @@ def test_bad_gateway_specs_name_the_field(project_copy: Path, file, old, new, ex
 
 def test_jwt_from_the_stack_defaults_jwks_to_the_issuers_well_known(project_copy: Path):
     stack = project_copy / "stacks" / "Pulumi.prod.yaml"
-    stack.write_text(stack.read_text() + "  modelfleet:gateway:\n    jwt: {issuer: 'https://auth.example.com/', "
-                                         "audiences: [inference]}\n")
+    stack.write_text(stack.read_text().replace("  modelfleet:gateway:\n", "  modelfleet:gateway:\n    jwt: {issuer: "
+                                               "'https://auth.example.com/', audiences: [inference]}\n"))
     jwt = gateway_of("prod", project_copy).jwt
     assert jwt.jwks_uri == "https://auth.example.com/.well-known/jwks.json"
     assert jwt.audiences == ("inference",) and jwt.tenant_claim == "sub"

@@ -22,11 +22,9 @@ Pure and deterministic. Custom resources are validated against the vendored CRD 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Mapping
 
-import hashlib
-import json
 
 from modelfleet import serving
 from modelfleet.gateway import peers
@@ -52,12 +50,12 @@ INSPECTOR = "gateway-inspector"
 INSPECTOR_PORT = 9002
 INSPECTOR_UID = 10001
 INSPECTOR_REPLICAS = 2  # one per zone at least: with fail-closed models an inspector outage is an outage
-INSPECTOR_CONFIG = "/etc/modelfleet/gateway.json"
+INSPECTOR_ROOT = "/app"  # the image holds the project (models/, stacks/) at the release's commit
 ENVOY_REPLICAS = 2
 ACCESS_LOG_PATH = "/dev/stdout"  # collected with every container's stdout: where the cluster's logs go
 # Where the inspector puts its verdict for the audit line (ext_proc dynamic metadata, namespaced by the top-level
-# key of the struct it returns).
-DECISION_METADATA = "modelfleet.gateway"
+# key of the struct it returns: modelfleet.gateway.service.METADATA_NAMESPACE).
+DECISION_METADATA = "modelfleet"
 
 # The Envoy Service's load balancer. AWS: the in-tree service controller of EKS reads these two annotations (an
 # NLB, internal or internet-facing), so the AWS Load Balancer Controller is not needed for a TCP passthrough NLB;
@@ -446,7 +444,9 @@ def extension_policy(plan: FleetPlan, route: RoutePlan) -> dict:
     """Request bodies always go to the inspector (tensors, sizes, deny patterns); response bodies only where the
     plan asks (PII in BYTES outputs). Envoy Gateway sends a phase's headers with it: no header-only phase is asked
     for. failOpen is the model's fail mode."""
-    mode: dict[str, Any] = {"request": {"body": "Buffered"}}
+    # The inspector finds the model from the path (HTTP) or the model header (gRPC), sent as attributes.
+    attributes = ["request.path", f"request.headers['{route.grpc_model_header}']"]
+    mode: dict[str, Any] = {"request": {"body": "Buffered", "attributes": attributes}}
     if route.inspection.response_body:
         mode["response"] = {"body": "Buffered"}
     return {
@@ -471,11 +471,6 @@ def inspector_selector() -> dict[str, str]:
     return {"app.kubernetes.io/name": INSPECTOR}
 
 
-def inspector_config(gw: GatewayPlan) -> str:
-    """What the inspector enforces: the plan's inspection rules per model, as JSON (sorted: a stable hash)."""
-    return json.dumps({"routes": [asdict(r.inspection) for r in gw.routes]}, sort_keys=True, indent=1)
-
-
 def inspector_service_account(plan: FleetPlan) -> dict:
     return {
         "apiVersion": "v1",
@@ -485,31 +480,26 @@ def inspector_service_account(plan: FleetPlan) -> dict:
     }
 
 
-def inspector_config_map(plan: FleetPlan) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": _meta(INSPECTOR, _labels(plan, "gateway"), serving.namespace_name(plan)),
-        "data": {"gateway.json": inspector_config(plan.gateway)},
-    }
-
-
-def inspector_deployment(plan: FleetPlan, image: str) -> dict:
+def inspector_deployment(plan: FleetPlan, image: Any) -> dict:
+    """The same ext_proc service the local stack runs (modelfleet.gateway.run_service, role extproc; auth is Envoy
+    Gateway's own here), from an image of this repository at the release's commit: its rules are the specs of that
+    commit, and a new digest rolls the pods. It keeps no keys (`--keys /dev/null`: the extproc role reads none)."""
     labels = _labels(plan, "gateway") | inspector_selector()
-    probe = {"grpc": {"port": INSPECTOR_PORT}, "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3}
-    config_hash = hashlib.sha256(inspector_config(plan.gateway).encode()).hexdigest()
+    probe = {"tcpSocket": {"port": "grpc"}, "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3}
     container = {
         "name": "inspector",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "args": [f"--port={INSPECTOR_PORT}", f"--config={INSPECTOR_CONFIG}"],
+        "command": ["python", "-m", "modelfleet.gateway.run_service"],
+        "args": ["--root", INSPECTOR_ROOT, "--stack", plan.stack, "--keys", "/dev/null",
+                 "--listen", f"0.0.0.0:{INSPECTOR_PORT}", "--role", "extproc"],
         "ports": [{"name": "grpc", "containerPort": INSPECTOR_PORT, "protocol": "TCP"}],
+        "env": [{"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}],
         "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "256Mi"}},
         "readinessProbe": probe,
         "livenessProbe": probe,
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
                             "readOnlyRootFilesystem": True, "runAsNonRoot": True},
-        "volumeMounts": [{"name": "config", "mountPath": INSPECTOR_CONFIG.rsplit("/", 1)[0], "readOnly": True}],
     }
     return {
         "apiVersion": "apps/v1",
@@ -519,8 +509,7 @@ def inspector_deployment(plan: FleetPlan, image: str) -> dict:
             "replicas": INSPECTOR_REPLICAS,
             "selector": {"matchLabels": inspector_selector()},
             "template": {
-                # The config's hash rolls the pods when the rules change.
-                "metadata": {"labels": labels, "annotations": {serving.CONFIG_HASH_ANNOTATION: config_hash}},
+                "metadata": {"labels": labels},
                 "spec": {
                     "serviceAccountName": INSPECTOR,
                     "automountServiceAccountToken": False,
@@ -531,7 +520,6 @@ def inspector_deployment(plan: FleetPlan, image: str) -> dict:
                     "securityContext": {"runAsNonRoot": True, "runAsUser": INSPECTOR_UID,
                                         "runAsGroup": INSPECTOR_UID, "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [container],
-                    "volumes": [{"name": "config", "configMap": {"name": INSPECTOR}}],
                 },
             },
         },
@@ -618,8 +606,8 @@ def ratelimit_network_policy(plan: FleetPlan, redis_cidr: Any, redis_port: int) 
                 "ports": [{"protocol": "TCP", "port": RATELIMIT_GRPC_PORT}]}]
     egress = [dns_egress(),
               {"to": [{"ipBlock": {"cidr": redis_cidr}}], "ports": [{"protocol": "TCP", "port": redis_port}]},
-              {"to": [{"podSelector": {"matchLabels": dict(CONTROLLER_POD_LABELS)}}],
-               "ports": [{"protocol": "TCP", "port": XDS_PORT}]}]
+              # Its limits come from the controller over xDS (a port of its own, set by Envoy Gateway).
+              {"to": [{"podSelector": {"matchLabels": dict(CONTROLLER_POD_LABELS)}}]}]
     return _policy(plan, "envoy-ratelimit", peers.ENVOY_NAMESPACE, dict(RATELIMIT_POD_LABELS), ingress, egress)
 
 
@@ -633,7 +621,7 @@ def region_objects(plan: FleetPlan, region: RegionPlan, cloud: CloudGateway, sec
         secrets_service_account(plan, secrets_identity), secret_store(plan, region), tls_external_secret(plan, region),
         redis_auth_external_secret(plan, region),
         *(api_keys_external_secret(plan, region, scope) for scope in scopes(gw)),
-        inspector_service_account(plan), inspector_config_map(plan), inspector_deployment(plan, cloud.inspector_image),
+        inspector_service_account(plan), inspector_deployment(plan, cloud.inspector_image),
         inspector_service(plan), inspector_disruption_budget(plan), inspector_network_policy(plan),
         envoy_network_policy(plan), ratelimit_network_policy(plan, cloud.redis_cidr, cloud.redis_port),
     ]

@@ -280,5 +280,54 @@ no_api_token_in_triton = StackValidationPolicy(
     validate=_token_mounted,
 )
 
+INFERENCE_PORTS = {8000, 8001}
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by the API server alone: a namespace cannot fake it
+
+
+def _opens_inference(rule) -> bool:
+    ports = items(get(rule, "ports"))
+    return not ports or any(get(p, "port") in INFERENCE_PORTS or str(get(p, "port")) in ("http", "grpc")
+                            for p in ports)
+
+
+def _gateway_peer(peer) -> bool:
+    names = get(peer, "namespaceSelector", "matchLabels", NAMESPACE_NAME_LABEL)
+    pods = as_dict(get(peer, "podSelector", "matchLabels"))
+    return bool(names) and bool(pods) and get(peer, "ipBlock") is None
+
+
+def _only_via_gateway(args: StackValidationArgs, report: ReportViolation) -> None:
+    policies = [r for r in args.resources if r.resource_type == NETWORK_POLICY]
+    for w in args.resources:
+        if not is_triton(w.resource_type, w.props):
+            continue
+        template = pod_template(w.resource_type, w.props)
+        ns, pod_labels = namespace_of(w.props), labels_of(template)
+        for np in policies:
+            if namespace_of(np.props) != ns or not selector_matches(get(np.props, "spec", "podSelector"), pod_labels):
+                continue
+            for rule in items(get(np.props, "spec", "ingress")):
+                if not _opens_inference(rule):
+                    continue
+                peers = items(get(rule, "from"))
+                if peers and all(_gateway_peer(p) for p in peers):
+                    continue
+                report(f"{short(np.urn)}: the NetworkPolicy opens Triton's inference ports of "
+                       f"{workload_name(w.props, w.name)} to {'everyone' if not peers else 'a peer'} that is not "
+                       "named by its namespace and pod labels together (a podSelector alone admits any pod of "
+                       f"namespace {ns} that copies the labels; an ipBlock admits by address), so requests can "
+                       "skip the gateway's auth, limits and inspection. Fix: one peer with namespaceSelector "
+                       f"matchLabels {{{NAMESPACE_NAME_LABEL}: <gateway namespace>}} AND the gateway pods' "
+                       "podSelector.", np.urn)
+
+
+triton_only_via_gateway = StackValidationPolicy(
+    name="triton-only-via-gateway",
+    description="Triton's inference ports admit only peers named by namespace (kubernetes.io/metadata.name) and pod "
+                "labels together: the gateway, never a label any pod can copy, never an address range.",
+    enforcement_level=EnforcementLevel.MANDATORY,
+    validate=_only_via_gateway,
+)
+
 POLICIES = [images_pinned, requests_and_limits, no_privileged, non_root, capabilities_dropped, probes_present,
-            triton_network_policy, no_api_token_in_triton]
+            triton_network_policy, no_api_token_in_triton, triton_only_via_gateway]
