@@ -562,6 +562,14 @@ class StackRoutingSpec(Strict):
     health_check: HealthCheckSpec = HealthCheckSpec()
     provider_region: str = Field("us-east-1", description="Route53 is global; its API is served from us-east-1.")
 
+    @field_validator("provider_region")
+    @classmethod
+    def _aws_region(cls, value: str) -> str:
+        known = regions()["aws"]
+        if value not in known:
+            raise ValueError(f"unknown AWS region {value!r}; known: {', '.join(sorted(known))}")
+        return value
+
 
 class StackSpec(Strict):
     """An environment: the `modelfleet:` keys of `stacks/Pulumi.<stack>.yaml`."""

@@ -269,3 +269,19 @@ def test_plan_fail_region_in_json_and_markdown():
     assert "### Global routing" in result.stdout and "losing gcp:us-central1" in result.stdout
     bad = runner.invoke(app, ["plan", "--stack", "prod", "--fail-region", "aws:mars-1", "--root", str(PROJECT)])
     assert bad.exit_code == 2 and "aws:mars-1 is not a routed region" in bad.output
+
+
+def test_an_existing_zone_is_looked_up_not_created(project_copy):
+    from modelfleet.offline import evaluate
+
+    _edit(project_copy / "stacks/Pulumi.staging.yaml", lambda s: s["config"].update(
+        {"modelfleet:routing": {"existing_zone": "example.com", "ttl_s": 30,
+                                "health_check": {"request_interval_s": 10, "failure_threshold": 2}}}))
+    resources = evaluate(project_copy, "staging").resources
+    assert not [r for r in resources if r.type == "aws:route53/zone:Zone"]
+    records = [r.inputs for r in resources if r.type == RECORD]
+    assert records and {r["zoneId"] for r in records} == {r["zoneId"] for r in records if r["zoneId"].startswith("Z0EXISTING")}
+    checks = [r.inputs for r in resources if r.type == HEALTH]
+    assert len(checks) == 2 * 2 and all((c["requestInterval"], c["failureThreshold"]) == (10, 2) for c in checks)
+    plan = build_plan(load_fleet(project_copy, "staging"))
+    assert plan.routing.clients_move_s == 10 * 2 + 30
