@@ -20,7 +20,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from modelfleet.catalogue import hardware, regions
-from modelfleet.spec import (BUCKET_URI, DNS_LABEL, DNS_NAME, GCP_PROJECT_ID, KUBERNETES_MINOR, LABEL, LABEL_VALUE,
+from modelfleet.spec import (BUCKET_URI, DNS_LABEL, DNS_NAME, GCP_PROJECT_ID, HEALTH_PATH, HTTPS_URL, KUBERNETES_MINOR,
+                             LABEL, LABEL_VALUE, REGION_KEY,
                              TENSOR_NAME, ModelSpec, StackSpec)
 from modelfleet.tuning.record import TuningRecord
 
@@ -38,6 +39,13 @@ _PATTERN_MEANING = {
     KUBERNETES_MINOR: "a Kubernetes minor version written as text, such as '1.33'",
     BUCKET_URI.format(scheme="s3"): "an S3 URI such as s3://bucket/prefix",
     BUCKET_URI.format(scheme="gs"): "a Cloud Storage URI such as gs://bucket/prefix",
+    # The gateway's and global routing's fields.
+    HTTPS_URL: "an https:// URL such as https://auth.example.com/",
+    r"^[a-z][-a-z0-9:.]{0,62}$": "a scope such as infer:fraud-detector (lowercase letters, digits, '-', ':' and '.', "
+                                 "starting with a letter)",
+    r"^sha256:[0-9a-f]{64}$": "an image digest: sha256: and 64 lowercase hex digits",
+    REGION_KEY: "a region written cloud:region, such as aws:eu-west-1 or gcp:europe-west4",
+    HEALTH_PATH: "Triton's open health path through the gateway: /v2/health/ready or /v2/health/live",
 }
 
 

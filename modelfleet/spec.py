@@ -278,6 +278,7 @@ class MonitoringSpec(Strict):
 CONTINENTS = ("af", "an", "as", "eu", "na", "oc", "sa")
 Continent = Literal["af", "an", "as", "eu", "na", "oc", "sa"]
 REGION_KEY = r"^(aws|gcp):[a-z0-9-]+$"
+HEALTH_PATH = r"^/v2/health/(ready|live)$"
 
 
 class CanarySpec(Strict):
@@ -293,7 +294,7 @@ class RoutingSpec(Strict):
     policy: Literal["latency", "failover"] = Field(
         "latency", description="latency: every region, the nearest healthy one answers; failover: the first two "
                                "regions of the stack as primary and secondary.")
-    health_check_path: Annotated[str, Field(pattern=r"^/v2/health/(ready|live)$")] = Field(
+    health_check_path: Annotated[str, Field(pattern=HEALTH_PATH)] = Field(
         "/v2/health/ready", description="Probed through the gateway by Route53 (no credentials: only the open "
                                         "health paths, which Route53's checkers can call).")
     residency: dict[Continent, Annotated[list[Annotated[str, Field(pattern=REGION_KEY)]], Field(min_length=1)]] = Field(

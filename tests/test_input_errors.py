@@ -116,6 +116,11 @@ FORMS = [
     ("dev", "kubernetes_version", "'1.35'"), ("dev", "kubernetes_version", "1.35"),
     ("dev", "kubernetes_version", "'1.30'"),
     ("dev", "capacity_headroom", "1.5"), ("dev", "capacity_headroom", "'1.5'"), ("dev", "capacity_headroom", "2"),
+    ("dev", "gateway", "{load_balancer: external, inspector_image_digest: 'sha256:" + "0" * 64 + "'}"),
+    ("dev", "gateway", "'{inspector_image_digest: sha256:" + "0" * 64 + "}'"),
+    ("dev", "routing", "{enabled: false}"), ("dev", "routing", "'{enabled: false}'"),
+    ("staging", "routing", "{ttl_s: 30, health_check: {request_interval_s: 10, failure_threshold: 2}}"),
+    ("staging", "routing", "{existing_zone: example.com}"), ("staging", "routing", "{provider_region: mars-1}"),
 ]
 
 
@@ -316,6 +321,9 @@ def test_every_name_derived_from_the_longest_stack_name_fits_its_cloud(project_c
     (project_copy / "stacks" / f"Pulumi.{stack}.yaml").write_text(text)
     model = project_copy / "models" / "fraud-detector.yaml"
     model.write_text(model.read_text().replace("aws:us-east-1: 1200", f"aws:{long_aws}: 1200"))
+    # These regions are outside the EU, where the example keeps sentiment's data (routing.residency).
+    sentiment = project_copy / "models" / "sentiment.yaml"
+    sentiment.write_text(re.sub(r"routing:\n(  .*\n)+", "", sentiment.read_text()))
     too_long = project_copy / "stacks" / f"Pulumi.{stack}x.yaml"
     too_long.write_text(text)
     _refused(_cli("validate", "--stack", too_long.name[7:-5], "--root", str(project_copy)),
