@@ -206,9 +206,13 @@ def render(
     stack: STACK_OPTION = "prod",
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write into (created if missing).")] = Path("out"),
     root: ROOT_OPTION = None,
+    model: Annotated[Path | None, typer.Option("--model", help="Render only this spec file's config, as "
+                                               "OUT/<model>/config.pbtxt, without a stack.")] = None,
 ) -> None:
     """Write what a reviewer reads: each model's config.pbtxt under OUT/models/<model>/ (one folder per
     hardware class where they differ) and every Kubernetes object as YAML under OUT/kubernetes/<region>/."""
+    if model is not None:
+        return render_model(model, out)
     from modelfleet.render import OutputError
     from modelfleet.render import render as render_files
     from modelfleet.serving import ManifestError
@@ -247,7 +251,7 @@ def serve(
     from modelfleet.cli_gateway import local_gateway
     from modelfleet.gateway.local import GatewayStartupError
     from modelfleet.local import build_local_repository, repository_dir
-    from modelfleet.triton.config import ArtefactMissingError, ModelConfigError
+    from modelfleet.triton.config import ArtefactMissingError, ModelConfigError, server_flags
     from modelfleet.triton.runtime import TritonNotInstalled, TritonServer, TritonStartupError
 
     root = _root(root)
@@ -265,7 +269,8 @@ def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.update(now=True))
     try:
-        with TritonServer(repository, http_port, grpc_port, metrics_port) as server, \
+        with TritonServer(repository, http_port, grpc_port, metrics_port,
+                          extra_args=server_flags(fleet_plan.models)) as server, \
                 local_gateway(fleet_plan, root, stack, http_port, grpc_port, console, gateway_ports):
             console.print(f"[green]Triton ready[/] — models: {', '.join(m.name for m in fleet_plan.models)}")
             console.print(f"  HTTP    {server.http_url}\n  gRPC    {server.grpc_url}\n  metrics {server.metrics_url}")
@@ -285,6 +290,8 @@ from modelfleet.cli_tune import tune  # noqa: E402  `modelfleet tune` lives in c
 app.command()(tune)
 from modelfleet.cli_gateway import keys_app  # noqa: E402  `modelfleet keys` lives in cli_gateway.py
 app.add_typer(keys_app, name="keys")
+from modelfleet.cli_import import import_repository, render_model  # noqa: E402  import lives in cli_import.py
+app.command("import")(import_repository)
 from modelfleet.cli_diff import diff  # noqa: E402  `modelfleet diff` lives in cli_diff.py
 app.command()(diff)
 

@@ -57,6 +57,8 @@ KEDA = Chart(
     repository="https://kedacore.github.io/charts",
     namespace="keda",
 )
+# The Kubernetes minors KEDA 2.20 supports (its compatibility matrix): validate refuses a stack outside them.
+KEDA_KUBERNETES = ("1.33", "1.35")
 
 # The AI gateway's control plane (docs in modelfleet/gateway/manifests.py): Gateway API and Envoy Gateway CRDs,
 # the controller, and the global rate limit service it deploys. Published only as an OCI chart. The CRD schemas
@@ -78,5 +80,3 @@ EXTERNAL_SECRETS = Chart(
     repository="https://charts.external-secrets.io",
     namespace="external-secrets",
 )
-# The Kubernetes minors KEDA 2.20 supports (its compatibility matrix): validate refuses a stack outside them.
-KEDA_KUBERNETES = ("1.33", "1.35")

@@ -411,6 +411,14 @@ STACK_CASES = [
      [DEP, ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "deny-all",
             {"metadata": {"namespace": "modelfleet-prod"}, "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}})],
      ["allows ingress from the gateway"]),
+    ("triton-only-via-gateway", [DEP, NP],
+     [DEP, ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "triton-ingress", {**NP[2], "spec": {
+         **NP[2]["spec"], "ingress": [
+             {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "envoy-gateway-system"}},
+                        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "envoy"}}}],
+              "ports": [{"protocol": "TCP", "port": 8000}, {"protocol": "TCP", "port": 8001}]},
+             {"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"protocol": "TCP", "port": 8002}]}]}})],
+     ["skip the gateway", "a peer", "kubernetes.io/metadata.name"]),
     ("triton-network-policy", [DEP, (NP[0], "allow-all", {**NP[2], "spec": {**NP[2]["spec"], "ingress": [{}]}})],
      [DEP, NP], ["allow-all: ingress[0] admits everyone (a rule without `from`", "gateway's podSelector"]),
     ("triton-network-policy",
@@ -470,14 +478,6 @@ STACK_CASES = [
       ("gcp:compute/subnetwork:Subnetwork", "s", {"ipCidrRange": "10.1.0.0/20",
                                                    "logConfig": {"aggregationInterval": "INTERVAL_5_SEC"}})],
      ["the VPC has no flow log recording ALL", "the subnetwork has no VPC flow logs"]),
-    ("triton-only-via-gateway", [DEP, NP],
-     [DEP, ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "triton-ingress", {**NP[2], "spec": {
-         **NP[2]["spec"], "ingress": [
-             {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "envoy-gateway-system"}},
-                        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "envoy"}}}],
-              "ports": [{"protocol": "TCP", "port": 8000}, {"protocol": "TCP", "port": 8001}]},
-             {"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"protocol": "TCP", "port": 8002}]}]}})],
-     ["skip the gateway", "a peer", "kubernetes.io/metadata.name"]),
     ("cost-within-budget", [cost(12_500.0)], [cost(9_800.0)],
      ["$12,500.00/month", "budget of $10,000.00/month", "by $2,500.00", "pool gpu-l4"]),
     ("cost-within-budget", [("modelfleet:fleet:Region", "aws-us-east-1", {})], [],

@@ -136,8 +136,13 @@ def api_keys_secret(scope: str) -> str:
     return f"gateway-keys-{scope_slug(scope)}"
 
 
-def route_name(model: str) -> str:
-    return f"triton-{model}"
+def route_name(kube_name: str) -> str:
+    """Named like the model's Triton objects: by its Kubernetes name (`ModelSpec.kube_name`)."""
+    return serving.workload_name(kube_name)
+
+
+def _kube(plan: FleetPlan, route: RoutePlan) -> str:
+    return plan.model(route.model).kube_name
 
 
 def scopes(gw: GatewayPlan) -> tuple[str, ...]:
@@ -332,22 +337,24 @@ def _parent() -> dict:
     return {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY_NAME, "sectionName": LISTENER}
 
 
-def _backends(route: RoutePlan, port: int) -> list[dict]:
-    return [{"group": "", "kind": "Service", "name": serving.workload_name(route.model), "port": port, "weight": 100}]
+def _backends(plan: FleetPlan, route: RoutePlan, port: int) -> list[dict]:
+    return [{"group": "", "kind": "Service", "name": serving.workload_name(_kube(plan, route)), "port": port,
+             "weight": 100}]
 
 
 def http_route(plan: FleetPlan, route: RoutePlan) -> dict:
     return {
         "apiVersion": GATEWAY_API,
         "kind": "HTTPRoute",
-        "metadata": _meta(route_name(route.model), _labels(plan, "gateway", route.model), serving.namespace_name(plan)),
+        "metadata": _meta(route_name(_kube(plan, route)), _labels(plan, "gateway", _kube(plan, route)),
+                          serving.namespace_name(plan)),
         "spec": {
             "parentRefs": [_parent()],
             "hostnames": _hostnames(plan),
             "rules": [{
                 # PathPrefix matches whole path elements: /v2/models/a does not match /v2/models/ab.
                 "matches": [{"path": {"type": "PathPrefix", "value": route.http_path_prefix}}],
-                "backendRefs": _backends(route, serving.HTTP_PORT),
+                "backendRefs": _backends(plan, route, serving.HTTP_PORT),
             }],
         },
     }
@@ -360,21 +367,22 @@ def grpc_route(plan: FleetPlan, route: RoutePlan) -> dict:
     return {
         "apiVersion": GATEWAY_API,
         "kind": "GRPCRoute",
-        "metadata": _meta(route_name(route.model), _labels(plan, "gateway", route.model), serving.namespace_name(plan)),
+        "metadata": _meta(route_name(_kube(plan, route)), _labels(plan, "gateway", _kube(plan, route)),
+                          serving.namespace_name(plan)),
         "spec": {
             "parentRefs": [_parent()],
             "hostnames": _hostnames(plan),
             "rules": [{
                 "matches": [{"method": {"type": "Exact", "service": route.grpc_service, "method": method},
                              "headers": header} for method in route.grpc_methods],
-                "backendRefs": _backends(route, serving.GRPC_PORT),
+                "backendRefs": _backends(plan, route, serving.GRPC_PORT),
             }],
         },
     }
 
 
-def _route_targets(route: RoutePlan) -> list[dict]:
-    return [{"group": "gateway.networking.k8s.io", "kind": kind, "name": route_name(route.model)}
+def _route_targets(plan: FleetPlan, route: RoutePlan) -> list[dict]:
+    return [{"group": "gateway.networking.k8s.io", "kind": kind, "name": route_name(_kube(plan, route))}
             for kind in ("HTTPRoute", "GRPCRoute")]
 
 
@@ -386,7 +394,7 @@ def security_policy(plan: FleetPlan, route: RoutePlan) -> dict:
         # Envoy Gateway requires every method a SecurityPolicy names; it cannot accept "a key or a token".
         raise GatewayError(f"model {route.model}: gateway.auth {list(methods)} cannot be enforced in the cloud, where "
                            "Envoy Gateway requires every listed method at once; list one method")
-    spec: dict[str, Any] = {"targetRefs": _route_targets(route)}
+    spec: dict[str, Any] = {"targetRefs": _route_targets(plan, route)}
     if methods[0] == "jwt":
         jwt = plan.gateway.jwt
         assert jwt is not None, "the loader refuses jwt models without the stack's issuer"
@@ -412,7 +420,8 @@ def security_policy(plan: FleetPlan, route: RoutePlan) -> dict:
     return {
         "apiVersion": ENVOY_GATEWAY_API,
         "kind": "SecurityPolicy",
-        "metadata": _meta(route_name(route.model), _labels(plan, "gateway", route.model), serving.namespace_name(plan)),
+        "metadata": _meta(route_name(_kube(plan, route)), _labels(plan, "gateway", _kube(plan, route)),
+                          serving.namespace_name(plan)),
         "spec": spec,
     }
 
@@ -432,9 +441,10 @@ def backend_traffic_policy(plan: FleetPlan, route: RoutePlan) -> dict:
     return {
         "apiVersion": ENVOY_GATEWAY_API,
         "kind": "BackendTrafficPolicy",
-        "metadata": _meta(route_name(route.model), _labels(plan, "gateway", route.model), serving.namespace_name(plan)),
+        "metadata": _meta(route_name(_kube(plan, route)), _labels(plan, "gateway", _kube(plan, route)),
+                          serving.namespace_name(plan)),
         "spec": {
-            "targetRefs": _route_targets(route),
+            "targetRefs": _route_targets(plan, route),
             "rateLimit": {"type": "Global", "global": {"rules": rules}},
         },
     }
@@ -452,9 +462,10 @@ def extension_policy(plan: FleetPlan, route: RoutePlan) -> dict:
     return {
         "apiVersion": ENVOY_GATEWAY_API,
         "kind": "EnvoyExtensionPolicy",
-        "metadata": _meta(route_name(route.model), _labels(plan, "gateway", route.model), serving.namespace_name(plan)),
+        "metadata": _meta(route_name(_kube(plan, route)), _labels(plan, "gateway", _kube(plan, route)),
+                          serving.namespace_name(plan)),
         "spec": {
-            "targetRefs": _route_targets(route),
+            "targetRefs": _route_targets(plan, route),
             "extProc": [{
                 "backendRefs": [{"group": "", "kind": "Service", "name": INSPECTOR, "port": INSPECTOR_PORT}],
                 "processingMode": mode,

@@ -280,6 +280,7 @@ no_api_token_in_triton = StackValidationPolicy(
     validate=_token_mounted,
 )
 
+
 INFERENCE_PORTS = {8000, 8001}
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by the API server alone: a namespace cannot fake it
 

@@ -82,9 +82,14 @@ class Stack:
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
-    def audit_lines(self, settle_s: float = 2.5) -> list[dict]:
-        time.sleep(settle_s)  # Envoy flushes its access log every second
-        return [json.loads(line) for line in self.gateway.audit_path.read_text().splitlines() if line.strip()]
+    def audit_lines(self, *request_ids: str, timeout_s: float = 15.0) -> list[dict]:
+        """The audit log once it holds every one of `request_ids` (Envoy flushes it every second)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            lines = [json.loads(line) for line in self.gateway.audit_path.read_text().splitlines() if line.strip()]
+            if set(request_ids) <= {line["request_id"] for line in lines} or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.25)
 
 
 def sentiment_body(*texts: str) -> dict:
@@ -159,7 +164,7 @@ def test_the_gateway_sets_tenant_and_key_id_and_strips_the_key(stack):
     status, headers, _ = stack.request("POST", "/v2/models/sentiment/infer", sentiment_body("ok"),
                                        {"x-api-key": api_key, TENANT_HEADER: "tenant-b", KEY_ID_HEADER: "forged"})
     assert status == 200
-    [line] = [a for a in stack.audit_lines() if a["request_id"] == headers["x-request-id"]]
+    [line] = [a for a in stack.audit_lines(headers["x-request-id"]) if a["request_id"] == headers["x-request-id"]]
     assert (line["tenant"], line["key_id"]) == ("tenant-a", api_key.split("_")[1])
 
 
@@ -319,7 +324,7 @@ def test_audit_lines_are_complete_and_free_of_secrets(stack):
     }.items():
         status, headers, _ = stack.infer(model, body, key)
         ids[name] = (headers["x-request-id"], status)
-    lines = stack.audit_lines()
+    lines = stack.audit_lines(*(request_id for request_id, _ in ids.values()))
     by_id = {line["request_id"]: line for line in lines}
     key_id = api_key.split("_")[1]
     expect = {"allowed": ("allow", "inspected", "audit", key_id), "denied": ("deny", "denied_pattern", "audit", key_id),
@@ -375,7 +380,8 @@ def test_perf_analyzer_and_tritonclient_through_the_gateway(stack, triton_instal
 
     api_key = stack.key("tools", "infer:*")
     points = run_perf_analyzer("sentiment", stack.gateway.http_url, [2], protocol="http",
-                               measurement_interval_ms=500, max_trials=3, stability_percentage=50,
+                               # Works through the gateway, not how steadily: any stability on a shared machine.
+                               measurement_interval_ms=500, max_trials=10, stability_percentage=100,
                                extra_args=["-H", f"x-api-key:{api_key}", "--input-data", "random"],
                                install=triton_install)
     assert points and points[0].throughput_infer_per_s > 0
