@@ -25,6 +25,7 @@ from components.network_aws import AwsNetwork
 from components.network_gcp import GcpNetwork
 from components.providers import cloud_provider, eks_kubeconfig, gke_kubeconfig, kubernetes_provider
 from components.release import bucket_object
+from components import routing
 from components.gateway import AwsGatewayCloud, Gateway, GcpGatewayCloud
 from components.serving import Serving
 from modelfleet.plan import FleetPlan, RegionPlan
@@ -182,4 +183,5 @@ def deploy(fleet: FleetPlan, root: Path | None = None) -> list[Region]:
     if regions:
         Cost(fleet)
         DeployerAccess(fleet)
+        routing.deploy(fleet, regions)  # global: its own provider, over every region's entry
     return regions

@@ -144,6 +144,8 @@ def plan(
     previous: Annotated[Path | None, typer.Option(
         "--previous", help="The JSON plan (`plan --format json`) of what is deployed now: warns about regions "
                            "the stack drops, above all protected ones.")] = None,
+    fail_region: Annotated[str | None, typer.Option("--fail-region", help="Prove the loss of this region "
+                                                    "(aws:us-east-1): where its clients go, capacity, time, cost.")] = None,
     root: ROOT_OPTION = None,
 ) -> None:
     """Evaluate the Pulumi program offline (the SDK's mock runtime: no CLI, no credentials) and print every
@@ -158,7 +160,11 @@ def plan(
             fleet_plan = with_removed_regions(fleet_plan, previous)
         except ValueError as exc:
             _fail([Problem(str(previous), None, "--previous", str(exc))])
-    report = Report(fleet_plan, evaluation, {"policies": _review(evaluation).to_json()})
+    if fail_region and fail_region not in [r.ref for r in fleet_plan.regions] or fail_region and not fleet_plan.routing:
+        _fail([Problem(f"stacks/Pulumi.{stack}.yaml", None, "--fail-region", f"{fail_region} is not a routed region "
+                       f"of stack {stack}; routed regions: "
+                       f"{', '.join(r.ref for r in fleet_plan.regions) if fleet_plan.routing else 'none'}")])
+    report = Report(fleet_plan, evaluation, {"policies": _review(evaluation).to_json()}, fail_region)
     if output is Format.json:
         sys.stdout.write(render_json(report))
     elif output is Format.markdown:

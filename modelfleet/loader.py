@@ -20,8 +20,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from modelfleet.catalogue import hardware, regions
-from modelfleet.spec import (BUCKET_URI, DNS_LABEL, DNS_NAME, GCP_PROJECT_ID, HTTPS_URL, IAM_ROLE_ARN, IMAGE_DIGEST,
-                             KUBERNETES_MINOR, LABEL, LABEL_VALUE, MODEL_NAME, SCOPE, TENSOR_NAME, ModelSpec, StackSpec)
+from modelfleet.spec import (BUCKET_URI, DNS_LABEL, DNS_NAME, GCP_PROJECT_ID, HEALTH_PATH, HTTPS_URL, IAM_ROLE_ARN,
+                             IMAGE_DIGEST, KUBERNETES_MINOR, LABEL, LABEL_VALUE, MODEL_NAME, REGION_KEY, SCOPE, TENSOR_NAME,
+                             ModelSpec, StackSpec)
 from modelfleet.tuning.record import TuningRecord
 
 CONFIG_NAMESPACE = "modelfleet"
@@ -43,6 +44,8 @@ _PATTERN_MEANING = {
     SCOPE: "a scope such as infer:fraud-detector (lowercase letters, digits, '-', ':' and '.', starting with a letter)",
     HTTPS_URL: "an https:// URL such as https://auth.example.com/",
     IMAGE_DIGEST: "an image digest: sha256: and 64 lowercase hex digits, as the registry printed it",
+    REGION_KEY: "a region written cloud:region, such as aws:eu-west-1 or gcp:europe-west4",
+    HEALTH_PATH: "Triton's open health path through the gateway: /v2/health/ready or /v2/health/live",
 }
 
 
@@ -592,6 +595,14 @@ def _cross_check(stack: StackSpec, specs: dict[str, ModelSpec], files: dict[str,
             problems.append(Problem(files[name], model_line(name, ("gateway", "auth")), "gateway.auth",
                                     f"stack {display} runs in the cloud, where Envoy Gateway cannot accept either "
                                     f"of {spec.gateway.auth}: list one method"))
+
+    from modelfleet.routing.plan import problems as routing_problems  # the plan's own rules, reported here
+
+    for model, path, message in routing_problems(stack, tuple(specs[n] for n in stack.models if n in specs)):
+        if model:
+            problems.append(Problem(files[model], model_line(model, path), ".".join(path), message))
+        else:
+            problems.append(Problem(display, line(*path), f"{CONFIG_NAMESPACE}:{'.'.join(path)}", message))
 
     problems.extend(_check_ensembles(stack, specs, files, model_line))
     networks = region_networks(stack)

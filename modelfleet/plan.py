@@ -14,7 +14,9 @@ from typing import Literal
 from modelfleet.catalogue import Cloud, hardware, regions
 from modelfleet.gateway.plan import GatewayPlan, gateway_plan
 from modelfleet.loader import Fleet, region_networks
+from modelfleet.routing.plan import RoutingPlan, routing_plan
 from modelfleet.spec import ModelSpec, RegionEntry, StackSpec
+from modelfleet.routing import failover as routing_failover
 from modelfleet.tuning import capacity
 from modelfleet.tuning.record import TuningRecord
 
@@ -328,6 +330,7 @@ class FleetPlan:
     deployer_access_placeholder: bool = False
     tuning: dict[tuple[str, str], TuningRecord] = field(default_factory=dict)  # the loader's records
     gateway: GatewayPlan | None = None  # modelfleet.gateway.plan: routes, auth, limits, inspection per model
+    routing: RoutingPlan | None = None  # modelfleet.routing.plan: global records and health checks
     gateway_image_digest: str | None = None  # the inspection service image the cloud gateway runs (stack key)
 
     @property
@@ -361,6 +364,7 @@ def build_plan(fleet: Fleet) -> FleetPlan:
         gcp_services=GCP_SERVICES if any(r.cloud == "gcp" for r in region_plans) else (),
         tuning=dict(fleet.tuning),
         gateway=gateway_plan(stack, fleet.models),
+        routing=routing_plan(stack, fleet.models),
         gateway_image_digest=stack.gateway.inspector_image_digest,
     )
     return FleetPlan(**{**plan.__dict__, "warnings": _warnings(plan)})
@@ -642,4 +646,5 @@ def _warnings(plan: FleetPlan) -> tuple[str, ...]:
                            f"of {len(region.zones)} zones, above its maximum of {pool.max_nodes}; raise the "
                            "models' max_replicas")
     out.extend(capacity.warnings(plan))
+    out.extend(routing_failover.warnings(plan))
     return tuple(out)

@@ -19,6 +19,7 @@ from rich.tree import Tree
 from modelfleet.gateway import manifests as gateway_manifests
 from modelfleet.offline import Evaluation, Recorded
 from modelfleet.plan import FleetPlan
+from modelfleet.routing.report import routing_json, routing_markdown, routing_text
 from modelfleet.tuning.capacity import capacity_json, capacity_markdown, capacity_text
 
 REGION_COMPONENT = "modelfleet:fleet:Region"
@@ -30,6 +31,7 @@ class Report:
     plan: FleetPlan
     evaluation: Evaluation
     extra: dict[str, Any] = field(default_factory=dict)  # keys later features add (policies, capacity)
+    fail_region: str | None = None  # `modelfleet plan --fail-region`: the failover proof shown in full
 
     def region_of(self, resource: Recorded) -> str:
         """The region key a resource belongs to: its enclosing Region component's, else its provider's."""
@@ -166,6 +168,7 @@ class Report:
             "warnings": list(self.plan.warnings),
             "capacity": capacity_json(self.plan),
             "quotas": self.quotas(),
+            "routing": routing_json(self.plan, self.fail_region),
             "gateways": self.gateways(),
             **self.extra,
         }
@@ -240,6 +243,7 @@ def render_text(report: Report, console: Console) -> None:
 
     capacity_text(capacity_json(plan), console)
     _quotas_text(report.quotas(), console)
+    routing_text(routing_json(plan, report.fail_region), console)
 
     gateways = Table(title="Gateway per region (Envoy Gateway; limits per tenant)", title_justify="left")
     for column in ("region", "endpoint", "LB", "limits counted in", "model", "auth", "limits", "inspects",
@@ -282,6 +286,7 @@ def render_markdown(report: Report) -> str:
           f"{pool['min_nodes']}/{pool['desired_nodes']}/{pool['max_nodes']} | {pool['max_gpus']} |\n")
     w(capacity_markdown(capacity_json(plan)))
     w(_quotas_markdown(report.quotas()))
+    w(routing_markdown(routing_json(plan, report.fail_region)))
     if report.gateways():
         w("\n### Gateway\n\n| region | endpoint | LB | limits counted in | model | auth | limits | inspects | "
           "inspector down |\n|---|---|---|---|---|---|---|---|---|\n")

@@ -305,9 +305,47 @@ class MonitoringSpec(Strict):
     alert_routes: list[str] = Field(default_factory=list, description="Alertmanager receivers for this model's alerts.")
 
 
+# Route53 geolocation continent codes (lower-case here): clients there are answered only from the listed regions.
+CONTINENTS = ("af", "an", "as", "eu", "na", "oc", "sa")
+Continent = Literal["af", "an", "as", "eu", "na", "oc", "sa"]
+REGION_KEY = r"^(aws|gcp):[a-z0-9-]+$"
+HEALTH_PATH = r"^/v2/health/(ready|live)$"
+
+
+class CanarySpec(Strict):
+    """A regional canary: this share of the model's DNS answers goes to one region (weighted records)."""
+
+    region: Annotated[str, Field(pattern=REGION_KEY)] = Field(description="A region of the stack, e.g. gcp:europe-west4.")
+    percent: Annotated[int, Field(ge=1, le=50)] = 5
+
+
 class RoutingSpec(Strict):
-    policy: Literal["latency", "failover"] = "latency"
-    health_check_path: str = "/v2/health/ready"
+    """How clients find this model: `<model>.<dns_domain>`, routed by Route53 over the stack's regions."""
+
+    policy: Literal["latency", "failover"] = Field(
+        "latency", description="latency: every region, the nearest healthy one answers; failover: the first two "
+                               "regions of the stack as primary and secondary.")
+    health_check_path: Annotated[str, Field(pattern=HEALTH_PATH)] = Field(
+        "/v2/health/ready", description="Probed through the gateway by Route53 (no credentials: only the open "
+                                        "health paths, which Route53's checkers can call).")
+    residency: dict[Continent, Annotated[list[Annotated[str, Field(pattern=REGION_KEY)]], Field(min_length=1)]] = Field(
+        default_factory=dict, description="Data residency: clients on a continent (Route53 code: eu, na, ...) are "
+                                          "answered only by these regions, never failing over outside them.")
+    canary: CanarySpec | None = None
+
+    @model_validator(mode="after")
+    def _residency_and_canary(self) -> RoutingSpec:
+        if self.residency and self.canary:
+            raise ValueError("canary: a canary cannot be combined with residency (it would send resident clients "
+                             "abroad); remove one")
+        if self.residency and self.policy == "failover":
+            raise ValueError("residency: needs policy latency (failover names two regions for every client)")
+        seen = [r for regions in self.residency.values() for r in regions]
+        dup = sorted({r for r in seen if seen.count(r) > 1})
+        if dup:
+            raise ValueError(f"residency: {', '.join(dup)} listed under two continents; a region holds one "
+                             "continent's data")
+        return self
 
 
 class RolloutSpec(Strict):
@@ -647,6 +685,34 @@ def not_public_egress(cidr: ipaddress.IPv4Network) -> str | None:
         if cidr.overlaps(ipaddress.IPv4Network(special)):
             return why
     return None
+class HealthCheckSpec(Strict):
+    """Route53's health checkers: a region is unhealthy after `failure_threshold` failed probes, each
+    `request_interval_s` apart (Route53 allows 10 or 30 s)."""
+
+    request_interval_s: Literal[10, 30] = 30
+    failure_threshold: Annotated[int, Field(ge=1, le=10)] = 3
+
+
+class StackRoutingSpec(Strict):
+    """Global routing: one Route53 zone for dns_domain, a health-checked record set per model."""
+
+    enabled: bool | None = Field(None, description="Default: on in cloud stacks. Each region's gateway then also "
+                                                   "gets an internet-facing load balancer for <model>.<dns_domain> "
+                                                   "(Route53's checkers and clients come from the internet).")
+    existing_zone: Annotated[str, Field(pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")] | None = \
+        Field(None, description="Use this existing public hosted zone (looked up by name) instead of creating one "
+                                "for dns_domain.")
+    ttl_s: Annotated[int, Field(ge=10, le=3600)] = Field(60, description="TTL of the records modelfleet owns.")
+    health_check: HealthCheckSpec = HealthCheckSpec()
+    provider_region: str = Field("us-east-1", description="Route53 is global; its API is served from us-east-1.")
+
+    @field_validator("provider_region")
+    @classmethod
+    def _aws_region(cls, value: str) -> str:
+        known = regions()["aws"]
+        if value not in known:
+            raise ValueError(f"unknown AWS region {value!r}; known: {', '.join(sorted(known))}")
+        return value
 
 
 class StackSpec(Strict):
@@ -670,6 +736,11 @@ class StackSpec(Strict):
     kubernetes_version: Annotated[str, Field(pattern=KUBERNETES_MINOR)] = "1.33"
     capacity_headroom: Annotated[float, Field(ge=1.0, le=3.0)] = 1.3
     gateway: StackGatewaySpec = StackGatewaySpec()
+    routing: StackRoutingSpec = StackRoutingSpec()
+
+    @property
+    def routing_enabled(self) -> bool:
+        return self.environment != "local" and bool(self.regions) and self.routing.enabled is not False
 
     @field_validator("kubernetes_version")
     @classmethod

@@ -359,7 +359,27 @@ RESOURCE_CASES = [
      ["modelfleet.io/owner", "modelfleet.io/slo-p99-ms", "modelfleet.io/slo-availability"]),
 ]
 
+_ENTRY = ("aws:route53/record:Record", "entry", {"name": "aws-eu-west-1.example.com", "type": "A"})
+
+
+def _routed(name: str, target: str, **extra) -> tuple:
+    return ("aws:route53/record:Record", f"{name}-{target}", {"name": name, "setIdentifier": target.split(".")[0],
+                                                            "aliases": [{"name": target, "evaluateTargetHealth": False}],
+                                                            **extra})
+
+
 STACK_CASES = [
+    ("routing-regions-health-checked",
+     [_ENTRY, _routed("m.example.com", "aws-eu-west-1.example.com")],
+     [_ENTRY, _routed("m.example.com", "aws-eu-west-1.example.com", healthCheckId="hc-1")],
+     ["aws:eu-west-1 without a health check", "no health-checked routed record"]),
+    ("routing-residency",
+     [("aws:route53/record:Record", "us", {"name": "aws-us-east-1.example.com", "type": "A"}),
+      _routed("m.example.com", "eu.m.example.com", geolocationRoutingPolicies=[{"continent": "EU"}]),
+      _routed("eu.m.example.com", "aws-us-east-1.example.com", healthCheckId="hc-1")],
+     [_ENTRY, _routed("m.example.com", "eu.m.example.com", geolocationRoutingPolicies=[{"continent": "EU"}]),
+      _routed("eu.m.example.com", "aws-eu-west-1.example.com", healthCheckId="hc-1")],
+     ["aws:us-east-1, outside EU"]),
     ("tls-on-public-listeners",
      [("aws:lb/loadBalancer:LoadBalancer", "gw", {"internal": False}),
       ("aws:lb/listener:Listener", "http", {"protocol": "HTTP", "port": 80,

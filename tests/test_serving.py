@@ -229,7 +229,8 @@ class Declared:
 
     def __init__(self, resources: list[Recorded], plan: FleetPlan):
         # Serving's own resources: the gateway's (tests/test_gateway_cloud.py) share some kinds.
-        self.resources = [r for r in resources if "modelfleet:gateway:Gateway" not in r.urn]
+        self.resources = [r for r in resources if "modelfleet:gateway:Gateway" not in r.urn
+                          and "modelfleet:routing:" not in r.urn]  # and global routing's (tests/test_routing.py)
         self.plan = plan
         self.by_type_name = {(r.type, r.name): r for r in resources}
 

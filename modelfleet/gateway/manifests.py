@@ -234,7 +234,9 @@ def gateway(plan: FleetPlan, gw: GatewayPlan) -> dict:
                 "name": LISTENER,
                 "protocol": "HTTPS",
                 "port": gw.http_port,
-                "hostname": gw.hostname,
+                # With global routing the listener answers every name its routes list (the regional, the model and the
+                # api names: modelfleet.routing), so no single listener hostname; the certificate covers them all.
+                **({} if plan.routing else {"hostname": gw.hostname}),
                 "tls": {"mode": "Terminate", "certificateRefs": [{"group": "", "kind": "Secret", "name": TLS_SECRET}]},
                 "allowedRoutes": {"namespaces": {"from": "Same"}},
             }],
@@ -332,6 +334,12 @@ def api_keys_external_secret(plan: FleetPlan, region: RegionPlan, scope: str) ->
 
 # --- per model --------------------------------------------------------------------------------------------
 
+def _hostnames(plan: FleetPlan) -> list[str]:
+    """The gateway's own name, then the global routing names (modelfleet.routing.endpoint.hostnames)."""
+    extra = plan.routing.certificate_names if plan.routing else ()
+    return [plan.gateway.hostname] + [n for n in extra if n != plan.gateway.hostname]
+
+
 def _parent() -> dict:
     return {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY_NAME, "sectionName": LISTENER}
 
@@ -349,7 +357,7 @@ def http_route(plan: FleetPlan, route: RoutePlan) -> dict:
                           serving.namespace_name(plan)),
         "spec": {
             "parentRefs": [_parent()],
-            "hostnames": [plan.gateway.hostname],
+            "hostnames": _hostnames(plan),
             "rules": [{
                 # PathPrefix matches whole path elements: /v2/models/a does not match /v2/models/ab.
                 "matches": [{"path": {"type": "PathPrefix", "value": route.http_path_prefix}}],
@@ -370,7 +378,7 @@ def grpc_route(plan: FleetPlan, route: RoutePlan) -> dict:
                           serving.namespace_name(plan)),
         "spec": {
             "parentRefs": [_parent()],
-            "hostnames": [plan.gateway.hostname],
+            "hostnames": _hostnames(plan),
             "rules": [{
                 "matches": [{"method": {"type": "Exact", "service": route.grpc_service, "method": method},
                              "headers": header} for method in route.grpc_methods],

@@ -84,6 +84,23 @@ def _replica_share_usd(placement: "Placement", cloud: str) -> float:
     return offering.hourly_usd * max(placement.gpus_per_replica, 1) / per_node
 
 
+def absorbs(model: ModelSpec, placement: "Placement", cloud: str, rps: float,
+            records: dict[tuple[str, str], TuningRecord]) -> dict:
+    """Can one placement serve `rps` at its SLO within its max replicas? The failover basis, as `failover`: the
+    measured throughput per replica, no headroom (headroom is the everyday margin). Used for any lost region by
+    `modelfleet.routing.failover`."""
+    sized = size(model, placement.hardware_class, rps, 1.0, records)
+    entry = {"rps": round(rps, 3), "replicas_now": placement.desired_replicas, "max_replicas": placement.max_replicas,
+             "tuned": sized.tuned}
+    if not sized.tuned or sized.needed is None:
+        return {**entry, "holds": None, "replicas_needed": None, "extra_replicas": None, "extra_monthly_usd": None,
+                "reason": sized.refused or "untuned: no measured throughput"}
+    extra = max(0, min(sized.needed, placement.max_replicas) - placement.desired_replicas)
+    return {**entry, "holds": sized.needed <= placement.max_replicas, "replicas_needed": sized.needed,
+            "extra_replicas": extra,
+            "extra_monthly_usd": round(extra * _replica_share_usd(placement, cloud) * hardware().hours_per_month, 2)}
+
+
 def failover(plan: "FleetPlan", model: str) -> dict:
     """Can the other regions absorb the loss of this model's largest region within their max replicas?"""
     rows = [(region.ref, p) for region in plan.regions for p in region.placements if p.model == model]

@@ -107,6 +107,30 @@ def _internal(annotations: dict) -> bool:
     return any(str(annotations.get(k, "")).lower() in v for k, v in _INTERNAL_ANNOTATIONS.items())
 
 
+GATEWAY = "kubernetes:gateway.networking.k8s.io/v1:Gateway"
+OWNING_GATEWAY = ("gateway.envoyproxy.io/owning-gateway-name", "gateway.envoyproxy.io/owning-gateway-namespace")
+
+
+def _passthrough_to_tls_gateway(service, resources) -> bool:
+    """A TCP passthrough to Envoy Gateway's Envoy pods of a Gateway whose listener on every exposed port
+    terminates TLS (HTTPS, tls.mode Terminate): TLS ends in Envoy, not in the load balancer."""
+    selector = get(service, "spec", "selector") or {}
+    name, namespace = (get(selector, k) for k in OWNING_GATEWAY)
+    if not name or not namespace:
+        return False
+    gateways = [g for g in resources if g.resource_type == GATEWAY and get(g.props, "metadata", "name") == name
+                and get(g.props, "metadata", "namespace") == namespace]
+    if not gateways:
+        return False
+    listeners = [entry for g in gateways for entry in items(get(g.props, "spec", "listeners"))]
+    ports = [int(get(x, "port", default=0)) for x in items(get(service, "spec", "ports"))]
+    return bool(ports) and all(
+        any(int(get(entry, "port", default=-1)) == port for entry in listeners) and
+        all(str(get(entry, "protocol", default="")) == "HTTPS" and get(entry, "tls", "mode", default="") == "Terminate"
+            for entry in listeners if int(get(entry, "port", default=-1)) == port)
+        for port in ports)
+
+
 def _tls(args: StackValidationArgs, report: ReportViolation) -> None:
     passthrough = {int(x) for x in config(args, "allow_tcp_passthrough_ports", [])}
     for r in args.resources:
@@ -143,6 +167,8 @@ def _tls(args: StackValidationArgs, report: ReportViolation) -> None:
         elif t == "kubernetes:core/v1:Service" and get(p, "spec", "type") == "LoadBalancer":
             ann = annotations_of(p)
             if _internal(ann) or "service.beta.kubernetes.io/aws-load-balancer-ssl-cert" in ann:
+                continue
+            if _passthrough_to_tls_gateway(p, args.resources):
                 continue
             report(f"{who}: a public LoadBalancer Service passes traffic without TLS. Fix: annotate it internal "
                    "(service.beta.kubernetes.io/aws-load-balancer-scheme: internal, networking.gke.io/"
