@@ -7,6 +7,8 @@
     out_dir/kubernetes/<region>/<NN>-<kind>-<name>.yaml    every Kubernetes object of the region's cluster,
                                                            numbered in apply order
     out_dir/kubernetes/<region>/helm-keda.yaml             the KEDA chart, version and values
+    out_dir/monitoring/...                                 rules, Alertmanager config, dashboards, promtool
+                                                           tests (modelfleet.monitoring.render)
 
 Pure apart from writing under `out_dir`, and deterministic: the same plan gives the same bytes. The cloud
 identity annotation of the Triton ServiceAccount is an output of the deployment; it is shown as a placeholder.
@@ -19,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from modelfleet import serving
+from modelfleet.monitoring.render import render_monitoring
 from modelfleet.plan import FleetPlan
 from modelfleet.spec import ModelSpec
 from modelfleet.triton.config import CPU, TunedSettings, render_config
@@ -99,4 +102,5 @@ def render(plan: FleetPlan, out_dir: str | Path) -> list[Path]:
             "namespace": serving.KEDA_NAMESPACE,
             "values": serving.keda_release_values(),
         }))
+    written += render_monitoring(plan, out)
     return sorted(written)

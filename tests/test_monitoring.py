@@ -1,0 +1,192 @@
+"""Monitoring computed from the specs: rules that promtool accepts, every alert proven firing and quiet by
+promtool's own unit tests, thresholds from the SRE workbook, Alertmanager routes per owner with no inline secret,
+dashboards whose every query parses."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from functools import cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+from modelfleet.loader import load_fleet
+from modelfleet.monitoring import metrics, promtool
+from modelfleet.monitoring.alertmanager import alertmanager_config, receiver_name
+from modelfleet.monitoring.dashboards import SIDECAR_LABEL, configmap, dashboards, panel_queries
+from modelfleet.monitoring.promtests import unit_tests
+from modelfleet.monitoring.render import dump, render_monitoring
+from modelfleet.monitoring.rules import monitoring_plan
+from modelfleet.plan import build_plan
+
+ROOT = Path(__file__).resolve().parents[1]
+STACKS = ["local", "dev", "staging", "prod"]
+
+
+@cache
+def plans(stack: str):
+    plan = build_plan(load_fleet(ROOT, stack))
+    return plan, monitoring_plan(plan)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_rendered_rules_pass_promtool_check(stack, tmp_path):
+    plan, mon = plans(stack)
+    render_monitoring(plan, tmp_path)
+    out = promtool.check_rules(tmp_path / "monitoring" / "rules.yaml")
+    assert f"SUCCESS: {len(mon.alerts) + len(mon.records)} rules found" in out
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_alert_has_a_firing_and_a_quiet_case(stack):
+    _, mon = plans(stack)
+    assert mon.alerts
+    for rule in mon.alerts:
+        def fires(case) -> bool:
+            return any(set(rule.labels) <= set(labels) for labels in case.firing)
+        assert any(fires(case) for case in rule.cases), rule.name
+        assert any(not fires(case) for case in rule.cases), rule.name
+        assert {"model", "owner", "severity"} <= dict(rule.labels).keys()
+
+
+def test_promtool_unit_tests_of_every_alert_pass(tmp_path):
+    """The rendered tests, on the rendered rules: prod has every kind of alert (GPU on both models, drift on
+    sentiment). About a minute of promtool."""
+    plan, mon = plans("prod")
+    written = render_monitoring(plan, tmp_path)
+    tests = [p for p in written if p.parent.name == "tests"]
+    out = promtool.test_rules(*tests)
+    assert out.count("SUCCESS") == len(tests)
+    names = {t["alert_rule_test"][0]["alertname"] for p in tests for t in yaml.safe_load(p.read_text())["tests"]}
+    assert names == {r.name for r in mon.alerts}
+    kinds = {"ModelAvailabilityBudgetBurn", "ModelLatencyBudgetBurn", "TritonQueueTimeHigh", "TritonModelLoadFailing",
+             "TritonReplicasPending", "GpuUnderused", "GpuSaturated", "GatewayRateLimiting", "ModelInputDriftPSI",
+             "ModelInputDriftKS", "TritonInferenceFailures"}
+    assert names == kinds
+
+
+def test_a_broken_rule_fails_its_promtool_test(tmp_path):
+    """Flip one comparison in the rendered rules: the generated tests must catch it."""
+    _, mon = plans("local")
+    rules = mon.rule_file()
+    alert = next(r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "TritonQueueTimeHigh")
+    alert["expr"] = alert["expr"].replace(" > ", " < ")
+    (tmp_path / "rules.yaml").write_text(dump(rules))
+    quick = unit_tests(mon)[1]
+    quick["tests"] = [t for t in quick["tests"] if t["alert_rule_test"][0]["alertname"] == "TritonQueueTimeHigh"]
+    assert len(quick["tests"]) == 4  # two models, firing and quiet
+    (tmp_path / "tests.yaml").write_text(dump(quick))
+    with pytest.raises(promtool.PromtoolError, match="FAILED"):
+        promtool.test_rules(tmp_path / "tests.yaml")
+
+
+def _threshold(expr: str) -> float:
+    values = {float(v) for v in re.findall(r"> ([0-9.e-]+)", expr)}
+    assert len(values) == 1, expr
+    return values.pop()
+
+
+def test_burn_rate_thresholds_are_the_workbook_table():
+    """Independent expectation: budget x (14.4, 6, 3, 1) on windows (1h/5m, 6h/30m, 1d/2h, 3d/6h), by hand."""
+    _, mon = plans("prod")
+    expected = {
+        ("fraud-detector", "availability"): {"1h": 0.0144, "6h": 0.006, "1d": 0.003, "3d": 0.001},   # 99.9%
+        ("sentiment", "availability"): {"1h": 0.072, "6h": 0.03, "1d": 0.015, "3d": 0.005},         # 99.5%
+        ("fraud-detector", "latency"): {"1h": 0.144, "6h": 0.06, "1d": 0.03, "3d": 0.01},            # p99: 1%
+        ("sentiment", "latency"): {"1h": 0.144, "6h": 0.06, "1d": 0.03, "3d": 0.01},
+    }
+    shorts = {"1h": "5m", "6h": "30m", "1d": "2h", "3d": "6h"}
+    severities = {"1h": "page", "6h": "page", "1d": "ticket", "3d": "ticket"}
+    burns = [r for r in mon.alerts if r.name.endswith("BudgetBurn")]
+    assert len(burns) == 16
+    for rule in burns:
+        labels = dict(rule.labels)
+        long = labels["long_window"]
+        assert labels["short_window"] == shorts[long] and labels["severity"] == severities[long]
+        assert _threshold(rule.expr) == pytest.approx(expected[(labels["model"], labels["slo"])][long])
+        assert f"rate{long}{{" in rule.expr and f"rate{shorts[long]}{{" in rule.expr and "\nand\n" in rule.expr
+
+
+def test_latency_is_measured_at_a_bucket_no_laxer_than_the_slo():
+    _, mon = plans("prod")
+    assert {mm.model: mm.latency_bucket_ms for mm in mon.models} == {"fraud-detector": 50, "sentiment": 100}
+    assert any("sentiment" in w and "100 ms" in w for w in mon.warnings)
+    with pytest.raises(ValueError, match="smallest latency bucket"):
+        metrics.latency_bucket_ms(0.2)
+
+
+def test_alertmanager_routes_each_owner_and_inlines_no_secret(tmp_path):
+    plan, mon = plans("prod")
+    config = alertmanager_config(mon, plan.dns_domain)
+    (tmp_path / "am.yaml").write_text(dump(config))
+    subprocess.run(["amtool", "check-config", str(tmp_path / "am.yaml")], check=True, capture_output=True)
+    owners = {"payments-ml@example.com", "support-ml@example.com"}
+    routes = {r["matchers"][0]: r for r in config["route"]["routes"]}
+    for owner in owners:
+        route = routes[f'owner="{owner}"']
+        receiver = next(x for x in config["receivers"] if x["name"] == route["receiver"])
+        assert receiver["email_configs"][0]["to"] == owner
+    text = dump(config)
+    assert not re.search(r"(?m)^\s*(smtp_auth_password|api_url|routing_key|url|password):", text)
+    assert "smtp_auth_password_file:" in text
+
+
+def test_extra_receivers_are_routed_and_continue_to_the_owner(project_copy):
+    spec = project_copy / "models" / "sentiment.yaml"
+    spec.write_text(spec.read_text().replace("  drift_detection: true", "  drift_detection: true\n"
+                                                                       "  alert_routes: [support-oncall]"))
+    plan = build_plan(load_fleet(project_copy, "prod"))
+    config = alertmanager_config(monitoring_plan(plan), plan.dns_domain)
+    first = config["route"]["routes"][0]
+    assert first == {"receiver": "support-oncall", "matchers": ['model="sentiment"'], "continue": True}
+    assert {"name": "support-oncall", "slack_configs": [
+        {"api_url_file": "/etc/alertmanager/secrets/modelfleet-alertmanager/support-oncall", "send_resolved": True}]} \
+        in config["receivers"]
+    assert receiver_name("support-ml@example.com") in {r["receiver"] for r in config["route"]["routes"]}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The series an expression reads: identifiers outside label matchers, grouping clauses and durations that
+    are not function calls."""
+    bare = re.sub(r"\{[^}]*\}|\[[^\]]*\]|\b(by|without|on|ignoring)\s*\([^)]*\)|\"[^\"]*\"", " ", expr)
+    return {t for t, call in re.findall(r"(?<![0-9.])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?", bare)
+            if not call and t not in {"and", "or", "unless"}}
+
+
+def test_every_dashboard_query_parses_and_names_known_series(tmp_path):
+    plan, mon = plans("prod")
+    boards = dashboards(plan, mon)
+    assert set(boards) == {"fleet", "model-fraud-detector", "model-sentiment"}
+    queries = [(name, title, expr) for name, board in boards.items() for title, expr in panel_queries(board)]
+    # Each query as a recording rule: promtool parses every expression.
+    synthetic = {"groups": [{"name": "dashboards", "rules": [
+        {"record": f"dashboard:query_{i}", "expr": expr} for i, (_, _, expr) in enumerate(queries)]}]}
+    (tmp_path / "q.yaml").write_text(dump(synthetic))
+    assert f"SUCCESS: {len(queries)} rules found" in promtool.check_rules(tmp_path / "q.yaml")
+    known = {r.name for r in mon.records} | set(metrics.TRITON_METRICS) | set(metrics.ENVOY_METRICS) | \
+        set(metrics.DRIFT_METRICS) | {metrics.DCGM_GPU_UTIL}
+    for name, title, expr in queries:
+        names = metric_names(expr)
+        assert names and names <= known, (name, title, names - known)
+    titles = {t for _, t, _ in queries}
+    assert {"Traffic", "Queue vs compute time per request", "Batch size (inferences per execution)",
+            "GPU utilisation", "Input drift", "Cost per 1k inferences (plan's cost)"} <= titles
+
+
+def test_dashboards_ship_as_configmaps_for_grafanas_sidecar():
+    plan, mon = plans("prod")
+    board = dashboards(plan, mon)["fleet"]
+    cm = configmap("fleet", board, "monitoring")
+    assert cm["metadata"]["labels"][SIDECAR_LABEL[0]] == "1"
+    assert list(cm["data"]) == ["fleet.json"]
+
+
+def test_local_dashboards_have_no_gpu_panel_and_cost_nothing():
+    plan, mon = plans("local")
+    board = dashboards(plan, mon)["model-fraud-detector"]
+    titles = [t for t, _ in panel_queries(board)]
+    assert "GPU utilisation" not in titles
+    cost = next(e for t, e in panel_queries(board) if t.startswith("Cost"))
+    assert cost.startswith("0 / ")
