@@ -19,6 +19,7 @@ from components.cluster_identity import AwsTritonIdentity, GcpTritonIdentity, Tr
 from components.network_aws import AwsNetwork
 from components.network_gcp import GcpNetwork
 from components.providers import cloud_provider, eks_kubeconfig, gke_kubeconfig, kubernetes_provider
+from components.monitoring import Monitoring
 from components.serving import Serving
 from modelfleet.plan import FleetPlan, RegionPlan
 
@@ -42,9 +43,12 @@ class Region(pulumi.ComponentResource):
             self._gcp(region, fleet, tags, in_region)
         # KEDA and Triton need schedulable nodes (on EKS also the device plugin, or GPU pods never fit): without
         # this they race the node groups, and their Helm/Deployment awaits time out on an empty cluster.
+        self.monitoring = Monitoring(fleet, region, self.kubernetes, needs=self.serving_needs,
+                                     opts=pulumi.ResourceOptions(parent=self))
         self.serving = Serving(fleet, region, self.kubernetes, self.triton_identity.annotations,
                                needs=self.serving_needs,
-                               opts=pulumi.ResourceOptions(parent=self, depends_on=[self.triton_identity]))
+                               opts=pulumi.ResourceOptions(parent=self, depends_on=[self.triton_identity]),
+                               prometheus=[self.monitoring.release])
         self.register_outputs({
             "clusterName": self.cluster.name,
             "endpoint": self.cluster.endpoint,

@@ -29,7 +29,7 @@ class TritonService(pulumi.ComponentResource):
 
     def __init__(self, name: str, fleet: FleetPlan, region: RegionPlan, placement: Placement,
                  config_text: str | None, depends_on: list[pulumi.Resource],
-                 opts: pulumi.ResourceOptions | None = None):
+                 opts: pulumi.ResourceOptions | None = None, scaler_needs: Sequence[pulumi.Resource] = ()):
         super().__init__("modelfleet:serving:TritonService", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, depends_on=depends_on)
         w = serving.workload(fleet, region, placement, config_text)
@@ -52,7 +52,9 @@ class TritonService(pulumi.ComponentResource):
         self.scaled_object = k8s.apiextensions.CustomResource(
             name, api_version=scaled["apiVersion"], kind=scaled["kind"], metadata=_meta(scaled),
             spec=scaled["spec"],
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[self.deployment])),
+            # The Prometheus its triggers query comes first (scaler_needs).
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
+                depends_on=[self.deployment, *scaler_needs])),
         )
         self.register_outputs({"service": svc["metadata"]["name"], "namespace": w.namespace})
 
@@ -62,7 +64,8 @@ class Serving(pulumi.ComponentResource):
 
     def __init__(self, fleet: FleetPlan, region: RegionPlan, kubernetes: pulumi.ProviderResource,
                  identity_annotations: Mapping[str, Any] | pulumi.Output, needs: Sequence[pulumi.Resource] = (),
-                 configs: Mapping[str, str] | None = None, opts: pulumi.ResourceOptions | None = None):
+                 configs: Mapping[str, str] | None = None, opts: pulumi.ResourceOptions | None = None,
+                 prometheus: Sequence[pulumi.Resource] = ()):
         """`needs`: what must exist before anything here can run — the cluster's node groups or pools, and on
         EKS the GPU device plugin; without them KEDA and Triton race an empty cluster and time out."""
         name = f"{region.key}-serving"
@@ -89,7 +92,7 @@ class Serving(pulumi.ComponentResource):
             TritonService(f"{region.key}-{placement.model}", fleet, region, placement,
                           configs.get(placement.model),
                           depends_on=[*needs, self.namespace, self.service_account, self.keda],
-                          opts=child)
+                          opts=child, scaler_needs=prometheus)
             for placement in region.placements
         ]
         self.register_outputs({"namespace": ns["metadata"]["name"]})

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import yaml
 
-from modelfleet import serving
+from modelfleet import serving, versions
+from modelfleet.monitoring.kubernetes import region_monitoring_objects, stack_values
+from modelfleet.monitoring.rules import monitoring_plan
 from modelfleet.monitoring.render import render_monitoring
 from modelfleet.plan import FleetPlan
 from modelfleet.spec import ModelSpec
@@ -54,6 +56,10 @@ def cloud_configs(plan: FleetPlan) -> dict[str, str]:
     configs = model_configs(plan)
     return {m.name: configs[(m.name, m.hardware.gpu_class)] for m in plan.models
             if (m.name, m.hardware.gpu_class) in configs}
+
+
+# prometheus-operator's ServiceMonitor/PodMonitor CRD schemas are not vendored (yet): written, not validated.
+UNVALIDATED_KINDS = ("ServiceMonitor", "PodMonitor")
 
 
 class _NoAliases(yaml.SafeDumper):
@@ -91,10 +97,17 @@ def render(plan: FleetPlan, out_dir: str | Path) -> list[Path]:
         serving.check_keda_supports(region.kubernetes_version)
         folder = out / "kubernetes" / region.key
         objects = serving.region_objects(plan, region, serving.placeholder_identity(region.cloud), cloud)
+        objects += region_monitoring_objects(plan, region)
         for index, obj in enumerate(objects, start=1):
-            serving.validate_manifest(obj, region.kubernetes_version)
+            if obj["kind"] not in UNVALIDATED_KINDS:
+                serving.validate_manifest(obj, region.kubernetes_version)
             name = f"{index:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
             write(folder / name, to_yaml(obj))
+        write(folder / "helm-kube-prometheus-stack.yaml", to_yaml({
+            "chart": versions.KUBE_PROMETHEUS_STACK.chart, "repository": versions.KUBE_PROMETHEUS_STACK.repository,
+            "version": versions.KUBE_PROMETHEUS_STACK.version, "namespace": versions.KUBE_PROMETHEUS_STACK.namespace,
+            "values": stack_values(plan, monitoring_plan(plan)),
+        }))
         write(folder / "helm-keda.yaml", to_yaml({
             "chart": serving.KEDA_CHART,
             "repository": serving.KEDA_CHART_REPOSITORY,

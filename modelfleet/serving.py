@@ -69,6 +69,7 @@ QUEUE_SHARE_OF_P99 = 0.25  # scale out when the average queue time per request p
 METRIC_WINDOW = "1m"
 POLLING_INTERVAL_S = 15
 COOLDOWN_S = 300  # idle time before a scale-to-zero model goes to zero
+FALLBACK_FAILURES = 3  # failed polls (45 s) before KEDA falls back to the plan's replicas
 
 # Annotations binding the ServiceAccount to the cloud identity; the values are Outputs at deploy time.
 IDENTITY_ANNOTATION = {"aws": "eks.amazonaws.com/role-arn", "gcp": "iam.gke.io/gcp-service-account"}
@@ -399,10 +400,16 @@ def network_policy(plan: FleetPlan, w: Workload) -> dict:
 
 
 def queue_time_query(w: Workload) -> str:
-    """Average time a request waited in Triton's queue, in microseconds, over every replica of the model."""
+    """Average time a request waited in Triton's queue (microseconds, over every replica of the model), times the
+    Deployment's current replicas (kube-state-metrics).
+
+    KEDA applies `fallback` only to AverageValue triggers (kedacore/keda discussion #6524); with AverageValue the
+    HPA sets ceil(metric / target) = ceil(current x average / target), the proportional rule of a Value trigger
+    (docs/adr/0002-autoscaling.md). Without kube-state-metrics the query is empty: a scaler error, so fallback."""
     match = f'namespace="{w.namespace}",model="{w.model.name}"'
     return (f"sum(rate(nv_inference_queue_duration_us{{{match}}}[{METRIC_WINDOW}])) / "
-            f"clamp_min(sum(rate(nv_inference_request_success{{{match}}}[{METRIC_WINDOW}])), 0.001)")
+            f"clamp_min(sum(rate(nv_inference_request_success{{{match}}}[{METRIC_WINDOW}])), 0.001) * "
+            f'scalar(kube_deployment_status_replicas{{namespace="{w.namespace}",deployment="{w.name}"}})')
 
 
 def scaled_object(plan: FleetPlan, w: Workload) -> dict:
@@ -410,8 +417,8 @@ def scaled_object(plan: FleetPlan, w: Workload) -> dict:
     triggers: list[dict] = [{
         "type": "prometheus",
         "name": "queue-time",
-        # Value: replicas grow in proportion to how far the fleet-wide average is above the target.
-        "metricType": "Value",
+        # Replicas grow in proportion to how far the fleet-wide average is above the target (queue_time_query).
+        "metricType": "AverageValue",
         "metadata": {
             "serverAddress": PROMETHEUS_URL,
             "query": queue_time_query(w),
@@ -442,6 +449,9 @@ def scaled_object(plan: FleetPlan, w: Workload) -> dict:
             "maxReplicaCount": p.max_replicas,
             "pollingInterval": POLLING_INTERVAL_S,
             "cooldownPeriod": COOLDOWN_S,
+            # Prometheus unreachable or a query failing FALLBACK_FAILURES polls in a row: hold the plan's replicas
+            # rather than freeze at whatever the last good reading gave.
+            "fallback": {"failureThreshold": FALLBACK_FAILURES, "replicas": max(p.desired_replicas, 1)},
             "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {
                 "scaleUp": {"stabilizationWindowSeconds": 0,
                             "policies": [{"type": "Percent", "value": 100, "periodSeconds": 30}]},
@@ -480,9 +490,14 @@ def placeholder_identity(cloud: str) -> dict[str, str]:
 # --- validation ---------------------------------------------------------------------------------------------
 
 @cache
-def _keda_schema() -> dict:
-    schema = yaml.safe_load(resources.files("modelfleet.data").joinpath("keda-scaledobject-schema.yaml").read_text())
+def _crd_schema(name: str) -> dict:
+    schema = yaml.safe_load(resources.files("modelfleet.data").joinpath(name).read_text())
     return _strict(schema)
+
+
+# Custom resources validated against a vendored CRD schema (the API server does the same on apply).
+CRD_SCHEMAS = {("keda.sh/v1alpha1", "ScaledObject"): "keda-scaledobject-schema.yaml",
+               ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-schema.yaml"}
 
 
 def _strict(schema: Any) -> Any:
@@ -507,14 +522,15 @@ def validate_manifest(obj: dict, kubernetes_version: str) -> None:
     import jsonschema
 
     where = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')} (Kubernetes {kubernetes_version})"
-    if obj.get("apiVersion", "").startswith("keda.sh/"):
+    crd = CRD_SCHEMAS.get((obj.get("apiVersion", ""), obj.get("kind", "")))
+    if crd:
         try:
-            jsonschema.Draft202012Validator(_keda_schema()).validate(obj)
+            jsonschema.Draft202012Validator(_crd_schema(crd)).validate(obj)
         except jsonschema.ValidationError as exc:
             path = ".".join(str(p) for p in exc.absolute_path)
             raise ManifestError(f"{where} {path}: {exc.message}") from None
         spec = obj["spec"]
-        if spec.get("minReplicaCount", 0) > spec.get("maxReplicaCount", 100):
+        if obj["kind"] == "ScaledObject" and spec.get("minReplicaCount", 0) > spec.get("maxReplicaCount", 100):
             raise ManifestError(f"{where} spec.minReplicaCount: must be <= maxReplicaCount")
         _check_metadata(obj, where)
         return

@@ -57,3 +57,13 @@ KEDA = Chart(
     repository="https://kedacore.github.io/charts",
     namespace="keda",
 )
+
+
+# Prometheus (operator), Alertmanager, Grafana and kube-state-metrics per cluster: what KEDA queries and what the
+# alerts run on (modelfleet/monitoring/kubernetes.py). 67.8.0 ships prometheus-operator v0.79.2.
+KUBE_PROMETHEUS_STACK = Chart(
+    chart="kube-prometheus-stack",
+    version="67.8.0",
+    repository="https://prometheus-community.github.io/helm-charts",
+    namespace="monitoring",
+)

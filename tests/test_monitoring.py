@@ -190,3 +190,85 @@ def test_local_dashboards_have_no_gpu_panel_and_cost_nothing():
     assert "GPU utilisation" not in titles
     cost = next(e for t, e in panel_queries(board) if t.startswith("Cost"))
     assert cost.startswith("0 / ")
+
+
+# --- in the clusters -------------------------------------------------------------------------------------------
+
+from modelfleet import serving, versions  # noqa: E402
+from modelfleet.monitoring import kubernetes as mk8s  # noqa: E402
+
+RELEASE = "kubernetes:helm.sh/v3:Release"
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_each_cluster_gets_the_stack_before_the_scaledobjects_that_query_it(stack, evaluated):
+    plan, mon = plans(stack)
+    resources = evaluated(stack).resources
+    by_urn = {r.urn: r for r in resources}
+    stacks = [r for r in resources if r.type == RELEASE and r.inputs["chart"] == "kube-prometheus-stack"]
+    assert len(stacks) == len(plan.regions)
+    for release in stacks:
+        assert release.inputs["version"] == versions.KUBE_PROMETHEUS_STACK.version
+        assert release.inputs["namespace"] == serving.PROMETHEUS_NAMESPACE
+        spec = release.inputs["values"]["prometheus"]["prometheusSpec"]
+        assert spec["ruleSelectorNilUsesHelmValues"] is False and spec["serviceMonitorSelectorNilUsesHelmValues"] is False
+        assert release.inputs["values"]["alertmanager"]["alertmanagerSpec"]["secrets"] == ["modelfleet-alertmanager"]
+    scaled = [r for r in resources if r.type == "kubernetes:keda.sh/v1alpha1:ScaledObject"]
+    assert len(scaled) == sum(len(r.placements) for r in plan.regions)
+    for obj in scaled:
+        needed = [by_urn[d] for d in obj.dependencies if d in by_urn]
+        releases = [d for d in needed if d.type == RELEASE and d.inputs["chart"] == "kube-prometheus-stack"]
+        assert len(releases) == 1 and releases[0].provider == obj.provider
+        for trigger in obj.inputs["spec"]["triggers"]:
+            assert trigger["metadata"]["serverAddress"] == "http://prometheus-operated.monitoring.svc:9090"
+            # KEDA applies fallback only to AverageValue triggers.
+            assert trigger["metricType"] == "AverageValue"
+        fallback = obj.inputs["spec"]["fallback"]
+        assert fallback["failureThreshold"] >= 1 and 1 <= fallback["replicas"] <= obj.inputs["spec"]["maxReplicaCount"]
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_every_model_has_its_prometheusrule_with_slo_alerts_declared_after_the_chart(stack, evaluated):
+    plan, mon = plans(stack)
+    resources = evaluated(stack).resources
+    by_urn = {r.urn: r for r in resources}
+    rules = [r for r in resources if r.type == "kubernetes:monitoring.coreos.com/v1:PrometheusRule"]
+    assert len(rules) == len(plan.regions) * (len(plan.models) + 1)
+    for rule in rules:
+        serving.validate_manifest(rule.inputs, "1.33")
+        assert any(by_urn[d].type == RELEASE for d in rule.dependencies if d in by_urn)
+        model = rule.inputs["metadata"]["labels"].get("model")
+        alerts = [x for g in rule.inputs["spec"]["groups"] for x in g["rules"] if "alert" in x]
+        if model:
+            assert {x["labels"]["slo"] for x in alerts if "slo" in x["labels"]} == {"availability", "latency"}
+            assert {x["labels"]["model"] for x in alerts} == {model}
+    monitors = [r for r in resources if r.type.endswith(("ServiceMonitor", "PodMonitor"))]
+    aws = sum(r.cloud == "aws" for r in plan.regions)
+    assert len(monitors) == 3 * len(plan.regions) + aws  # Triton, Envoy proxies, ext_proc; DCGM on EKS
+    maps = [r for r in resources if r.type == "kubernetes:core/v1:ConfigMap"
+            and r.inputs["metadata"]["labels"].get("grafana_dashboard") == "1"]
+    assert len(maps) == len(plan.regions) * (1 + len(plan.models))
+
+
+def test_prometheusrule_schema_rejects_what_the_crd_rejects():
+    plan, mon = plans("prod")
+    rule = mk8s.prometheus_rules(mon)[1]
+    serving.validate_manifest(rule, "1.33")
+    bad = yaml.safe_load(yaml.safe_dump(rule))
+    bad["spec"]["groups"][0]["rules"][0]["for"] = "ten minutes"
+    with pytest.raises(serving.ManifestError, match="for"):
+        serving.validate_manifest(bad, "1.33")
+    bad = yaml.safe_load(yaml.safe_dump(rule))
+    bad["spec"]["groups"][0]["rules"][0]["severity"] = "page"
+    with pytest.raises(serving.ManifestError, match="severity"):
+        serving.validate_manifest(bad, "1.33")
+
+
+def test_scaledobject_without_failure_threshold_is_rejected():
+    plan, _ = plans("prod")
+    region = plan.regions[0]
+    obj = serving.scaled_object(plan, serving.workload(plan, region, region.placements[0]))
+    serving.validate_manifest(obj, region.kubernetes_version)
+    del obj["spec"]["fallback"]["failureThreshold"]
+    with pytest.raises(serving.ManifestError, match="failureThreshold"):
+        serving.validate_manifest(obj, region.kubernetes_version)
