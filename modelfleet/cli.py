@@ -216,13 +216,18 @@ def serve(
     http_port: Annotated[int, typer.Option(help="Triton's HTTP/REST port.")] = 8000,
     grpc_port: Annotated[int, typer.Option(help="Triton's gRPC port.")] = 8001,
     metrics_port: Annotated[int, typer.Option(help="Triton's Prometheus metrics port.")] = 8002,
+    gateway_ports: Annotated[str | None, typer.Option(help="HTTP,GRPC,AUTHZ,EXTPROC,ADMIN ports of the gateway; "
+                                                           "default the stack's (8080,8081), 9001,9002,9901.")] = None,
     root: ROOT_OPTION = None,
 ) -> None:
-    """Run a real Triton on this machine with exactly the configs the plan renders (CPU), until Ctrl-C.
-    The model repository is laid out under build/serve/<stack>/."""
+    """Run a real Triton on this machine with exactly the configs the plan renders (CPU), and the gateway in front
+    of it (Envoy + the inspection service, HTTP 127.0.0.1:8080, gRPC :8081), until Ctrl-C.
+    The model repository and the gateway's config and audit log are under build/serve/<stack>/."""
     import signal
     import time
 
+    from modelfleet.cli_gateway import local_gateway
+    from modelfleet.gateway.local import GatewayStartupError
     from modelfleet.local import build_local_repository, repository_dir
     from modelfleet.triton.config import ArtefactMissingError, ModelConfigError
     from modelfleet.triton.runtime import TritonNotInstalled, TritonServer, TritonStartupError
@@ -242,7 +247,8 @@ def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.update(now=True))
     try:
-        with TritonServer(repository, http_port, grpc_port, metrics_port) as server:
+        with TritonServer(repository, http_port, grpc_port, metrics_port) as server, \
+                local_gateway(fleet_plan, root, stack, http_port, grpc_port, console, gateway_ports):
             console.print(f"[green]Triton ready[/] — models: {', '.join(m.name for m in fleet_plan.models)}")
             console.print(f"  HTTP    {server.http_url}\n  gRPC    {server.grpc_url}\n  metrics {server.metrics_url}")
             console.print(f"  repository {repository}\nCtrl-C to stop.")
@@ -251,7 +257,7 @@ def serve(
             if server.process.poll() is not None:
                 console.print(f"[red]tritonserver exited with code {server.process.returncode}[/]\n{server.log_tail()}")
                 raise typer.Exit(1)
-    except (TritonNotInstalled, TritonStartupError) as exc:
+    except (TritonNotInstalled, TritonStartupError, GatewayStartupError) as exc:
         console.print(f"[red]error:[/] {exc}", markup=True)
         raise typer.Exit(1)
     console.print("stopped")
@@ -259,6 +265,8 @@ def serve(
 
 from modelfleet.cli_tune import tune  # noqa: E402  `modelfleet tune` lives in cli_tune.py
 app.command()(tune)
+from modelfleet.cli_gateway import keys_app  # noqa: E402  `modelfleet keys` lives in cli_gateway.py
+app.add_typer(keys_app, name="keys")
 
 
 def main() -> None:  # pragma: no cover - the console script

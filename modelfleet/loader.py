@@ -399,6 +399,14 @@ def _cross_check(stack: StackSpec, specs: dict[str, ModelSpec], files: dict[str,
                 problems.append(Problem(files[name], model_line(name, ("source",)), f"source.{cloud}",
                                         f"stack {display} runs this model on {cloud}; add source.{cloud}: {example}"))
 
+    for name in stack.models:
+        spec = specs.get(name)
+        if spec and "jwt" in spec.gateway.auth and stack.gateway.jwt is None:
+            problems.append(Problem(files[name], model_line(name, ("gateway", "auth")), "gateway.auth",
+                                    f"jwt needs an issuer, and stack {display} has none: add "
+                                    f"{CONFIG_NAMESPACE}:gateway: {{jwt: {{issuer: ..., audiences: [...]}}}} there, "
+                                    "or use api-key"))
+
     networks = region_networks(stack)
     keys = list(networks)
     for i, a in enumerate(keys):

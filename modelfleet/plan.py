@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from modelfleet.catalogue import Cloud, hardware, regions
+from modelfleet.gateway.plan import GatewayPlan, gateway_plan
 from modelfleet.loader import Fleet, region_networks
 from modelfleet.spec import ModelSpec, RegionEntry, StackSpec
 from modelfleet.tuning import capacity
@@ -266,6 +267,7 @@ class FleetPlan:
     warnings: tuple[str, ...] = field(default=())
     capacity_headroom: float = 1.3
     tuning: dict[tuple[str, str], TuningRecord] = field(default_factory=dict)  # the loader's records
+    gateway: GatewayPlan | None = None  # modelfleet.gateway.plan: routes, auth, limits, inspection per model
 
     @property
     def monthly_usd(self) -> float:
@@ -290,6 +292,7 @@ def build_plan(fleet: Fleet) -> FleetPlan:
         regions=region_plans,
         capacity_headroom=stack.capacity_headroom,
         tuning=dict(fleet.tuning),
+        gateway=gateway_plan(stack, fleet.models),
     )
     return FleetPlan(**{**plan.__dict__, "warnings": _warnings(plan)})
 

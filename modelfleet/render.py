@@ -9,6 +9,7 @@
     out_dir/kubernetes/<region>/helm-keda.yaml             the KEDA chart, version and values
     out_dir/monitoring/...                                 rules, Alertmanager config, dashboards, promtool
                                                            tests (modelfleet.monitoring.render)
+    out_dir/gateway/envoy.yaml                             the local stack's Envoy (modelfleet.gateway)
 
 Pure apart from writing under `out_dir`, and deterministic: the same plan gives the same bytes. The cloud
 identity annotation of the Triton ServiceAccount is an output of the deployment; it is shown as a placeholder.
@@ -91,6 +92,12 @@ def render(plan: FleetPlan, out_dir: str | Path) -> list[Path]:
         for hw in classes:
             folder = out / "models" / model.name / (hw if len(classes) > 1 else "")
             write(folder / "config.pbtxt", configs[(model.name, hw)])
+
+    if plan.environment == "local" and plan.gateway is not None:
+        from modelfleet.gateway.envoy_config import AUDIT_LOG, default_ports, envoy_bootstrap
+
+        write(out / "gateway" / "envoy.yaml", to_yaml(envoy_bootstrap(plan.gateway, default_ports(plan.gateway),
+                                                                      AUDIT_LOG)))
 
     cloud = cloud_configs(plan)
     for region in plan.regions:

@@ -120,13 +120,105 @@ class BatchingSpec(Strict):
     response_cache: bool = False
 
 
+PiiDetector = Literal["email", "phone", "card", "iban", "national-id"]
+PII_DETECTORS: tuple[str, ...] = ("email", "phone", "card", "iban", "national-id")
+# Deny patterns run on every BYTES element of every request: bounded so a pattern stays cheap to match.
+MAX_DENY_PATTERN_CHARS = 200
+
+
+class RateLimitSpec(Strict):
+    """Per tenant and per model: every tenant gets its own buckets of these sizes."""
+
+    requests_per_second: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        50, description="Sustained requests per second per tenant (whole numbers: Envoy's token buckets count "
+                        "whole tokens).")
+    burst: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Bucket size; default: one second's worth (requests_per_second).")
+    requests_per_day: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Daily quota per tenant; none: no quota.")
+
+    @model_validator(mode="after")
+    def _burst_covers_a_second(self) -> RateLimitSpec:
+        if self.burst is not None and self.burst < self.requests_per_second:
+            raise ValueError(f"burst: {self.burst} must be >= requests_per_second ({self.requests_per_second}); "
+                             "a smaller bucket could never serve the declared rate")
+        return self
+
+
+class InspectionSpec(Strict):
+    """Checks on each request body, before Triton sees it (the gateway's ext_proc service)."""
+
+    tensors: bool = Field(True, description="Input names, dtypes and shapes must match the model's `inputs`.")
+    max_element_bytes: Annotated[int, Field(ge=1)] = Field(
+        4096, description="Longest BYTES element (one string) a request may carry, in bytes.")
+    max_elements: Annotated[int, Field(ge=1)] = Field(
+        65536, description="Most elements in one input tensor (batch included).")
+    deny_patterns: list[Annotated[str, Field(min_length=1, max_length=MAX_DENY_PATTERN_CHARS)]] = Field(
+        default_factory=list, description="Python regular expressions; a BYTES input element that matches one is "
+                                          "refused with 400 (case-insensitive).")
+
+    @field_validator("deny_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from None
+        return patterns
+
+
+class PiiSpec(Strict):
+    """PII in the model's BYTES outputs: masked (replaced by [REDACTED:<kind>]) or the response refused."""
+
+    mode: Literal["off", "mask", "block"] = "mask"
+    detectors: list[PiiDetector] = Field(default_factory=lambda: list(PII_DETECTORS))
+
+    @field_validator("detectors")
+    @classmethod
+    def _unique(cls, detectors: list[str]) -> list[str]:
+        if len(set(detectors)) != len(detectors):
+            raise ValueError("list each detector once")
+        return detectors
+
+
+class AuditSpec(Strict):
+    """Every request gets one audit line (not switchable); payloads only on request."""
+
+    payloads: bool = Field(False, description="Also log request bodies (truncated); off by default: payloads may "
+                                              "hold personal data.")
+
+
+AuthMethod = Literal["api-key", "jwt"]
+
+
 class GatewaySpec(Strict):
-    auth: Literal["api-key", "jwt"] = "api-key"
-    rate_limit_rps: Annotated[float, Field(gt=0)] = 50
-    daily_quota: Annotated[int, Field(ge=0)] | None = None
-    max_request_bytes: Annotated[int, Field(gt=0)] = 1_048_576
-    pii_filter: bool = True
-    audit_log: bool = True
+    """How the gateway admits, limits, inspects and audits requests to this model."""
+
+    auth: Annotated[list[AuthMethod], Field(min_length=1)] = Field(
+        default_factory=lambda: ["api-key"], description="Accepted credentials: api-key, jwt (issuer and audiences "
+                                                         "from the stack's gateway.jwt), or both.")
+    scope: Annotated[str, Field(pattern=r"^[a-z][-a-z0-9:.]{0,62}$")] | None = Field(
+        None, description="Scope a key or token needs for this model; default `infer:<model>`.")
+    rate_limit: RateLimitSpec = RateLimitSpec()
+    max_request_bytes: Annotated[int, Field(gt=0, le=64 * 1_048_576)] = 1_048_576
+    inspection: InspectionSpec = InspectionSpec()
+    pii: PiiSpec = PiiSpec()
+    fail_mode: Literal["closed", "open"] = Field(
+        "closed", description="When the inspection service is down: closed refuses (503), open serves uninspected.")
+    audit: AuditSpec = AuditSpec()
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _one_method_is_a_list(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("auth")
+    @classmethod
+    def _unique_methods(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("list each method once")
+        return value
 
 
 class MonitoringSpec(Strict):
@@ -331,6 +423,41 @@ class EndpointAccess(Strict):
         return cidrs
 
 
+HTTPS_URL = r"^https://[A-Za-z0-9.-]+(:\d+)?(/\S*)?$"
+
+
+class JwtIssuerSpec(Strict):
+    """The OIDC issuer whose tokens the gateway accepts for models with `gateway.auth: [jwt]`."""
+
+    issuer: Annotated[str, Field(pattern=HTTPS_URL)] = Field(description="The tokens' `iss`, e.g. "
+                                                                         "https://auth.example.com/")
+    audiences: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] = Field(
+        description="Accepted `aud` values; a token must carry one of them.")
+    jwks_uri: Annotated[str, Field(pattern=HTTPS_URL)] | None = Field(
+        None, description="Where the issuer's signing keys are; default <issuer>/.well-known/jwks.json.")
+    jwks_file: str | None = Field(
+        None, description="Local stack only: a JWKS file read at start (the local machine may have no network).")
+    tenant_claim: Annotated[str, Field(min_length=1)] = "sub"
+    scope_claim: Annotated[str, Field(min_length=1)] = "scope"
+
+
+class StackGatewaySpec(Strict):
+    """The stack's gateway: where it listens and how it is reached."""
+
+    http_port: Annotated[int, Field(ge=1, le=65535)] | None = Field(
+        None, description="Listener for KServe v2 HTTP; default 8080 locally, 443 in the cloud.")
+    grpc_port: Annotated[int, Field(ge=1, le=65535)] | None = Field(
+        None, description="Listener for inference.GRPCInferenceService; default 8081 locally, 443 in the cloud "
+                          "(one TLS listener carries both, told apart by content type).")
+    tls: bool | None = Field(None, description="Terminate TLS at the gateway; default on in the cloud, off locally "
+                                               "(loopback only). Cloud environments cannot turn it off.")
+    load_balancer: Literal["internal", "external"] = Field(
+        "internal", description="internal: reachable only from the region's network; external: from the internet.")
+    hostname: Annotated[str, Field(pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")] | None = Field(
+        None, description="The gateway's DNS name; default api.<dns_domain>.")
+    jwt: JwtIssuerSpec | None = None
+
+
 class StackSpec(Strict):
     """An environment: the `modelfleet:` keys of `stacks/Pulumi.<stack>.yaml`."""
 
@@ -351,6 +478,7 @@ class StackSpec(Strict):
     )
     kubernetes_version: Annotated[str, Field(pattern=r"^1\.\d{2}$")] = "1.33"
     capacity_headroom: Annotated[float, Field(ge=1.0, le=3.0)] = 1.3
+    gateway: StackGatewaySpec = StackGatewaySpec()
 
     @model_validator(mode="after")
     def _regions_fit_environment(self) -> StackSpec:
@@ -360,6 +488,14 @@ class StackSpec(Strict):
             raise ValueError(f"regions: environment {self.environment} needs at least one region, e.g. aws:us-east-1")
         if any(r.cloud == "gcp" for r in self.regions) and not self.gcp_project:
             raise ValueError("gcp_project: required, the stack has GCP regions; set it to the Google Cloud project id")
+        if self.environment != "local" and self.gateway.tls is False:
+            raise ValueError("gateway.tls: the gateway terminates TLS in every cloud environment; remove tls: false")
+        if self.environment == "local" and self.gateway.jwt and not self.gateway.jwt.jwks_file:
+            raise ValueError("gateway.jwt.jwks_file: the local gateway reads the issuer's keys from a file "
+                             "(this machine may have no network); set it to a JWKS file")
+        if self.environment != "local" and self.gateway.jwt and self.gateway.jwt.jwks_file:
+            raise ValueError("gateway.jwt.jwks_file: only the local stack reads keys from a file; "
+                             "use jwks_uri in the cloud")
         keys = [r.region for r in self.regions]
         dup = sorted({k for k in keys if keys.count(k) > 1})
         if dup:

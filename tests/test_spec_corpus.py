@@ -72,7 +72,8 @@ def test_minimal_model_gets_safe_defaults(tmp_path: Path) -> None:
     spec = load_model(path)
     assert spec.source.aws == "s3://bucket/tiny" and spec.source.gcp is None
     assert spec.scaling.min_replicas == 1 and not spec.scaling.scale_to_zero
-    assert spec.gateway.pii_filter and spec.gateway.audit_log
+    assert spec.gateway.pii.mode == "mask" and not spec.gateway.audit.payloads
+    assert spec.gateway.fail_mode == "closed" and spec.gateway.auth == ["api-key"]
     assert spec.hardware.gpu_class == "nvidia-l4" and spec.hardware.gpus_per_replica == 1
 
 

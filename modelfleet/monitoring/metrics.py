@@ -25,9 +25,12 @@ TRITON_METRICS = (TRITON_SUCCESS, TRITON_FAILURE, TRITON_QUEUE_US, TRITON_REQUES
 ENVOY_RQ_XX = "envoy_cluster_upstream_rq_xx"  # label envoy_response_code_class: 1..5
 ENVOY_RQ_TIME_BUCKET = "envoy_cluster_upstream_rq_time_bucket"
 ENVOY_RQ_TIME_COUNT = "envoy_cluster_upstream_rq_time_count"
-# The global rate limit filter charges its verdicts to the route's upstream cluster (`cluster.<name>.ratelimit.*`).
+# 429s. The global rate limit filter (Envoy Gateway's BackendTrafficPolicy) charges its verdicts to the route's
+# upstream cluster (`cluster.<name>.ratelimit.over_limit`); the local one (the local stack) to its stat prefix,
+# `modelfleet_<rule>_<model>` (modelfleet.gateway.envoy_config).
 ENVOY_RATELIMIT_OVER = "envoy_cluster_ratelimit_over_limit"
-ENVOY_METRICS = (ENVOY_RQ_XX, ENVOY_RQ_TIME_BUCKET, ENVOY_RQ_TIME_COUNT, ENVOY_RATELIMIT_OVER)
+ENVOY_LOCAL_RATELIMITED = "envoy_http_local_rate_limit_rate_limited"
+ENVOY_METRICS = (ENVOY_RQ_XX, ENVOY_RQ_TIME_BUCKET, ENVOY_RQ_TIME_COUNT, ENVOY_RATELIMIT_OVER, ENVOY_LOCAL_RATELIMITED)
 # Envoy's default histogram buckets (ms), source/common/stats/histogram_impl.h `supportedBuckets`. A latency SLO
 # is measured at the largest bucket not above the p99 target: never laxer than the SLO.
 ENVOY_BUCKETS_MS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000,
@@ -50,6 +53,10 @@ DRIFT_METRICS = (DRIFT_PSI, DRIFT_KS, DRIFT_SAMPLES)
 def upstream_selector(model: str) -> str:
     """A matcher for the gateway's upstream cluster of `model` (regex matches are anchored in PromQL)."""
     return f'envoy_cluster_name=~"(.*/)?triton-{model}(/.*)?"'
+
+
+def local_ratelimit_selector(model: str) -> str:
+    return f'envoy_local_http_ratelimit_prefix=~"modelfleet_[a-z]+_{model}"'
 
 
 def pod_selector(model: str) -> str:

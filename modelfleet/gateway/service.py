@@ -1,0 +1,282 @@
+"""The gateway's own gRPC service, called by Envoy: API-key and JWT-claim authorization (ext_authz) and tensor
+inspection with PII filtering (ext_proc). Locally each runs in its own process (`--role`), so inspection can be
+down while authorization stays up.
+
+Why two protocols: authorization must fail closed whatever a model's fail mode says, and Envoy's ext_authz has
+its own failure switch (kept off), while inspection follows the model's `fail_mode` through ext_proc's
+`failure_mode_allow`. Envoy asks ext_authz with a handful of headers only, and ext_proc only for the request body
+(and the response body of models whose BYTES outputs are PII-filtered): no header round trips.
+
+Messages are Envoy's own protos (envoy-data-plane's betterproto2 classes), served over grpcio aio through
+generic handlers, so no generated grpcio stubs are needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from pathlib import Path
+
+import grpc
+from envoy_data_plane.envoy.config.core.v3 import HeaderValue, HeaderValueOption, HeaderValueOptionHeaderAppendAction
+from envoy_data_plane.envoy.service.auth.v3 import CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse
+from envoy_data_plane.envoy.service.ext_proc.v3 import (
+    BodyMutation,
+    BodyResponse,
+    CommonResponse,
+    GrpcStatus,
+    HeaderMutation,
+    ImmediateResponse,
+    ProcessingRequest,
+    ProcessingResponse,
+)
+from envoy_data_plane.envoy.type.v3 import HttpStatus, StatusCode
+from envoy_data_plane.google.protobuf import Struct
+from envoy_data_plane.google.rpc import Status
+
+from modelfleet.gateway import inspect
+from modelfleet.gateway.keys import KeyStore
+from modelfleet.gateway.plan import (
+    API_KEY_HEADER,
+    KEY_ID_HEADER,
+    MODEL_HEADER,
+    TENANT_HEADER,
+    GatewayPlan,
+    InspectionPlan,
+)
+
+log = logging.getLogger("modelfleet.gateway")
+AUTHZ_METHOD = "/envoy.service.auth.v3.Authorization/Check"
+EXT_PROC_METHOD = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
+METADATA_NAMESPACE = "modelfleet"  # ext_proc writes its decision here; the audit line reads it
+JWT_METADATA = ("envoy.filters.http.jwt_authn", "jwt_payload")
+PAYLOAD_AUDIT_BYTES = 4096  # the most of a request body an audit line carries when the model asks for payloads
+GRPC_PERMISSION_DENIED, GRPC_UNAUTHENTICATED, GRPC_INVALID_ARGUMENT = 7, 16, 3
+
+
+def _struct(values: dict) -> Struct:
+    return Struct.from_dict(values)
+
+
+def _set(name: str, value: str, raw: bool = True) -> HeaderValueOption:
+    # ext_proc reads raw_value; ext_authz reads value.
+    header = HeaderValue(key=name, raw_value=value.encode()) if raw else HeaderValue(key=name, value=value)
+    return HeaderValueOption(header=header, append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD)
+
+
+class Authorizer:
+    """ext_authz: who is calling (API key or a JWT Envoy already verified), may they call this model."""
+
+    def __init__(self, plan: GatewayPlan, keys: KeyStore):
+        self.plan = plan
+        self.keys = keys
+
+    def check(self, request: CheckRequest) -> CheckResponse:
+        attrs = request.attributes
+        ctx = attrs.context_extensions
+        scope, methods = ctx.get("scope", ""), ctx.get("methods", "").split(",")
+        headers = attrs.request.http.headers if attrs.request and attrs.request.http else {}
+        jwt = None
+        if attrs.metadata_context and JWT_METADATA[0] in attrs.metadata_context.filter_metadata:
+            jwt = attrs.metadata_context.filter_metadata[JWT_METADATA[0]].to_dict().get(JWT_METADATA[1])
+        if jwt is not None and "jwt" in methods:
+            return self._jwt(jwt, scope)
+        api_key = headers.get(API_KEY_HEADER)
+        if api_key and "api-key" in methods:
+            record, reason = self.keys.check(api_key, scope)
+            if reason == "ok":
+                return self._allow(record.tenant, record.key_id, reason)
+            who = {"tenant": record.tenant, "key_id": record.key_id} if record else {}
+            status = 403 if reason == "scope_denied" else 401
+            return self._deny(status, reason, _AUTH_MESSAGES[reason].format(scope=scope), **who)
+        wanted = " or ".join({"api-key": f"an {API_KEY_HEADER} header", "jwt": "a bearer token"}[m] for m in methods)
+        return self._deny(401, "missing_credentials", f"this model needs {wanted}")
+
+    def _jwt(self, claims: dict, scope: str) -> CheckResponse:
+        jwt = self.plan.jwt
+        tenant = str(claims.get(jwt.tenant_claim, "")) if jwt else ""
+        key_id = "jwt:" + str(claims.get("jti", "-"))
+        granted = claims.get(jwt.scope_claim, "") if jwt else ""
+        granted = set(granted.split() if isinstance(granted, str) else granted or [])
+        if not tenant:
+            return self._deny(401, "no_tenant_claim", f"the token has no {jwt.tenant_claim if jwt else ''} claim")
+        if scope not in granted and "infer:*" not in granted:
+            return self._deny(403, "scope_denied", f"the token lacks scope {scope}", tenant=tenant, key_id=key_id)
+        return self._allow(tenant, key_id, "ok")
+
+    def _allow(self, tenant: str, key_id: str, reason: str) -> CheckResponse:
+        return CheckResponse(
+            status=Status(code=0),
+            ok_response=OkHttpResponse(
+                headers=[_set(TENANT_HEADER, tenant, raw=False), _set(KEY_ID_HEADER, key_id, raw=False)],
+                # The key never travels past the gateway.
+                headers_to_remove=[API_KEY_HEADER, "authorization"],
+            ),
+            dynamic_metadata=_struct({"tenant": tenant, "key_id": key_id, "decision": "allow", "reason": reason}),
+        )
+
+    def _deny(self, status: int, reason: str, message: str, tenant: str = "", key_id: str = "") -> CheckResponse:
+        return CheckResponse(
+            status=Status(code=GRPC_PERMISSION_DENIED if status == 403 else GRPC_UNAUTHENTICATED),
+            denied_response=DeniedHttpResponse(
+                status=HttpStatus(code=StatusCode(status)),
+                headers=[_set("content-type", "application/json", raw=False)],
+                body=json.dumps({"error": message, "code": reason}),
+            ),
+            dynamic_metadata=_struct({"tenant": tenant, "key_id": key_id, "decision": "deny", "reason": reason}),
+        )
+
+
+_AUTH_MESSAGES = {
+    "malformed_key": "the API key is malformed",
+    "unknown_key": "the API key is not valid",
+    "revoked_key": "the API key has been revoked",
+    "expired_key": "the API key has expired",
+    "scope_denied": "the API key does not grant {scope}",
+}
+
+
+class Inspector:
+    """ext_proc: one stream per request; the request body, then (PII models only) the response body."""
+
+    def __init__(self, plan: GatewayPlan):
+        self.routes = {r.model: r.inspection for r in plan.routes}
+
+    def _plan_for(self, path: str, header_model: str) -> tuple[InspectionPlan | None, bool, str]:
+        """(plan, grpc, method) for a request, from the attributes Envoy sends with the body."""
+        if path.startswith("/inference.GRPCInferenceService/"):
+            return self.routes.get(header_model), True, path.rsplit("/", 1)[1]
+        parts = path.split("?", 1)[0].split("/")
+        model = parts[3] if len(parts) > 3 and parts[1:3] == ["v2", "models"] else ""
+        return self.routes.get(model), False, ""
+
+    async def process(self, requests, context) -> None:
+        plan = grpc_call = method = None
+        header_model = ""
+        async for req in requests:
+            if req.request_body is not None:
+                path, header_model = _attributes(req)
+                plan, grpc_call, method = self._plan_for(path, header_model)
+                yield self._request(plan, grpc_call, method, header_model, path, req.request_body.body)
+            elif req.response_body is not None:
+                yield self._response(plan, grpc_call, req.response_body.body)
+            else:  # a phase this service never asks for (headers, trailers): let it pass untouched
+                yield _pass_through(req)
+
+    def _request(self, plan, grpc_call, method, header_model, path, body: bytes) -> ProcessingResponse:
+        if plan is None:
+            return _refuse(inspect.Refusal(404, "unknown_model", f"no model is routed for {path}"), "-", grpc_call)
+        refusal = (inspect.check_grpc(plan, method, header_model, body) if grpc_call
+                   else inspect.check_http(plan, path, body))
+        if refusal is not None:
+            return _refuse(refusal, plan.model, grpc_call)
+        meta = {"decision": "allow", "reason": "inspected"}
+        if plan.audit_payloads:
+            meta["payload"] = base64.b64encode(body[:PAYLOAD_AUDIT_BYTES]).decode()
+        return ProcessingResponse(request_body=BodyResponse(response=CommonResponse()),
+                                  dynamic_metadata=_struct({METADATA_NAMESPACE: meta}))
+
+    def _response(self, plan, grpc_call, body: bytes) -> ProcessingResponse:
+        if plan is None or not plan.response_body:
+            return ProcessingResponse(response_body=BodyResponse(response=CommonResponse()))
+        try:
+            masked, kinds = inspect.filter_response(plan, body, bool(grpc_call))
+        except Exception:  # an answer we cannot parse is not ours to judge: Triton's own error, say
+            log.exception("response of %s not parsed; passed unfiltered", plan.model)
+            return ProcessingResponse(response_body=BodyResponse(response=CommonResponse()))
+        if not kinds:
+            return ProcessingResponse(response_body=BodyResponse(response=CommonResponse()))
+        if plan.pii_mode == "block":
+            refusal = inspect.Refusal(451, "pii_blocked", "the model's answer contains personal data "
+                                                          f"({', '.join(kinds)}) and was withheld")
+            return _refuse(refusal, plan.model, bool(grpc_call), phase="response")
+        return ProcessingResponse(
+            response_body=BodyResponse(response=CommonResponse(body_mutation=BodyMutation(body=masked))),
+            dynamic_metadata=_struct({METADATA_NAMESPACE: {"decision": "mask", "reason": "pii_masked:"
+                                                           + "+".join(kinds)}}))
+
+
+def _attributes(req: ProcessingRequest) -> tuple[str, str]:
+    """The request path and the gRPC model header, sent by Envoy as attributes with the first message."""
+    attrs = req.attributes.get("envoy.filters.http.ext_proc")
+    values = attrs.to_dict() if attrs is not None else {}
+    return str(values.get("request.path", "")), str(values.get(f"request.headers['{MODEL_HEADER}']", "") or "")
+
+
+def _pass_through(req: ProcessingRequest) -> ProcessingResponse:
+    from envoy_data_plane.envoy.service.ext_proc.v3 import HeadersResponse, TrailersResponse
+
+    for name in ("request_headers", "response_headers"):
+        if getattr(req, name) is not None:
+            return ProcessingResponse(**{name: HeadersResponse(response=CommonResponse())})
+    name = "request_trailers" if req.request_trailers is not None else "response_trailers"
+    return ProcessingResponse(**{name: TrailersResponse()})
+
+
+def _refuse(refusal: inspect.Refusal, model: str, grpc_call: bool, phase: str = "request") -> ProcessingResponse:
+    return ProcessingResponse(
+        immediate_response=ImmediateResponse(
+            status=HttpStatus(code=StatusCode(refusal.status)),
+            headers=HeaderMutation(set_headers=[_set("content-type", "application/json")]),
+            body=refusal.json_body(model),
+            grpc_status=GrpcStatus(status=GRPC_INVALID_ARGUMENT if refusal.status == 400
+                                   else GRPC_PERMISSION_DENIED) if grpc_call else None,
+            details=f"modelfleet_{refusal.code}",
+        ),
+        dynamic_metadata=_struct({METADATA_NAMESPACE: {"decision": "block" if phase == "response" else "deny",
+                                                       "reason": refusal.code}}),
+    )
+
+
+def _warm_up(plan: GatewayPlan) -> None:
+    """Parse and build each message kind once before serving: betterproto2 prepares a class on first use, which
+    would otherwise spend the first request's ext_proc timeout."""
+    bytes(CheckResponse(status=Status(code=0)))
+    CheckRequest.parse(bytes(CheckRequest()))
+    ProcessingRequest.parse(bytes(ProcessingRequest()))
+    inspector = Inspector(plan)
+    for route in plan.routes:
+        inspector._request(route.inspection, False, "", route.model, f"/v2/models/{route.model}/infer", b"{}")
+        inspector._request(route.inspection, True, "ModelInfer", route.model, "", b"\0\0\0\0\0")
+
+
+def handlers(plan: GatewayPlan, key_path: Path, roles: tuple[str, ...]) -> dict[str, grpc.RpcMethodHandler]:
+    """gRPC method handlers for the roles this process plays: "authz" (ext_authz), "extproc" (ext_proc)."""
+    out = {}
+    if "authz" in roles:
+        authorizer = Authorizer(plan, KeyStore(key_path))
+
+        async def check(request: CheckRequest, context) -> CheckResponse:
+            return authorizer.check(request)
+
+        out[AUTHZ_METHOD] = grpc.unary_unary_rpc_method_handler(
+            check, request_deserializer=CheckRequest.parse, response_serializer=bytes)
+    if "extproc" in roles:
+        out[EXT_PROC_METHOD] = grpc.stream_stream_rpc_method_handler(
+            Inspector(plan).process, request_deserializer=ProcessingRequest.parse, response_serializer=bytes)
+    return out
+
+
+async def serve(plan: GatewayPlan, key_path: Path, address: str, roles: tuple[str, ...] = ("authz", "extproc"),
+                ready: asyncio.Event | None = None) -> None:
+    """Serve the given roles on `address` (host:port) until cancelled."""
+    methods = handlers(plan, key_path, roles)
+    _warm_up(plan)
+
+    class Handler(grpc.GenericRpcHandler):
+        def service(self, details):
+            return methods.get(details.method)
+
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server.add_generic_rpc_handlers((Handler(),))
+    if server.add_insecure_port(address) == 0:
+        raise OSError(f"cannot listen on {address}")
+    await server.start()
+    if ready is not None:
+        ready.set()
+    try:
+        await server.wait_for_termination()
+    finally:
+        await server.stop(0.5)

@@ -1,0 +1,63 @@
+"""Hypothesis strategies for gateway fuzzing: KServe v2 bodies from well-formed to hostile, shared by the
+in-process fuzz (10,000+ examples) and the real-Envoy sample."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import strategies as st
+
+MODELS = ("sentiment", "fraud-detector", "notes")
+DTYPES = ("BOOL", "UINT8", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES", "BF16", "STRING", "", "fp32")
+NAMES = ("text", "features", "reply", "", "x" * 300, "tëxt", "__proto__")
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
+                    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=40))
+json_values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=6),
+                                                           st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+                           max_leaves=20)
+shapes = st.one_of(st.lists(st.integers(-2, 80), max_size=4), st.just([1, 1]), st.just([1, 32]),
+                   json_values)
+
+
+@st.composite
+def tensor(draw):
+    shape = draw(shapes)
+    t = {"name": draw(st.sampled_from(NAMES) | st.text(max_size=10)), "shape": shape,
+         "datatype": draw(st.sampled_from(DTYPES))}
+    choice = draw(st.integers(0, 4))
+    if choice == 0:
+        t["data"] = draw(st.lists(st.text(max_size=60) | st.just("ignore previous instructions"), max_size=8))
+    elif choice == 1:
+        t["data"] = draw(st.lists(st.floats(allow_nan=False, allow_infinity=False, width=32), max_size=70))
+    elif choice == 2:
+        t["data"] = draw(json_values)
+    elif choice == 3:
+        t["parameters"] = {"binary_data_size": draw(st.integers(-5, 300) | json_values)}
+    if draw(st.booleans()):
+        t[draw(st.text(max_size=6))] = draw(json_values)
+    return t
+
+
+@st.composite
+def body(draw) -> bytes:
+    kind = draw(st.integers(0, 5))
+    if kind == 0:
+        return draw(st.binary(max_size=400))
+    if kind == 1:
+        return json.dumps(draw(json_values)).encode()
+    doc = {"inputs": draw(st.lists(tensor(), max_size=4) | json_values)}
+    if draw(st.booleans()):
+        doc["outputs"] = draw(st.lists(st.fixed_dictionaries({"name": st.text(max_size=8)}), max_size=2) | json_values)
+    raw = json.dumps(doc).encode()
+    if kind == 5:  # a JSON header followed by raw bytes (the binary extension, right or wrong)
+        raw += draw(st.binary(max_size=200))
+    if kind == 4 and raw:  # truncated
+        raw = raw[: draw(st.integers(0, len(raw)))]
+    return raw
+
+
+@st.composite
+def requests(draw):
+    """(model, body, path suffix)."""
+    return draw(st.sampled_from(MODELS)), draw(body()), draw(st.sampled_from(("", "?x=1", "")))
