@@ -406,10 +406,15 @@ def queue_time_query(w: Workload) -> str:
     KEDA applies `fallback` only to AverageValue triggers (kedacore/keda discussion #6524); with AverageValue the
     HPA sets ceil(metric / target) = ceil(current x average / target), the proportional rule of a Value trigger
     (docs/adr/0002-autoscaling.md). Without kube-state-metrics the query is empty: a scaler error, so fallback."""
-    match = f'namespace="{w.namespace}",model="{w.model.name}"'
-    return (f"sum(rate(nv_inference_queue_duration_us{{{match}}}[{METRIC_WINDOW}])) / "
-            f"clamp_min(sum(rate(nv_inference_request_success{{{match}}}[{METRIC_WINDOW}])), 0.001) * "
+    return (f"{queue_time_average_query(w.namespace, w.model.name)} * "
             f'scalar(kube_deployment_status_replicas{{namespace="{w.namespace}",deployment="{w.name}"}})')
+
+
+def queue_time_average_query(namespace: str, model: str) -> str:
+    """Average queue time per request of `model` in `namespace`, microseconds, over all its replicas."""
+    match = f'namespace="{namespace}",model="{model}"'
+    return (f"sum(rate(nv_inference_queue_duration_us{{{match}}}[{METRIC_WINDOW}])) / "
+            f"clamp_min(sum(rate(nv_inference_request_success{{{match}}}[{METRIC_WINDOW}])), 0.001)")
 
 
 def scaled_object(plan: FleetPlan, w: Workload) -> dict:
