@@ -267,6 +267,8 @@ from modelfleet.cli_tune import tune  # noqa: E402  `modelfleet tune` lives in c
 app.command()(tune)
 from modelfleet.cli_gateway import keys_app  # noqa: E402  `modelfleet keys` lives in cli_gateway.py
 app.add_typer(keys_app, name="keys")
+from modelfleet.cli_drift import profile  # noqa: E402  `modelfleet profile` lives in cli_drift.py
+app.command()(profile)
 
 
 def main() -> None:  # pragma: no cover - the console script
