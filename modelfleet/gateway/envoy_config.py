@@ -55,6 +55,7 @@ class LocalPorts:
     authz: int  # the service process answering ext_authz
     extproc: int  # the service process answering ext_proc: its own process, so inspection can fail (open or
                   # closed, per model) while authorization keeps working
+    extproc_metrics: int = 0  # the ext_proc process's /metrics (drift gauges, modelfleet.monitoring); 0: off
 
 
 # `modelfleet serve`'s defaults beside the plan's listeners: Triton's own ports, Envoy Gateway's usual ext_proc port.

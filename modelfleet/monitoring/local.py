@@ -38,6 +38,7 @@ class MonitoringStartupError(RuntimeError):
 class Targets:
     triton_metrics: int  # Triton's metrics port
     envoy_admin: int | None = None  # the gateway's Envoy admin port (serves /stats/prometheus)
+    inspection: int | None = None  # the gateway's inspection service metrics port (drift gauges)
 
 
 def _binary(name: str) -> str:
@@ -55,6 +56,9 @@ def prometheus_config(plan: FleetPlan, targets: Targets, rules_file: Path, alert
     if targets.envoy_admin:
         scrapes.append({"job_name": "gateway", "metrics_path": ENVOY_STATS_PATH,
                         "static_configs": [{"targets": [f"127.0.0.1:{targets.envoy_admin}"], "labels": labels}]})
+    if targets.inspection:
+        scrapes.append({"job_name": "gateway-inspection",
+                        "static_configs": [{"targets": [f"127.0.0.1:{targets.inspection}"], "labels": labels}]})
     interval = f"{int(interval_s * 1000)}ms"
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},

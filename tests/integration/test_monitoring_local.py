@@ -15,10 +15,12 @@ import pytest
 from modelfleet.gateway import keys as keyfile
 from modelfleet.gateway.envoy_config import LocalPorts
 from modelfleet.gateway.local import LocalGateway
-from modelfleet.loader import load_fleet
+from modelfleet.cli_drift import build_profile
+from modelfleet.loader import load_fleet, load_model
 from modelfleet.local import build_local_repository
 from modelfleet.monitoring import metrics
 from modelfleet.monitoring.dashboards import dashboards, panel_queries
+from modelfleet.monitoring.drift import profile_path
 from modelfleet.monitoring.local import LocalMonitoring, Targets
 from modelfleet.monitoring.rules import monitoring_plan
 from modelfleet.plan import build_plan
@@ -32,13 +34,26 @@ FRAUD = {"inputs": [{"name": "features", "shape": [1, 32], "datatype": "FP32", "
 SENTIMENT = {"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": ["a fine product"]}]}
 
 
+REFERENCE = [f"great product, works well {i % 13}" for i in range(400)]
+DRIFTED = "refund demanded: the parcel arrived broken twice and support never answered my emails"
+
+
 def _project(root: Path) -> Path:
+    """The example project; sentiment samples every request into windows of 100 (so a test fills one), with a
+    reference profile of short positive reviews."""
     for name in ("Pulumi.yaml", "__main__.py"):
         shutil.copy(ROOT / name, root / name)
     for folder in ("models", "stacks"):
         shutil.copytree(ROOT / folder, root / folder)
     (root / "build").mkdir()
     (root / "build" / "model-artifacts").symlink_to((ROOT / "build" / "model-artifacts").resolve())
+    spec = root / "models" / "sentiment.yaml"
+    spec.write_text(spec.read_text().replace("  drift_detection: true", "  drift_detection: true\n"
+                                             "  drift_sample_rate: 1\n  drift_window: 100"))
+    reference = root / "reference.txt"
+    reference.write_text("\n".join(REFERENCE))
+    profile = build_profile(load_model(spec), reference)
+    profile_path(root / "models", "sentiment").write_text(profile.to_json())
     return root
 
 
@@ -71,13 +86,14 @@ def stack(tmp_path_factory, triton_install):
     root = _project(tmp_path_factory.mktemp("monitoring-project"))
     plan = build_plan(load_fleet(root, "local"))
     repository = build_local_repository(plan, root, root / "build" / "repository")
-    th, tg, tm, http_, grpc, admin, authz, extproc, prom, am = free_ports(10)
+    th, tg, tm, http_, grpc, admin, authz, extproc, drift, prom, am = free_ports(11)
     ports = LocalPorts(http=http_, grpc=grpc, admin=admin, triton_http=th, triton_grpc=tg, authz=authz,
-                       extproc=extproc)
+                       extproc=extproc, extproc_metrics=drift)
     key_path = keyfile.key_file(root, "local")
     with TritonServer(repository, th, tg, tm) as triton, \
             LocalGateway(plan.gateway, ports, root, "local", key_path, root / "gateway") as gateway, \
-            LocalMonitoring(plan, Targets(tm, admin), prom, am, root / "monitoring", interval_s=1) as monitoring:
+            LocalMonitoring(plan, Targets(tm, admin, drift), prom, am, root / "monitoring",
+                            interval_s=1) as monitoring:
         key, _ = keyfile.create(key_path, "monitoring-test", ["infer:*"])
         yield Stack(plan, triton, gateway, monitoring, key)
 
@@ -94,10 +110,9 @@ def test_every_series_the_dashboards_and_alerts_read_is_scraped(stack):
         e for board in dashboards(stack.plan, mon).values() for _, e in panel_queries(board)]
     wanted = set().union(*(metric_names(e) for e in exprs)) - records
     elsewhere = {metrics.KSM_POD_PHASE, metrics.KSM_RESTARTS, metrics.DCGM_GPU_UTIL,  # cluster-only exporters
-                 metrics.ENVOY_RATELIMIT_OVER,  # the global rate limit filter (Envoy Gateway); local is local
-                 *metrics.DRIFT_METRICS}  # drift gauges: not exported by the inspection service yet
+                 metrics.ENVOY_RATELIMIT_OVER}  # the global rate limit filter (Envoy Gateway); local is local
     must = wanted - elsewhere
-    assert {metrics.ENVOY_RQ_XX, metrics.ENVOY_RQ_TIME_BUCKET, metrics.TRITON_QUEUE_US} <= must
+    assert {metrics.ENVOY_RQ_XX, metrics.ENVOY_RQ_TIME_BUCKET, metrics.TRITON_QUEUE_US, metrics.DRIFT_PSI} <= must
     names = stack.wait_for(lambda: (lambda got: got if must <= got else None)(stack.monitoring.metric_names()),
                            30, f"Prometheus scraping {sorted(must - stack.monitoring.metric_names())}")
     assert must <= names
@@ -118,6 +133,22 @@ def test_the_keda_queue_query_returns_a_number(stack):
     result = stack.wait_for(answer, 30, "the KEDA queue-time query answering")
     value = float(result[0]["value"][1])
     assert value >= 0 and value == value  # a number, not NaN
+
+
+def test_drifted_traffic_through_the_gateway_fires_the_drift_alert(stack):
+    """Reviews unlike the reference profile, sent through the gateway: the inspection service samples them, its
+    PSI on the text's length and vocabulary passes the spec's threshold, and the rendered alert fires."""
+    def psi_alerts():
+        return [a for a in stack.monitoring.alerts() if a["labels"].get("alertname") == "ModelInputDriftPSI"
+                and a["state"] == "firing"]
+    assert not psi_alerts()
+    for _ in range(110):
+        assert stack.infer("sentiment", {**SENTIMENT, "inputs": [{**SENTIMENT["inputs"][0], "data": [DRIFTED]}]}) == 200
+    alerts = stack.wait_for(psi_alerts, 30, "ModelInputDriftPSI firing for sentiment")
+    assert {a["labels"]["model"] for a in alerts} == {"sentiment"}
+    assert {a["labels"]["feature"] for a in alerts} <= {"text.length", "text.vocabulary"}
+    value = stack.monitoring.query('modelfleet_drift_psi{model="sentiment",feature="text.vocabulary"}')
+    assert float(value[0]["value"][1]) > stack.plan.model("sentiment").monitoring.drift_psi_threshold
 
 
 def test_a_killed_triton_fires_the_fast_availability_burn_alert(stack):
