@@ -405,9 +405,10 @@ def queue_time_query(w: Workload) -> str:
 
     KEDA applies `fallback` only to AverageValue triggers (kedacore/keda discussion #6524); with AverageValue the
     HPA sets ceil(metric / target) = ceil(current x average / target), the proportional rule of a Value trigger
-    (docs/adr/0002-autoscaling.md). Without kube-state-metrics the query is empty: a scaler error, so fallback."""
+    (docs/adr/0002-autoscaling.md). Without kube-state-metrics or Triton's series the result is empty (not NaN,
+    as `scalar()` would give): with `ignoreNullValues: false` a scaler error, so the fallback."""
     return (f"{queue_time_average_query(w.namespace, w.model.name)} * "
-            f'scalar(kube_deployment_status_replicas{{namespace="{w.namespace}",deployment="{w.name}"}})')
+            f'sum(kube_deployment_status_replicas{{namespace="{w.namespace}",deployment="{w.name}"}})')
 
 
 def queue_time_average_query(namespace: str, model: str) -> str:
@@ -428,6 +429,9 @@ def scaled_object(plan: FleetPlan, w: Workload) -> dict:
             "serverAddress": PROMETHEUS_URL,
             "query": queue_time_query(w),
             "threshold": str(w.queue_target_us),
+            # No data is an error (so the fallback) for a model that always runs; at zero replicas Triton exports
+            # nothing, which for a scale-to-zero model is the normal quiet state (KEDA's default: read as 0).
+            "ignoreNullValues": "true" if p.scale_to_zero else "false",
         },
     }]
     if p.scale_to_zero:

@@ -223,6 +223,9 @@ def test_each_cluster_gets_the_stack_before_the_scaledobjects_that_query_it(stac
             assert trigger["metadata"]["serverAddress"] == "http://prometheus-operated.monitoring.svc:9090"
             # KEDA applies fallback only to AverageValue triggers.
             assert trigger["metricType"] == "AverageValue"
+        queue = next(t for t in obj.inputs["spec"]["triggers"] if t["name"] == "queue-time")
+        always_on = obj.inputs["spec"]["minReplicaCount"] > 0
+        assert queue["metadata"]["ignoreNullValues"] == ("false" if always_on else "true")
         fallback = obj.inputs["spec"]["fallback"]
         assert fallback["failureThreshold"] >= 1 and 1 <= fallback["replicas"] <= obj.inputs["spec"]["maxReplicaCount"]
 
@@ -272,3 +275,25 @@ def test_scaledobject_without_failure_threshold_is_rejected():
     del obj["spec"]["fallback"]["failureThreshold"]
     with pytest.raises(serving.ManifestError, match="failureThreshold"):
         serving.validate_manifest(obj, region.kubernetes_version)
+
+
+def test_the_keda_query_scales_with_replicas_and_is_empty_without_kube_state_metrics(tmp_path):
+    """promtool evaluates the ScaledObject's query: 5 ms of queue per request on 3 replicas reads 15000 (the
+    AverageValue target then gives ceil(3 x 5000 / target), the proportional rule); without kube-state-metrics
+    the result is empty, not NaN (with ignoreNullValues false, a scaler error: KEDA's fallback)."""
+    plan, _ = plans("prod")
+    region = plan.regions[0]
+    w = serving.workload(plan, region, next(p for p in region.placements if p.model == "fraud-detector"))
+    lbl = f'namespace="{w.namespace}",model="fraud-detector",version="1"'
+    series = [{"series": f"nv_inference_queue_duration_us{{{lbl}}}", "values": "0+3000000x10"},
+              {"series": f"nv_inference_request_success{{{lbl}}}", "values": "0+600x10"}]
+    replicas = {"series": f'kube_deployment_status_replicas{{namespace="{w.namespace}",deployment="{w.name}"}}',
+                "values": "3x10"}
+    tests = {"rule_files": [], "evaluation_interval": "1m", "tests": [
+        {"interval": "1m", "input_series": series + [replicas], "promql_expr_test": [
+            {"expr": serving.queue_time_query(w), "eval_time": "5m", "exp_samples": [{"labels": "{}", "value": 15000}]}]},
+        {"interval": "1m", "input_series": series, "promql_expr_test": [
+            {"expr": serving.queue_time_query(w), "eval_time": "5m", "exp_samples": []}]},
+    ]}
+    (tmp_path / "keda.yaml").write_text(dump(tests))
+    assert "SUCCESS" in promtool.test_rules(tmp_path / "keda.yaml")
