@@ -27,6 +27,8 @@ class Monitoring(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self, depends_on=list(needs))
         self.release = pinned_release(f"{region.key}-kube-prometheus-stack", versions.KUBE_PROMETHEUS_STACK,
                                       mk8s.stack_values(fleet, monitoring_plan(fleet)), child)
+        self.collector = pinned_release(f"{region.key}-opentelemetry-collector", versions.OPENTELEMETRY_COLLECTOR,
+                                        mk8s.collector_values(), child)
         after = pulumi.ResourceOptions(parent=self, depends_on=[*needs, self.release])
         self.objects = []
         for obj in mk8s.region_monitoring_objects(fleet, region):

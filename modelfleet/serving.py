@@ -46,6 +46,8 @@ PROMETHEUS_NAMESPACE = "monitoring"
 PROMETHEUS_POD_LABELS = {"app.kubernetes.io/name": "prometheus"}
 PROMETHEUS_URL = f"http://prometheus-operated.{PROMETHEUS_NAMESPACE}.svc:9090"
 GATEWAY_REQUESTS_METRIC = "modelfleet_gateway_requests_total"  # counter with a `model` label, wakes scale-to-zero
+# OTLP/HTTP traces: the collector Service the opentelemetry-collector chart names after its release.
+OTEL_TRACES_URL = f"http://{versions.OPENTELEMETRY_COLLECTOR.chart}.{versions.OPENTELEMETRY_COLLECTOR.namespace}.svc:4318/v1/traces"
 
 # --- the serving shape --------------------------------------------------------------------------------
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
@@ -232,7 +234,18 @@ def triton_args(w: Workload) -> list[str]:
     ]
     if w.model.batching.response_cache:
         args.append(f"--cache-config=local,size={RESPONSE_CACHE_BYTES}")
-    return args
+    return args + trace_args(w.model.name, w.model.monitoring.trace_sample_rate)
+
+
+def trace_args(model: str, sample_rate: float) -> list[str]:
+    """Triton's OpenTelemetry tracing at the spec's rate. Triton samples one request in `rate`, so the share
+    becomes its inverse (0.01 -> rate=100); a share of 0 turns tracing off."""
+    if sample_rate <= 0:
+        return []
+    return ["--trace-config=mode=opentelemetry", "--trace-config=level=TIMESTAMPS",
+            f"--trace-config=rate={max(1, round(1 / sample_rate))}",
+            f"--trace-config=opentelemetry,url={OTEL_TRACES_URL}",
+            f"--trace-config=opentelemetry,resource=service.name=triton-{model}"]
 
 
 def _probe(path: str, period: int, failures: int) -> dict:

@@ -67,3 +67,12 @@ KUBE_PROMETHEUS_STACK = Chart(
     repository="https://prometheus-community.github.io/helm-charts",
     namespace="monitoring",
 )
+
+# Receives OTLP traces from Triton (--trace-config mode=opentelemetry) and the gateway's Envoy, beside Prometheus.
+# Chart 0.158.3 ships collector 0.153.0; `image.repository` must be set (the chart has no default image).
+OPENTELEMETRY_COLLECTOR = Chart(
+    chart="opentelemetry-collector",
+    version="0.158.3",
+    repository="https://open-telemetry.github.io/opentelemetry-helm-charts",
+    namespace="monitoring",
+)

@@ -297,3 +297,18 @@ def test_the_keda_query_scales_with_replicas_and_is_empty_without_kube_state_met
     ]}
     (tmp_path / "keda.yaml").write_text(dump(tests))
     assert "SUCCESS" in promtool.test_rules(tmp_path / "keda.yaml")
+
+
+def test_triton_traces_at_the_specs_rate_and_an_otel_collector_runs_in_each_cluster(evaluated):
+    plan, _ = plans("prod")
+    region = plan.regions[0]
+    w = serving.workload(plan, region, region.placements[0])
+    args = serving.triton_args(w)
+    assert "--trace-config=mode=opentelemetry" in args and "--trace-config=rate=100" in args  # 0.01 -> 1 in 100
+    assert f"--trace-config=opentelemetry,url={serving.OTEL_TRACES_URL}" in args
+    assert serving.trace_args("m", 0) == [] and "--trace-config=rate=4" in serving.trace_args("m", 0.25)
+    releases = [r for r in evaluated("prod").resources
+                if r.type == RELEASE and r.inputs["chart"] == "opentelemetry-collector"]
+    assert len(releases) == len(plan.regions)
+    assert all(r.inputs["values"]["image"]["repository"] and r.inputs["version"] ==
+               versions.OPENTELEMETRY_COLLECTOR.version for r in releases)

@@ -171,3 +171,23 @@ def test_a_killed_triton_fires_the_fast_availability_burn_alert(stack):
                                        if a["labels"].get("alertname") == "ModelAvailabilityBudgetBurn"],
                               30, "Alertmanager receiving the alert")
     assert received[0]["receivers"][0]["name"] == "owner-payments-ml-example-com"
+
+
+def test_triton_accepts_the_rendered_trace_config(tmp_path, triton_install):
+    """The Deployment's tracing flags, on the real server: OpenTelemetry mode at the spec's rate (1 in 100)."""
+    from modelfleet.serving import OTEL_TRACES_URL, trace_args
+
+    plan = build_plan(load_fleet(ROOT, "local"))
+    repository = build_local_repository(plan, ROOT, tmp_path / "repository")
+    rate = plan.model("fraud-detector").monitoring.trace_sample_rate
+    # The collector's in-cluster address does not resolve here; a closed local port takes its place.
+    args = [a.replace(OTEL_TRACES_URL, "http://127.0.0.1:9/v1/traces") for a in trace_args("fraud-detector", rate)]
+    http_, grpc_, metrics_ = free_ports(3)
+    with TritonServer(repository, http_, grpc_, metrics_, extra_args=args) as triton:
+        conn = http.client.HTTPConnection("127.0.0.1", http_, timeout=5)
+        conn.request("GET", "/v2/trace/setting")
+        setting = json.loads(conn.getresponse().read())
+        conn.close()
+    assert setting["trace_mode"] == "opentelemetry"
+    assert setting["trace_rate"] == str(round(1 / rate)) == "100"
+    assert setting["trace_level"] == ["TIMESTAMPS"]
