@@ -8,6 +8,7 @@ point into (files created empty here: nothing leaves this machine).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -170,3 +171,29 @@ class LocalMonitoring:
 
     def alertmanager_alerts(self) -> list[dict]:
         return self._get(f"{self.alertmanager_url}/api/v2/alerts")
+
+
+def parse_ports(text: str) -> tuple[int, int, int] | None:
+    """`PROMETHEUS,ALERTMANAGER,DRIFT` ports, or None for `off`."""
+    if text.strip().lower() == "off":
+        return None
+    try:
+        prom, am, drift = (int(p) for p in text.split(","))
+    except ValueError:
+        raise ValueError(f"write three ports PROMETHEUS,ALERTMANAGER,DRIFT or off, got {text!r}") from None
+    return prom, am, drift
+
+
+@contextlib.contextmanager
+def local_monitoring(plan: FleetPlan, root: Path, stack: str, triton_metrics: int, gateway_ports,
+                     ports: tuple[int, int, int] | None, console):
+    """`modelfleet serve`'s monitoring: Prometheus and Alertmanager over the local Triton and gateway, or nothing."""
+    if ports is None:
+        yield None
+        return
+    prom, am, drift = ports
+    workdir = root / "build" / "serve" / stack / "monitoring"
+    with LocalMonitoring(plan, Targets(triton_metrics, gateway_ports.admin, drift), prom, am, workdir) as mon:
+        console.print(f"[green]monitoring ready[/]\n  Prometheus   {mon.prometheus_url} (rules: {workdir}/rules.yaml)"
+                      f"\n  Alertmanager {mon.alertmanager_url}\n  drift        http://127.0.0.1:{drift}/metrics")
+        yield mon
