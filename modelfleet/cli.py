@@ -279,6 +279,8 @@ from modelfleet.cli_gateway import keys_app  # noqa: E402  `modelfleet keys` liv
 app.add_typer(keys_app, name="keys")
 from modelfleet.cli_drift import profile  # noqa: E402  `modelfleet profile` lives in cli_drift.py
 app.command()(profile)
+from modelfleet.cli_diff import diff  # noqa: E402  `modelfleet diff` lives in cli_diff.py
+app.command()(diff)
 
 
 def main() -> None:  # pragma: no cover - the console script
