@@ -189,7 +189,20 @@ def test_local_dashboards_have_no_gpu_panel_and_cost_nothing():
     titles = [t for t, _ in panel_queries(board)]
     assert "GPU utilisation" not in titles
     cost = next(e for t, e in panel_queries(board) if t.startswith("Cost"))
-    assert cost.startswith("0 / ")
+    assert cost.startswith("sum(modelfleet:plan_cost_usd:per_hour{")
+    assert {r.expr for r in mon.records if r.name == "modelfleet:plan_cost_usd:per_hour"} == {"vector(0)"}
+
+
+def test_the_cost_record_is_the_plans_hourly_cost_per_model():
+    """Independent: the dev stack's fraud-detector runs its untuned minimum of 2 replicas, one L4 each, on
+    g6.2xlarge nodes with one GPU: 2 x the catalogue's hourly price."""
+    from modelfleet.catalogue import hardware
+
+    plan, mon = plans("dev")
+    price = hardware().classes["nvidia-l4"].on("aws").hourly_usd
+    cost = {dict(r.labels)["model"]: float(r.expr[len("vector("):-1]) for r in mon.records
+            if r.name == "modelfleet:plan_cost_usd:per_hour"}
+    assert cost["fraud-detector"] == pytest.approx(2 * price, abs=1e-5)  # from the monthly cost, in cents
 
 
 # --- in the clusters -------------------------------------------------------------------------------------------

@@ -15,12 +15,10 @@ from grafana_foundation_sdk.builders import dashboard, prometheus, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import GridPos
 
-from modelfleet.catalogue import hardware
 from modelfleet.monitoring import metrics as m
 from modelfleet.monitoring import rules as r
 from modelfleet.monitoring.rules import ModelMonitoring, MonitoringPlan, num
 from modelfleet.plan import FleetPlan
-from modelfleet.tuning.capacity import capacity_json
 
 # Grafana's sidecar (kube-prometheus-stack's grafana.sidecar.dashboards) loads ConfigMaps carrying this label.
 SIDECAR_LABEL = ("grafana_dashboard", "1")
@@ -35,7 +33,7 @@ def _panel(title: str, unit: str, queries: list[tuple[str, str]], index: int) ->
     return panel
 
 
-def _model_panels(mm: ModelMonitoring, hourly_usd: float) -> list[tuple[str, str, list[tuple[str, str]]]]:
+def _model_panels(mm: ModelMonitoring) -> list[tuple[str, str, list[tuple[str, str]]]]:
     sel = m.upstream_selector(mm.model)
     model = f'model="{mm.model}"'
     latency = [(f"histogram_quantile({q}, sum by (le) (rate({m.ENVOY_RQ_TIME_BUCKET}{{{sel}}}[5m])))", f"p{p}")
@@ -52,7 +50,8 @@ def _model_panels(mm: ModelMonitoring, hourly_usd: float) -> list[tuple[str, str
             (f"{r.latency_record('1h')}{{{model}}} / {num(1 - r.LATENCY_OBJECTIVE)}", "latency")]),
         # The plan's hourly cost of the model's replicas over the inferences they served in the last hour.
         ("Cost per 1k inferences (plan's cost)", "currencyUSD", [
-            (f"{num(hourly_usd)} / (sum(rate({m.TRITON_INFERENCES}{{{model}}}[1h])) * 3600) * 1000", "USD")]),
+            (f"sum({r.COST_RECORD}{{{model}}}) / (sum(rate({m.TRITON_INFERENCES}{{{model}}}[1h])) * 3600) * 1000",
+             "USD")]),
     ]
     if mm.gpu:
         panels.append(("GPU utilisation", "percent", [(f"avg({m.DCGM_GPU_UTIL}{{{m.pod_selector(mm.model)}}})",
@@ -64,7 +63,7 @@ def _model_panels(mm: ModelMonitoring, hourly_usd: float) -> list[tuple[str, str
     return panels
 
 
-def _fleet_panels(total_hourly_usd: float) -> list[tuple[str, str, list[tuple[str, str]]]]:
+def _fleet_panels() -> list[tuple[str, str, list[tuple[str, str]]]]:
     return [
         ("Requests by model", "reqps", [(r.requests_record("5m"), "{{model}}")]),
         ("Availability errors by model (5m)", "percentunit", [(r.availability_record("5m"), "{{model}}")]),
@@ -72,13 +71,8 @@ def _fleet_panels(total_hourly_usd: float) -> list[tuple[str, str, list[tuple[st
         ("Queue time per request by model", "µs", [(r.QUEUE_RECORD, "{{model}}")]),
         ("Triton failures by model", "percentunit", [(r.FAILURE_RATIO_RECORD, "{{model}}")]),
         ("Fleet cost per 1k inferences (plan's cost)", "currencyUSD", [
-            (f"{num(total_hourly_usd)} / (sum(rate({m.TRITON_INFERENCES}[1h])) * 3600) * 1000", "USD")]),
+            (f"sum({r.COST_RECORD}) / (sum(rate({m.TRITON_INFERENCES}[1h])) * 3600) * 1000", "USD")]),
     ]
-
-
-def _hourly_usd(plan: FleetPlan) -> dict[str, float]:
-    hours = hardware().hours_per_month
-    return {name: e["monthly_usd"] / hours for name, e in capacity_json(plan)["models"].items()}
 
 
 def _build(uid: str, title: str, panels, tags: list[str]) -> dict:
@@ -90,14 +84,13 @@ def _build(uid: str, title: str, panels, tags: list[str]) -> dict:
 
 def dashboards(plan: FleetPlan, mon: MonitoringPlan) -> dict[str, dict]:
     """Dashboard JSON keyed by file stem: `fleet`, and `model-<name>` for each model with `monitoring.dashboards`."""
-    cost = _hourly_usd(plan)
     out = {"fleet": _build(f"modelfleet-{plan.stack}-fleet", f"modelfleet {plan.stack}: fleet",
-                           _fleet_panels(sum(cost.values())), ["modelfleet", plan.stack])}
+                           _fleet_panels(), ["modelfleet", plan.stack])}
     for spec, mm in zip(plan.models, mon.models):
         if spec.monitoring.dashboards:
             out[f"model-{mm.model}"] = _build(f"modelfleet-{plan.stack}-{mm.model}",
                                               f"modelfleet {plan.stack}: {mm.model}",
-                                              _model_panels(mm, cost.get(mm.model, 0.0)),
+                                              _model_panels(mm),
                                               ["modelfleet", plan.stack, mm.model])
     return out
 

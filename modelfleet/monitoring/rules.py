@@ -91,6 +91,7 @@ class ModelMonitoring:
     gpu: bool
     cold_start_s: int
     receivers: tuple[str, ...]  # the spec's extra alert routes
+    hourly_usd: float = 0.0  # the plan's cost of the model's replicas in the stack (capacity_json)
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,13 @@ def monitoring_plan(plan: FleetPlan) -> MonitoringPlan:
     return MonitoringPlan(models, tuple(groups), warnings)
 
 
+def _hourly_usd(plan: FleetPlan, model: str) -> float:
+    from modelfleet.catalogue import hardware
+    from modelfleet.tuning.capacity import capacity_json
+
+    return round(capacity_json(plan)["models"][model]["monthly_usd"] / hardware().hours_per_month, 6)
+
+
 def _model_monitoring(plan: FleetPlan, spec: ModelSpec) -> ModelMonitoring:
     on_gpu = plan.environment != "local" and any(
         p.gpus_per_replica > 0 for r in plan.regions for p in r.placements if p.model == spec.name)
@@ -139,6 +147,7 @@ def _model_monitoring(plan: FleetPlan, spec: ModelSpec) -> ModelMonitoring:
         queue_alert_us=int(spec.slo.p99_ms * 1000 * QUEUE_ALERT_SHARE_OF_P99),
         availability_objective=spec.slo.availability, drift=spec.monitoring.drift_detection, gpu=on_gpu,
         cold_start_s=cold_start_s(spec), receivers=tuple(spec.monitoring.alert_routes),
+        hourly_usd=_hourly_usd(plan, spec.name),
     )
 
 
@@ -149,6 +158,11 @@ BATCH_RECORD = "modelfleet:triton_batch_size:rate5m"
 COMPUTE_RECORD = "modelfleet:triton_compute_us_per_request:rate5m"
 SUCCESS_RECORD = "modelfleet:triton_success:rate5m"
 FAILURE_RATIO_RECORD = "modelfleet:triton_failure:ratio_rate5m"
+
+
+# The plan's cost as a series: dashboards divide it by the measured inference rate. A rule, not a number in the
+# dashboard, so a traffic change updates a PrometheusRule instead of replacing a ConfigMap.
+COST_RECORD = "modelfleet:plan_cost_usd:per_hour"
 
 
 def availability_record(window: str) -> str:
@@ -183,7 +197,7 @@ def _triton_records() -> tuple[Rule, ...]:
 def _sli_records(mm: ModelMonitoring) -> tuple[Rule, ...]:
     sel = m.upstream_selector(mm.model)
     labels = (("model", mm.model),)
-    out = []
+    out = [Rule(COST_RECORD, f"vector({num(mm.hourly_usd)})", labels=labels)]
     for w in WINDOWS:
         answered = f"sum(rate({m.ENVOY_RQ_XX}{{{sel}}}[{w}]))"
         out.append(Rule(requests_record(w), answered, labels=labels))
