@@ -40,14 +40,17 @@ DRIFTED = "refund demanded: the parcel arrived broken twice and support never an
 
 def _project(root: Path) -> Path:
     """The example project; sentiment samples every request into windows of 100 (so a test fills one), with a
-    reference profile of short positive reviews."""
+    reference profile of short positive reviews; rate limits above what the tests send."""
     for name in ("Pulumi.yaml", "__main__.py"):
         shutil.copy(ROOT / name, root / name)
     for folder in ("models", "stacks"):
         shutil.copytree(ROOT / folder, root / folder)
     (root / "build").mkdir()
     (root / "build" / "model-artifacts").symlink_to((ROOT / "build" / "model-artifacts").resolve())
-    spec = root / "models" / "sentiment.yaml"
+    spec = root / "models" / "sentiment.yaml"  # fraud-detector allows 2000/s already
+    text = spec.read_text()
+    assert "\ngateway:\n" in text and "rate_limit" not in text
+    spec.write_text(text.replace("\ngateway:\n", "\ngateway:\n  rate_limit: {requests_per_second: 1000}\n"))
     spec.write_text(spec.read_text().replace("  drift_detection: true", "  drift_detection: true\n"
                                              "  drift_sample_rate: 1\n  drift_window: 100"))
     reference = root / "reference.txt"
