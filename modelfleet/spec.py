@@ -230,7 +230,8 @@ class MonitoringSpec(Strict):
     drift_sample_rate: Annotated[float, Field(gt=0, le=1)] = Field(
         0.05, description="Share of requests whose inputs the gateway samples for drift (with drift_detection).")
     drift_window: Annotated[int, Field(ge=100, le=100_000)] = Field(
-        2000, description="Sampled requests per sliding window the drift statistics are computed over.")
+        2000, description="Sampled inputs (each row of a batch counts) per sliding window the drift statistics "
+                          "are computed over.")
     drift_psi_threshold: Annotated[float, Field(gt=0)] = Field(
         0.2, description="Population stability index above which a feature has drifted (0.1 moderate, 0.2 major).")
     drift_ks_threshold: Annotated[float, Field(gt=0, le=1)] = Field(

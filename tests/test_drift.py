@@ -102,3 +102,35 @@ def test_profile_cli_bad_input_exits_2_naming_the_file(project_copy, name, conte
     assert result.exit_code == 2
     assert name in result.output and message in result.output
     assert "Traceback" not in result.output
+
+
+def test_sampler_takes_every_nth_request_and_exports_per_feature_gauges(project_copy):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from modelfleet.loader import load_fleet
+    from modelfleet.monitoring.drift_exporter import DriftSampler
+    from modelfleet.monitoring.drift import profile_path
+
+    spec = project_copy / "models" / "fraud-detector.yaml"
+    spec.write_text(spec.read_text() + "monitoring:\n  drift_detection: true\n  drift_sample_rate: 0.25\n"
+                                       "  drift_window: 100\n")
+    fleet = load_fleet(project_copy, "local")
+    model = next(m for m in fleet.models if m.name == "fraud-detector")
+    profile = Profile("fraud-detector", {f"features[{i}]": NumericProfile.of(RNG.normal(0, 1, 2000))
+                                         for i in range(32)}, {}, 2000)
+    profile_path(project_copy / "models", "fraud-detector").write_text(profile.to_json())
+    sampler = DriftSampler.for_models(fleet.models, project_copy / "models")
+    assert set(sampler.windows) == {"fraud-detector"}  # sentiment watches drift but has no profile here
+    body = json.dumps({"inputs": [{"name": "features", "shape": [2, 32], "datatype": "FP32",
+                                   "data": RNG.normal(4, 1, (2, 32)).tolist()}]}).encode()
+    for _ in range(200):
+        sampler.observe_http("fraud-detector", body)
+    window = sampler.windows["fraud-detector"][0]
+    assert window.samples == 100  # 50 sampled requests (1 in 4) x 2 rows, the window's size
+    registry = CollectorRegistry()
+    registry.register(sampler)
+    text = generate_latest(registry).decode()
+    assert 'modelfleet_drift_window_samples{model="fraud-detector"} 100.0' in text
+    ks = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("modelfleet_drift_ks{")]
+    assert len(ks) == 32 and min(ks) > 0.9  # every feature moved by 4 sigma
+    assert model.monitoring.drift_window == 100
