@@ -19,6 +19,7 @@ from modelfleet.loader import (
     load_models,
     parse_stack,
     stack_config_from_file,
+    stack_name_problems,
 )
 
 app = typer.Typer(
@@ -84,7 +85,8 @@ def validate(
             try:
                 if path.name.startswith("Pulumi.") and path.suffix == ".yaml":
                     values, loaded = stack_config_from_file(path, display)
-                    parse_stack(values, display, loaded)
+                    problems.extend(stack_name_problems(path.name[len("Pulumi."):-len(".yaml")],
+                                                        parse_stack(values, display, loaded), display))
                 else:
                     load_model(path, display)
             except SpecError as exc:
@@ -121,11 +123,17 @@ def _evaluate(root: Path, stack: str):
     from modelfleet.offline import evaluate  # imports the Pulumi SDK: only for commands that need it
     from modelfleet.plan import build_plan
 
+    import pulumi
+
     try:
         plan = build_plan(load_fleet(root, stack))
     except SpecError as exc:
         _fail(exc)
-    return plan, evaluate(root, stack)
+    try:
+        return plan, evaluate(root, stack)
+    except pulumi.RunError as exc:  # the program's own spec check (program.current_plan): already in words
+        Console(stderr=True, highlight=False).print(str(exc), markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -152,12 +160,13 @@ def plan(
 
 def _review(evaluation):
     """The policy pack's verdicts on an evaluation, or a clean exit when the pack's config is broken."""
-    from modelfleet.review import PolicyConfigError, review
+    from modelfleet.review import PolicyConfigError, config_path, review
 
     try:
         return review(evaluation)
     except PolicyConfigError as exc:
-        _fail([Problem(f"policies/config/{evaluation.stack}.json", None, "", str(exc))])
+        display = f"policies/config/{evaluation.stack}.json"
+        _fail([Problem(display, None, "", str(exc).removeprefix(str(config_path(evaluation.stack)) + ": "))])
 
 
 @app.command()
@@ -194,6 +203,7 @@ def render(
 ) -> None:
     """Write what a reviewer reads: each model's config.pbtxt under OUT/models/<model>/ (one folder per
     hardware class where they differ) and every Kubernetes object as YAML under OUT/kubernetes/<region>/."""
+    from modelfleet.render import OutputError
     from modelfleet.render import render as render_files
     from modelfleet.serving import ManifestError
     from modelfleet.triton.config import ModelConfigError
@@ -204,6 +214,8 @@ def render(
         written = render_files(fleet_plan, out)
     except (ModelConfigError, ManifestError) as exc:
         _fail([Problem("render", None, "", str(exc))])
+    except OutputError as exc:
+        _fail([Problem("render", None, "--out", str(exc))])
     console = _console()
     for path in written:
         console.print(str(path), markup=False, highlight=False)

@@ -61,6 +61,8 @@ def cloud_configs(plan: FleetPlan) -> dict[str, str]:
 
 # prometheus-operator's ServiceMonitor/PodMonitor CRD schemas are not vendored (yet): written, not validated.
 UNVALIDATED_KINDS = ("ServiceMonitor", "PodMonitor")
+class OutputError(ValueError):
+    """`out_dir` cannot hold the rendered files (it is a file, or a path under it is); `str()` says which."""
 
 
 class _NoAliases(yaml.SafeDumper):
@@ -80,10 +82,16 @@ def render(plan: FleetPlan, out_dir: str | Path) -> list[Path]:
     """
     out = Path(out_dir)
     written: list[Path] = []
+    blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:  # checked before writing anything, so a mistyped --out leaves nothing half-written
+        raise OutputError(f"{blocking} is a file, not a folder; give --out a folder (created if missing)")
 
     def write(path: Path, text: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {exc.strerror}") from None
         written.append(path)
 
     configs = model_configs(plan)

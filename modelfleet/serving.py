@@ -34,11 +34,14 @@ TRITON_IMAGE_REPOSITORY = "nvcr.io/nvidia/tritonserver"
 TRITON_IMAGE_TAG = "25.08-py3"
 TRITON_IMAGE_DIGEST = "sha256:f836551575df7c9fb71144073845c6b3911de57db91a8c95e0687a4d2ac9f7a5"
 TRITON_IMAGE = f"{TRITON_IMAGE_REPOSITORY}:{TRITON_IMAGE_TAG}@{TRITON_IMAGE_DIGEST}"
-TRITON_UID = 1000  # the image's triton-server user
+# The image's own user: Triton's build.py creates `triton-server` and fails the image build unless its uid and gid
+# are 1000 (triton-inference-server/server build.py, "Make sure that this user to given ID 1000"), and copies the
+# server's files with --chown=1000:1000. Running as that uid keeps runAsNonRoot true with files it can read.
+TRITON_UID = 1000
 
 KEDA_CHART, KEDA_CHART_VERSION, KEDA_CHART_REPOSITORY, KEDA_NAMESPACE = (
     versions.KEDA.chart, versions.KEDA.version, versions.KEDA.repository, versions.KEDA.namespace)
-KEDA_TESTED_KUBERNETES = ("1.33", "1.35")  # KEDA's compatibility matrix for 2.20
+KEDA_TESTED_KUBERNETES = versions.KEDA_KUBERNETES
 
 # --- contracts with the gateway and monitoring (label selectors and names they must use) ----------------
 GATEWAY_POD_LABELS = {"app.kubernetes.io/name": "modelfleet-gateway"}  # in the environment's namespace
@@ -305,6 +308,12 @@ def deployment(plan: FleetPlan, w: Workload) -> dict:
     annotations = {CONFIG_HASH_ANNOTATION: w.config_sha256} if w.config_sha256 else None
     pod_spec: dict[str, Any] = {
         "serviceAccountName": SERVICE_ACCOUNT,
+        # No Kubernetes API token: Triton never calls the API server. This does not cut off the cloud identity.
+        # On EKS, the pod identity webhook adds its own projected token volume (audience sts.amazonaws.com) to every
+        # pod whose ServiceAccount carries eks.amazonaws.com/role-arn, without looking at this field
+        # (aws/amazon-eks-pod-identity-webhook pkg/handler/handler.go, updatePodSpec); the kubelet mints that
+        # projected token through TokenRequest whatever automount says. On GKE, workload identity answers from
+        # the node's GKE metadata server, so no token is mounted at all.
         "automountServiceAccountToken": False,
         "nodeSelector": {POOL_LABEL: w.pool.name},
         "tolerations": tolerations(w.pool),

@@ -76,3 +76,5 @@ OPENTELEMETRY_COLLECTOR = Chart(
     repository="https://open-telemetry.github.io/opentelemetry-helm-charts",
     namespace="monitoring",
 )
+# The Kubernetes minors KEDA 2.20 supports (its compatibility matrix): validate refuses a stack outside them.
+KEDA_KUBERNETES = ("1.33", "1.35")

@@ -15,7 +15,7 @@ scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
                     st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=40))
 json_values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=6),
                                                            st.dictionaries(st.text(max_size=8), inner, max_size=4)),
-                           max_leaves=20)
+                           max_leaves=8)
 shapes = st.one_of(st.lists(st.integers(-2, 80), max_size=4), st.just([1, 1]), st.just([1, 32]),
                    json_values)
 
@@ -58,6 +58,24 @@ def body(draw) -> bytes:
 
 
 @st.composite
+def valid_body(draw, model: str) -> bytes:
+    """A request the model accepts, sometimes nudged (one field changed) into one it does not."""
+    rows = draw(st.integers(1, 4))
+    if model == "fraud-detector":
+        tensor = {"name": "features", "shape": [rows, 32], "datatype": "FP32",
+                  "data": draw(st.lists(st.floats(-1e6, 1e6, width=32), min_size=32 * rows, max_size=32 * rows))}
+    else:
+        tensor = {"name": "text", "shape": [rows, 1], "datatype": "BYTES",
+                  "data": draw(st.lists(st.text(max_size=80), min_size=rows, max_size=rows))}
+    if draw(st.integers(0, 3)) == 0:
+        key = draw(st.sampled_from(["name", "shape", "datatype", "data"]))
+        tensor[key] = draw(json_values)
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
+@st.composite
 def requests(draw):
     """(model, body, path suffix)."""
-    return draw(st.sampled_from(MODELS)), draw(body()), draw(st.sampled_from(("", "?x=1", "")))
+    model = draw(st.sampled_from(MODELS))
+    raw = draw(valid_body(model)) if draw(st.booleans()) else draw(body())
+    return model, raw, draw(st.sampled_from(("", "?x=1", "")))

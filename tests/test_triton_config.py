@@ -111,6 +111,24 @@ def test_preferred_batch_size_above_max_is_stopped():
                               "preferred size must be <= max batch size: 128 > 64")
 
 
+def test_preferred_batch_size_equal_to_max_is_allowed_and_one_above_is_not():
+    """Triton's rule is `preferred <= max_batch_size`: the boundary itself is a valid config."""
+    max_batch = spec("fraud-detector").max_batch_size
+    c = parse_config(render_config(spec("fraud-detector"), "cpu", TunedSettings(preferred_batch_sizes=(8, max_batch))),
+                     "x")
+    assert list(c.dynamic_batching.preferred_batch_size) == [8, max_batch]
+    with pytest.raises(ModelConfigError, match=f"must be <= max batch size: {max_batch + 1} > {max_batch}"):
+        render_config(spec("fraud-detector"), "cpu", TunedSettings(preferred_batch_sizes=(max_batch + 1,)))
+
+
+def test_repeated_preferred_batch_sizes_are_stopped():
+    with pytest.raises(ModelConfigError) as err:
+        render_config(spec("fraud-detector"), "cpu", TunedSettings(preferred_batch_sizes=(16, 8, 16)))
+    assert (err.value.field, str(err.value).split(": ", 1)[1]) == (
+        "dynamic_batching.preferred_batch_size", "sizes must be distinct, got [8, 16, 16]")
+    render_config(spec("fraud-detector"), "cpu", TunedSettings(preferred_batch_sizes=(16, 8)))
+
+
 def test_explicit_dynamic_batching_without_batching_is_stopped():
     with pytest.raises(ModelConfigError) as err:
         render_config(variant("fraud-detector", max_batch_size=0, batching={"dynamic": True}), "cpu")

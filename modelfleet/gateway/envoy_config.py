@@ -204,6 +204,7 @@ def _reply_mappers() -> list[dict]:
         mapper(413, 400, "the request body exceeds this model's limit", "body_too_large"),
         mapper(429, None, "rate limit or daily quota exceeded for this tenant; retry after Retry-After seconds",
                "rate_limited"),
+        mapper(503, None, "the model or the gateway's services are unavailable; retry", "unavailable"),
         mapper(404, None, "no such route: KServe v2 under /v2/models/<model>, or gRPC with the "
                           f"{MODEL_HEADER} header", "no_route"),
     ]

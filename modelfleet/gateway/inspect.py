@@ -302,62 +302,78 @@ def _check_grpc(plan: InspectionPlan, method: str, header_model: str, body: byte
 
 
 # --- responses -------------------------------------------------------------------------------------------------
+JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
 def filter_response(plan: InspectionPlan, body: bytes, grpc: bool) -> tuple[bytes, list[str]]:
-    """(body, kinds found). Masks personal data found in the model's BYTES outputs, in place and at the same
-    length, in a KServe v2 JSON or binary response or a gRPC ModelInferResponse (the caller blocks instead when the
-    plan says so). Only the BYTES outputs' strings are searched: a float elsewhere must never look like a card."""
-    matches: set[bytes] = set()
+    """(body, kinds found). Masks personal data in a KServe v2 JSON or binary response or a gRPC ModelInferResponse,
+    in place and at the same length (the caller blocks instead when the plan says so). Only text is searched — JSON
+    string literals and BYTES elements — never numbers: a float's digits must not pass for a card."""
+    out = bytearray(body)
     kinds: set[str] = set()
-    for value in _bytes_outputs(plan, body, grpc):
-        for finding in pii.find(value, plan.pii_detectors):
-            matches.add(value[finding.start:finding.end])
+
+    def scan(start: int, end: int) -> None:
+        for finding in pii.find(bytes(out[start:end]), plan.pii_detectors):
+            out[start + finding.start:start + finding.end] = b"*" * (finding.end - finding.start)
             kinds.add(finding.kind)
-    for match in sorted(matches, key=len, reverse=True):
-        # PII is ASCII without quotes or backslashes: its JSON, binary and protobuf encodings are the bytes
-        # themselves, so replacing them in the raw body masks exactly what the client would read.
-        body = body.replace(match, b"*" * len(match))
-    return body, sorted(kinds)
 
-
-def _bytes_outputs(plan: InspectionPlan, body: bytes, grpc: bool) -> list[bytes]:
-    wanted = set(plan.bytes_outputs)
     if grpc:
-        values: list[bytes] = []
-        for message in grpc_messages(body):
-            response = service_pb2.ModelInferResponse.FromString(message)
-            raw = list(response.raw_output_contents)
-            for index, out in enumerate(response.outputs):
-                if out.name in wanted or out.datatype == "BYTES":
-                    if raw:
-                        values += _split_bytes_any(raw[index])
-                    else:
-                        values += list(out.contents.bytes_contents)
-        return values
+        return _filter_grpc(plan, body)
     try:
         header, binary = _binary_split(body)
     except Refused:
-        return []
-    values = []
-    offset = 0
-    for out in header.get("outputs", []) if isinstance(header, dict) else []:
-        if not isinstance(out, dict):
-            continue
-        params = out.get("parameters") or {}
+        return body, []
+    json_end = len(body) - len(binary)
+    for m in JSON_STRING.finditer(body, 0, json_end):
+        scan(m.start() + 1, m.end() - 1)
+    offset = json_end
+    outputs = header.get("outputs") if isinstance(header, dict) else None
+    for output in outputs if isinstance(outputs, list) else []:
+        params = output.get("parameters") if isinstance(output, dict) else None
         size = params.get("binary_data_size") if isinstance(params, dict) else None
-        is_text = out.get("name") in wanted or out.get("datatype") == "BYTES"
-        if type(size) is int:
-            if is_text:
-                values += _split_bytes_any(binary[offset:offset + size])
-            offset += size
-        elif is_text:
-            values += [v.encode("utf-8", "surrogatepass") for v in _flatten(out.get("data")) if isinstance(v, str)]
-    return values
+        if type(size) is not int:
+            continue
+        if output.get("datatype") == "BYTES":
+            for start, end in _element_spans(body, offset, offset + size):
+                scan(start, end)
+        offset += size
+    return bytes(out), sorted(kinds)
 
 
-def _split_bytes_any(raw: bytes) -> list[bytes]:
-    out, i = [], 0
-    while i + 4 <= len(raw):
+def _element_spans(raw: bytes, start: int, end: int) -> list[tuple[int, int]]:
+    """Where each element of a serialized BYTES tensor (4-byte little-endian length, then bytes) lies."""
+    spans, i = [], start
+    while i + 4 <= end:
         (n,) = struct.unpack_from("<I", raw, i)
-        out.append(raw[i + 4:i + 4 + n])
+        spans.append((i + 4, min(i + 4 + n, end)))
         i += 4 + n
-    return out
+    return spans
+
+
+def _filter_grpc(plan: InspectionPlan, body: bytes) -> tuple[bytes, list[str]]:
+    kinds: set[str] = set()
+    frames = []
+    for message in grpc_messages(body):
+        response = service_pb2.ModelInferResponse.FromString(message)
+        for index, output in enumerate(response.outputs):
+            if output.datatype != "BYTES":
+                continue
+            if index < len(response.raw_output_contents):
+                raw = bytearray(response.raw_output_contents[index])
+                for start, end in _element_spans(raw, 0, len(raw)):
+                    found = pii.find(bytes(raw[start:end]), plan.pii_detectors)
+                    kinds.update(f.kind for f in found)
+                    raw[start:end] = pii.mask(bytes(raw[start:end]), found)
+                response.raw_output_contents[index] = bytes(raw)
+            else:
+                values = output.contents.bytes_contents
+                for j, value in enumerate(values):
+                    found = pii.find(value, plan.pii_detectors)
+                    kinds.update(f.kind for f in found)
+                    values[j] = pii.mask(value, found)
+        # Same-length masks: the message re-serializes to the same size as Triton's.
+        raw = response.SerializeToString()
+        frames.append(b"\0" + struct.pack(">I", len(raw)) + raw)
+    if not kinds:
+        return body, []
+    return b"".join(frames), sorted(kinds)

@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
+from modelfleet.spec import PII_DETECTORS as PII_DETECTORS_ALL
 from modelfleet.spec import ModelSpec, StackSpec
 
 # --- contracts shared by the local and cloud shells ------------------------------------------------------

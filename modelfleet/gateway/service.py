@@ -7,8 +7,7 @@ its own failure switch (kept off), while inspection follows the model's `fail_mo
 `failure_mode_allow`. Envoy asks ext_authz with a handful of headers only, and ext_proc only for the request body
 (and the response body of models whose BYTES outputs are PII-filtered): no header round trips.
 
-Messages are Envoy's own protos (envoy-data-plane's betterproto2 classes), served over grpcio aio through
-generic handlers, so no generated grpcio stubs are needed.
+Messages are Envoy's protos (the fields used, `protos.py`) served over grpcio aio through generic handlers.
 """
 
 from __future__ import annotations
@@ -20,21 +19,7 @@ import logging
 from pathlib import Path
 
 import grpc
-from envoy_data_plane.envoy.config.core.v3 import HeaderValue, HeaderValueOption, HeaderValueOptionHeaderAppendAction
-from envoy_data_plane.envoy.service.auth.v3 import CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse
-from envoy_data_plane.envoy.service.ext_proc.v3 import (
-    BodyMutation,
-    BodyResponse,
-    CommonResponse,
-    GrpcStatus,
-    HeaderMutation,
-    ImmediateResponse,
-    ProcessingRequest,
-    ProcessingResponse,
-)
-from envoy_data_plane.envoy.type.v3 import HttpStatus, StatusCode
-from envoy_data_plane.google.protobuf import Struct
-from envoy_data_plane.google.rpc import Status
+from google.protobuf.json_format import MessageToDict
 
 from modelfleet.gateway import inspect
 from modelfleet.gateway.keys import KeyStore
@@ -46,24 +31,28 @@ from modelfleet.gateway.plan import (
     GatewayPlan,
     InspectionPlan,
 )
+from modelfleet.gateway.protos import (
+    OVERWRITE_IF_EXISTS_OR_ADD,
+    CheckRequest,
+    CheckResponse,
+    ProcessingRequest,
+    ProcessingResponse,
+)
 
 log = logging.getLogger("modelfleet.gateway")
 AUTHZ_METHOD = "/envoy.service.auth.v3.Authorization/Check"
 EXT_PROC_METHOD = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 METADATA_NAMESPACE = "modelfleet"  # ext_proc writes its decision here; the audit line reads it
 JWT_METADATA = ("envoy.filters.http.jwt_authn", "jwt_payload")
+EXT_PROC_ATTRIBUTES = "envoy.filters.http.ext_proc"
 PAYLOAD_AUDIT_BYTES = 4096  # the most of a request body an audit line carries when the model asks for payloads
 GRPC_PERMISSION_DENIED, GRPC_UNAUTHENTICATED, GRPC_INVALID_ARGUMENT = 7, 16, 3
 
 
-def _struct(values: dict) -> Struct:
-    return Struct.from_dict(values)
-
-
-def _set(name: str, value: str, raw: bool = True) -> HeaderValueOption:
-    # ext_proc reads raw_value; ext_authz reads value.
-    header = HeaderValue(key=name, raw_value=value.encode()) if raw else HeaderValue(key=name, value=value)
-    return HeaderValueOption(header=header, append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD)
+def _set(options, name: str, value: str, raw: bool = True) -> None:
+    """Append a header that replaces any the client sent. ext_proc reads raw_value; ext_authz reads value."""
+    header = {"key": name, "raw_value": value.encode()} if raw else {"key": name, "value": value}
+    options.add(header=header, append_action=OVERWRITE_IF_EXISTS_OR_ADD)
 
 
 class Authorizer:
@@ -76,11 +65,15 @@ class Authorizer:
     def check(self, request: CheckRequest) -> CheckResponse:
         attrs = request.attributes
         ctx = attrs.context_extensions
-        scope, methods = ctx.get("scope", ""), ctx.get("methods", "").split(",")
-        headers = attrs.request.http.headers if attrs.request and attrs.request.http else {}
+        scope = ctx.get("scope", "")
+        # The route names its methods; one without any (never rendered so) gets API keys, and its empty scope
+        # admits no key.
+        methods = [m for m in ctx.get("methods", "").split(",") if m in ("api-key", "jwt")] or ["api-key"]
+        headers = attrs.request.http.headers
         jwt = None
-        if attrs.metadata_context and JWT_METADATA[0] in attrs.metadata_context.filter_metadata:
-            jwt = attrs.metadata_context.filter_metadata[JWT_METADATA[0]].to_dict().get(JWT_METADATA[1])
+        filter_metadata = attrs.metadata_context.filter_metadata
+        if JWT_METADATA[0] in filter_metadata:
+            jwt = MessageToDict(filter_metadata[JWT_METADATA[0]]).get(JWT_METADATA[1])
         if jwt is not None and "jwt" in methods:
             return self._jwt(jwt, scope)
         api_key = headers.get(API_KEY_HEADER)
@@ -107,26 +100,22 @@ class Authorizer:
         return self._allow(tenant, key_id, "ok")
 
     def _allow(self, tenant: str, key_id: str, reason: str) -> CheckResponse:
-        return CheckResponse(
-            status=Status(code=0),
-            ok_response=OkHttpResponse(
-                headers=[_set(TENANT_HEADER, tenant, raw=False), _set(KEY_ID_HEADER, key_id, raw=False)],
-                # The key never travels past the gateway.
-                headers_to_remove=[API_KEY_HEADER, "authorization"],
-            ),
-            dynamic_metadata=_struct({"tenant": tenant, "key_id": key_id, "decision": "allow", "reason": reason}),
-        )
+        response = CheckResponse()
+        response.status.code = 0
+        _set(response.ok_response.headers, TENANT_HEADER, tenant, raw=False)
+        _set(response.ok_response.headers, KEY_ID_HEADER, key_id, raw=False)
+        response.ok_response.headers_to_remove.extend([API_KEY_HEADER, "authorization"])  # the key stops here
+        response.dynamic_metadata.update({"tenant": tenant, "key_id": key_id, "decision": "allow", "reason": reason})
+        return response
 
     def _deny(self, status: int, reason: str, message: str, tenant: str = "", key_id: str = "") -> CheckResponse:
-        return CheckResponse(
-            status=Status(code=GRPC_PERMISSION_DENIED if status == 403 else GRPC_UNAUTHENTICATED),
-            denied_response=DeniedHttpResponse(
-                status=HttpStatus(code=StatusCode(status)),
-                headers=[_set("content-type", "application/json", raw=False)],
-                body=json.dumps({"error": message, "code": reason}),
-            ),
-            dynamic_metadata=_struct({"tenant": tenant, "key_id": key_id, "decision": "deny", "reason": reason}),
-        )
+        response = CheckResponse()
+        response.status.code = GRPC_PERMISSION_DENIED if status == 403 else GRPC_UNAUTHENTICATED
+        response.denied_response.status.code = status
+        _set(response.denied_response.headers, "content-type", "application/json", raw=False)
+        response.denied_response.body = json.dumps({"error": message, "code": reason})
+        response.dynamic_metadata.update({"tenant": tenant, "key_id": key_id, "decision": "deny", "reason": reason})
+        return response
 
 
 _AUTH_MESSAGES = {
@@ -155,16 +144,16 @@ class Inspector:
 
     async def process(self, requests, context) -> None:
         plan = grpc_call = method = None
-        header_model = ""
         async for req in requests:
-            if req.request_body is not None:
+            phase = _phase(req)
+            if phase == "request_body":
                 path, header_model = _attributes(req)
                 plan, grpc_call, method = self._plan_for(path, header_model)
                 yield self._request(plan, grpc_call, method, header_model, path, req.request_body.body)
-            elif req.response_body is not None:
+            elif phase == "response_body":
                 yield self._response(plan, grpc_call, req.response_body.body)
-            else:  # a phase this service never asks for (headers, trailers): let it pass untouched
-                yield _pass_through(req)
+            else:  # headers or trailers (response headers of PII-blocking models): let them pass untouched
+                yield _pass_through(phase)
 
     def _request(self, plan, grpc_call, method, header_model, path, body: bytes) -> ProcessingResponse:
         if plan is None:
@@ -178,67 +167,78 @@ class Inspector:
         meta = {"decision": "allow", "reason": "inspected"}
         if plan.audit_payloads:
             meta["payload"] = base64.b64encode(body[:PAYLOAD_AUDIT_BYTES]).decode()
-        return ProcessingResponse(request_body=BodyResponse(response=CommonResponse()),
-                                  dynamic_metadata=_struct({METADATA_NAMESPACE: meta}))
+        response = ProcessingResponse()
+        response.request_body.response.SetInParent()
+        response.dynamic_metadata.update({METADATA_NAMESPACE: meta})
+        return response
 
     def _response(self, plan, grpc_call, body: bytes) -> ProcessingResponse:
+        unchanged = ProcessingResponse()
+        unchanged.response_body.response.SetInParent()
         if plan is None or not plan.response_body:
-            return ProcessingResponse(response_body=BodyResponse(response=CommonResponse()))
+            return unchanged
         try:
             masked, kinds = inspect.filter_response(plan, body, bool(grpc_call))
         except Exception:  # an answer we cannot parse is not ours to judge: Triton's own error, say
             log.exception("response of %s not parsed; passed unfiltered", plan.model)
-            return ProcessingResponse(response_body=BodyResponse(response=CommonResponse()))
+            return unchanged
         if not kinds:
-            return ProcessingResponse(response_body=BodyResponse(response=CommonResponse()))
+            return unchanged
         if plan.pii_mode == "block":
             refusal = inspect.Refusal(451, "pii_blocked", "the model's answer contains personal data "
                                                           f"({', '.join(kinds)}) and was withheld")
             return _refuse(refusal, plan.model, bool(grpc_call), phase="response")
-        return ProcessingResponse(
-            response_body=BodyResponse(response=CommonResponse(body_mutation=BodyMutation(body=masked))),
-            dynamic_metadata=_struct({METADATA_NAMESPACE: {"decision": "mask", "reason": "pii_masked:"
-                                                           + "+".join(kinds)}}))
+        response = ProcessingResponse()
+        response.response_body.response.body_mutation.body = masked
+        response.dynamic_metadata.update({METADATA_NAMESPACE: {"decision": "mask",
+                                                               "reason": "pii_masked:" + "+".join(kinds)}})
+        return response
+
+
+_PHASES = ("request_headers", "response_headers", "request_body", "response_body", "request_trailers",
+           "response_trailers")
+
+
+def _phase(req: ProcessingRequest) -> str:
+    return next((name for name in _PHASES if req.HasField(name)), "")
 
 
 def _attributes(req: ProcessingRequest) -> tuple[str, str]:
     """The request path and the gRPC model header, sent by Envoy as attributes with the first message."""
-    attrs = req.attributes.get("envoy.filters.http.ext_proc")
-    values = attrs.to_dict() if attrs is not None else {}
-    return str(values.get("request.path", "")), str(values.get(f"request.headers['{MODEL_HEADER}']", "") or "")
+    if EXT_PROC_ATTRIBUTES not in req.attributes:
+        return "", ""
+    fields = req.attributes[EXT_PROC_ATTRIBUTES].fields
+    path = fields["request.path"].string_value if "request.path" in fields else ""
+    key = f"request.headers['{MODEL_HEADER}']"
+    return path, fields[key].string_value if key in fields else ""
 
 
-def _pass_through(req: ProcessingRequest) -> ProcessingResponse:
-    from envoy_data_plane.envoy.service.ext_proc.v3 import HeadersResponse, TrailersResponse
-
-    for name in ("request_headers", "response_headers"):
-        if getattr(req, name) is not None:
-            return ProcessingResponse(**{name: HeadersResponse(response=CommonResponse())})
-    name = "request_trailers" if req.request_trailers is not None else "response_trailers"
-    return ProcessingResponse(**{name: TrailersResponse()})
+def _pass_through(phase: str) -> ProcessingResponse:
+    response = ProcessingResponse()
+    if phase.endswith("headers"):
+        getattr(response, phase).response.SetInParent()
+    elif phase:
+        getattr(response, phase).SetInParent()
+    return response
 
 
 def _refuse(refusal: inspect.Refusal, model: str, grpc_call: bool, phase: str = "request") -> ProcessingResponse:
-    return ProcessingResponse(
-        immediate_response=ImmediateResponse(
-            status=HttpStatus(code=StatusCode(refusal.status)),
-            headers=HeaderMutation(set_headers=[_set("content-type", "application/json")]),
-            body=refusal.json_body(model),
-            grpc_status=GrpcStatus(status=GRPC_INVALID_ARGUMENT if refusal.status == 400
-                                   else GRPC_PERMISSION_DENIED) if grpc_call else None,
-            details=f"modelfleet_{refusal.code}",
-        ),
-        dynamic_metadata=_struct({METADATA_NAMESPACE: {"decision": "block" if phase == "response" else "deny",
-                                                       "reason": refusal.code}}),
-    )
+    response = ProcessingResponse()
+    immediate = response.immediate_response
+    immediate.status.code = refusal.status
+    _set(immediate.headers.set_headers, "content-type", "application/json")
+    immediate.body = refusal.json_body(model)
+    if grpc_call:
+        immediate.grpc_status.status = GRPC_INVALID_ARGUMENT if refusal.status == 400 else GRPC_PERMISSION_DENIED
+    immediate.details = f"modelfleet_{refusal.code}"
+    response.dynamic_metadata.update({METADATA_NAMESPACE: {
+        "decision": "block" if phase == "response" else "deny", "reason": refusal.code}})
+    return response
 
 
 def _warm_up(plan: GatewayPlan) -> None:
-    """Parse and build each message kind once before serving: betterproto2 prepares a class on first use, which
-    would otherwise spend the first request's ext_proc timeout."""
-    bytes(CheckResponse(status=Status(code=0)))
-    CheckRequest.parse(bytes(CheckRequest()))
-    ProcessingRequest.parse(bytes(ProcessingRequest()))
+    """Run each check once before serving, so imports and first-use caches do not spend a request's ext_proc
+    timeout."""
     inspector = Inspector(plan)
     for route in plan.routes:
         inspector._request(route.inspection, False, "", route.model, f"/v2/models/{route.model}/infer", b"{}")
@@ -256,10 +256,12 @@ def handlers(plan: GatewayPlan, key_path: Path, roles: tuple[str, ...], drift=No
             return authorizer.check(request)
 
         out[AUTHZ_METHOD] = grpc.unary_unary_rpc_method_handler(
-            check, request_deserializer=CheckRequest.parse, response_serializer=bytes)
+            check, request_deserializer=CheckRequest.FromString,
+            response_serializer=CheckResponse.SerializeToString)
     if "extproc" in roles:
         out[EXT_PROC_METHOD] = grpc.stream_stream_rpc_method_handler(
-            Inspector(plan, drift).process, request_deserializer=ProcessingRequest.parse, response_serializer=bytes)
+            Inspector(plan, drift).process, request_deserializer=ProcessingRequest.FromString,
+            response_serializer=ProcessingResponse.SerializeToString)
     return out
 
 

@@ -265,6 +265,7 @@ class PerfPoint:
     concurrency: int
     throughput_infer_per_s: float
     p99_latency_ms: float
+    p50_latency_ms: float = 0.0
 
 
 def run_perf_analyzer(
@@ -319,6 +320,7 @@ def parse_perf_csv(path: str | Path) -> list[PerfPoint]:
                 concurrency=int(row["Concurrency"]),
                 throughput_infer_per_s=float(row["Inferences/Second"]),
                 p99_latency_ms=float(row["p99 latency"]) / 1000.0,
+                p50_latency_ms=float(row["p50 latency"]) / 1000.0,
             )
             for row in csv.DictReader(f)
         ]

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -132,6 +133,39 @@ def test_ctrl_c_stops_cleanly(triton_install):
     assert "Triton ready" in output and f"HTTP    127.0.0.1:{server['http']}" in output and "stopped" in output
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{server['http']}/v2/health/live", timeout=2)
+
+
+def _infer_via(port: int, headers: dict) -> int:
+    body = json.dumps({"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": ["great"]}]})
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/sentiment/infer", data=body.encode(),
+                                     headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_serve_puts_the_gateway_in_front_with_a_dev_key_printed_once(project_copy):
+    import stat
+
+    (project_copy / "build").mkdir()
+    (project_copy / "build" / "model-artifacts").symlink_to((ROOT / "build" / "model-artifacts").resolve())
+    server = start_serve(project_copy)
+    try:
+        dev = project_copy / ".modelfleet" / "local" / "dev-api-key"
+        assert stat.S_IMODE(dev.stat().st_mode) == 0o600
+        key = dev.read_text().strip()
+        assert _infer_via(server["gateway_http"], {"x-api-key": key}) == 200
+        assert _infer_via(server["gateway_http"], {}) == 401
+    finally:
+        assert stop(server["process"]) == 0
+    first = server["process"].stdout.read()
+    assert first.count(key) == 1 and "gateway ready" in first
+    again = start_serve(project_copy)
+    assert stop(again["process"]) == 0
+    second = again["process"].stdout.read()
+    assert key not in second and "dev API key in" in second
 
 
 def test_a_broken_spec_is_stopped_before_triton_starts(project_copy):

@@ -1,0 +1,148 @@
+"""What the gateway costs: perf_analyzer against Triton directly, through a plain Envoy route, through the full
+gateway without inspection (auth + rate limit), and with inspection (+ ext_proc), at concurrency 1 and 16.
+
+    PYTHONPATH=$PWD .venv/bin/python bench/gateway.py              # fraud-detector over HTTP, one run
+    PYTHONPATH=$PWD .venv/bin/python bench/gateway.py --model sentiment --interval-ms 3000
+
+Targets (issue 11): the full gateway without inspection adds <= 0.5 ms p50 at concurrency 1 and keeps >= 85% of
+plain Envoy's throughput at concurrency 16; with inspection <= 2 ms p50 and >= 60%. One run on a shared machine:
+compare the rows with each other, not with published numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from modelfleet.gateway import keys as keyfile  # noqa: E402
+from modelfleet.gateway.envoy_config import EXT_PROC, LocalPorts, envoy_bootstrap  # noqa: E402
+from modelfleet.gateway.local import ENVOY_CONCURRENCY, LocalGateway, envoy_binary  # noqa: E402
+from modelfleet.loader import load_fleet  # noqa: E402
+from modelfleet.local import build_local_repository  # noqa: E402
+from modelfleet.plan import build_plan  # noqa: E402
+from modelfleet.triton.runtime import TritonServer, free_ports, run_perf_analyzer  # noqa: E402
+
+
+def plain_envoy(listen: int, admin: int, triton_http: int) -> dict:
+    """Envoy with one route to Triton and nothing else: the floor any proxy pays."""
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": [{"name": "plain", "address": {"socket_address": {"address": "127.0.0.1",
+                                                                          "port_value": listen}},
+                           "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                                           "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+                         "HttpConnectionManager",
+                "stat_prefix": "plain", "codec_type": "AUTO",
+                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+                    {"match": {"prefix": "/"}, "route": {"cluster": "triton", "timeout": "60s"}}]}]},
+                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]}],
+            "clusters": [{"name": "triton", "type": "STATIC", "connect_timeout": "0.25s",
+                          "load_assignment": {"cluster_name": "triton", "endpoints": [{"lb_endpoints": [
+                              {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                                           "port_value": triton_http}}}}]}]}}]},
+    }
+
+
+def without_inspection(config: dict) -> dict:
+    """The full gateway's config minus ext_proc: authentication and rate limits only."""
+    config = copy.deepcopy(config)
+    for listener in config["static_resources"]["listeners"]:
+        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != EXT_PROC]
+        for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
+            route.get("typed_per_filter_config", {}).pop(EXT_PROC, None)
+    return config
+
+
+def run_envoy(config: dict, workdir: Path, admin: int) -> subprocess.Popen:
+    path = workdir / f"envoy-{admin}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.Popen([str(envoy_binary()), "-c", str(path), "--concurrency", str(ENVOY_CONCURRENCY),
+                             "--disable-hot-restart", "--log-level", "error"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import urllib.request
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=0.5)
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("envoy did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="fraud-detector")
+    parser.add_argument("--interval-ms", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
+        work = Path(tmp)
+        plan = build_plan(load_fleet(ROOT, "local"))
+        repository = build_local_repository(plan, ROOT, work / "repository")
+        th, tg, tm, plain, plain_admin, lean, lean_admin, http, grpc, admin, authz, extproc = free_ports(12)
+        ports = LocalPorts(http=http, grpc=grpc, admin=admin, triton_http=th, triton_grpc=tg, authz=authz,
+                           extproc=extproc)
+        key_path = work / "keys.json"
+        api_key, _ = keyfile.create(key_path, "bench", ["infer:*"])
+        header = ["-H", f"x-api-key:{api_key}"]
+        results = {}
+        with TritonServer(repository, th, tg, tm) as triton, \
+                LocalGateway(plan.gateway, ports, ROOT, "local", key_path, work / "gateway") as gateway:
+            full = envoy_bootstrap(plan.gateway, ports, str(work / "audit-lean.log"))
+            lean_config = without_inspection(full)
+            lean_listener = lean_config["static_resources"]["listeners"][0]
+            lean_listener["address"]["socket_address"]["port_value"] = lean
+            lean_config["static_resources"]["listeners"] = [lean_listener]
+            lean_config["admin"]["address"]["socket_address"]["port_value"] = lean_admin
+            envoys = [run_envoy(plain_envoy(plain, plain_admin, th), work, plain_admin),
+                      run_envoy(lean_config, work, lean_admin)]
+            try:
+                paths = [("direct", triton.http_url, []), ("plain envoy", f"127.0.0.1:{plain}", []),
+                         ("gateway: auth+ratelimit", f"127.0.0.1:{lean}", header),
+                         ("gateway: +inspection", gateway.http_url, header)]
+                for name, url, extra in paths:
+                    results[name] = run_perf_analyzer(
+                        args.model, url, args.concurrency, protocol="http",
+                        measurement_interval_ms=args.interval_ms, max_trials=10, stability_percentage=50,
+                        extra_args=extra, timeout_s=300)
+            finally:
+                for proc in envoys:
+                    proc.terminate()
+                    proc.wait()
+    print(f"model {args.model}, HTTP, perf_analyzer time windows of {args.interval_ms} ms, Envoy "
+          f"--concurrency {ENVOY_CONCURRENCY}, one run\n")
+    print(f"{'path':<26}{'conc':>5}{'infer/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs envoy':>10}{'+p50 ms':>9}")
+    base = {p.concurrency: p for p in results["plain envoy"]}
+    for name, points in results.items():
+        for p in points:
+            ratio = p.throughput_infer_per_s / base[p.concurrency].throughput_infer_per_s
+            added = p.p50_latency_ms - base[p.concurrency].p50_latency_ms
+            print(f"{name:<26}{p.concurrency:>5}{p.throughput_infer_per_s:>10.1f}{p.p50_latency_ms:>9.2f}"
+                  f"{p.p99_latency_ms:>9.2f}{ratio:>9.0%}{added:>+9.2f}")
+    low, high = min(args.concurrency), max(args.concurrency)
+    for name, p50_target, tput_target in (("gateway: auth+ratelimit", 0.5, 0.85), ("gateway: +inspection", 2.0, 0.60)):
+        at = {p.concurrency: p for p in results[name]}
+        added = at[low].p50_latency_ms - base[low].p50_latency_ms
+        ratio = at[high].throughput_infer_per_s / base[high].throughput_infer_per_s
+        print(f"\n{name}: +{added:.2f} ms p50 at concurrency {low} (target <= {p50_target}), "
+              f"{ratio:.0%} of plain Envoy's throughput at {high} (target >= {tput_target:.0%}): "
+              f"{'met' if added <= p50_target and ratio >= tput_target else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
