@@ -200,9 +200,13 @@ def render(
     stack: STACK_OPTION = "prod",
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write into (created if missing).")] = Path("out"),
     root: ROOT_OPTION = None,
+    model: Annotated[Path | None, typer.Option("--model", help="Render only this spec file's config, as "
+                                               "OUT/<model>/config.pbtxt, without a stack.")] = None,
 ) -> None:
     """Write what a reviewer reads: each model's config.pbtxt under OUT/models/<model>/ (one folder per
     hardware class where they differ) and every Kubernetes object as YAML under OUT/kubernetes/<region>/."""
+    if model is not None:
+        return render_model(model, out)
     from modelfleet.render import OutputError
     from modelfleet.render import render as render_files
     from modelfleet.serving import ManifestError
@@ -245,7 +249,7 @@ def serve(
     from modelfleet.gateway.local import GatewayStartupError
     from modelfleet.local import build_local_repository, repository_dir
     from modelfleet.monitoring.local import MonitoringStartupError, local_monitoring, parse_ports
-    from modelfleet.triton.config import ArtefactMissingError, ModelConfigError
+    from modelfleet.triton.config import ArtefactMissingError, ModelConfigError, server_flags
     from modelfleet.triton.runtime import TritonNotInstalled, TritonServer, TritonStartupError
 
     root = _root(root)
@@ -267,7 +271,8 @@ def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.update(now=True))
     try:
-        with TritonServer(repository, http_port, grpc_port, metrics_port) as server, \
+        with TritonServer(repository, http_port, grpc_port, metrics_port,
+                          extra_args=server_flags(fleet_plan.models)) as server, \
                 local_gateway(fleet_plan, root, stack, http_port, grpc_port, console, gateway_ports,
                               drift_metrics=monitor_ports[2] if monitor_ports else 0) as gateway, \
                 local_monitoring(fleet_plan, root, stack, metrics_port, gateway.ports, monitor_ports, console):
@@ -291,6 +296,8 @@ from modelfleet.cli_gateway import keys_app  # noqa: E402  `modelfleet keys` liv
 app.add_typer(keys_app, name="keys")
 from modelfleet.cli_drift import profile  # noqa: E402  `modelfleet profile` lives in cli_drift.py
 app.command()(profile)
+from modelfleet.cli_import import import_repository, render_model  # noqa: E402  import lives in cli_import.py
+app.command("import")(import_repository)
 from modelfleet.cli_diff import diff  # noqa: E402  `modelfleet diff` lives in cli_diff.py
 app.command()(diff)
 

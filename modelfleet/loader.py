@@ -21,14 +21,13 @@ from pydantic import BaseModel, ValidationError
 
 from modelfleet.catalogue import hardware, regions
 from modelfleet.spec import (BUCKET_URI, DNS_LABEL, DNS_NAME, GCP_PROJECT_ID, HTTPS_URL, KUBERNETES_MINOR, LABEL,
-                             LABEL_VALUE, SCOPE, TENSOR_NAME, ModelSpec, StackSpec)
+                             LABEL_VALUE, MODEL_NAME, SCOPE, TENSOR_NAME, ModelSpec, StackSpec)
 from modelfleet.tuning.record import TuningRecord
 
 CONFIG_NAMESPACE = "modelfleet"
 
 _PATTERN_MEANING = {
     DNS_LABEL: "a DNS label (lowercase letters, digits and '-', starting with a letter, not ending with '-')",
-    TENSOR_NAME: "a tensor name (letters, digits and '_', not starting with a digit)",
     LABEL: "a tag key valid on AWS and GCP (1 to 63 lowercase letters, digits, '-' and '_', starting with a letter)",
     LABEL_VALUE: "a tag value valid on AWS and GCP (1 to 63 lowercase letters, digits, '-' and '_')",
     DNS_NAME: "a DNS name (dot-separated labels of lowercase letters, digits and '-', ending in a top-level "
@@ -36,6 +35,8 @@ _PATTERN_MEANING = {
     GCP_PROJECT_ID: "a Google Cloud project id (6 to 30 lowercase letters, digits and '-', starting with a letter, "
                     "not ending with '-')",
     KUBERNETES_MINOR: "a Kubernetes minor version written as text, such as '1.33'",
+    TENSOR_NAME: "a tensor name without spaces",
+    MODEL_NAME: "a Triton model name (letters, digits, '_', '-' and '.', not starting with '.' or '-')",
     BUCKET_URI.format(scheme="s3"): "an S3 URI such as s3://bucket/prefix",
     BUCKET_URI.format(scheme="gs"): "a Cloud Storage URI such as gs://bucket/prefix",
     SCOPE: "a scope such as infer:fraud-detector (lowercase letters, digits, '-', ':' and '.', starting with a letter)",
@@ -412,6 +413,12 @@ def load_models(root: Path) -> tuple[dict[str, ModelSpec], dict[str, str], list[
             line = read_yaml(path, display).line_of(("name",))
             problems.append(Problem(display, line, "name", f"model {spec.name!r} is already defined in {files[spec.name]}"))
             continue
+        clash = next((n for n, other in specs.items() if other.kube_name == spec.kube_name), None)
+        if clash is not None:
+            line = read_yaml(path, display).line_of(("name",))
+            problems.append(Problem(display, line, "name", f"model {spec.name!r} gets the Kubernetes name "
+                                    f"{spec.kube_name!r} that {clash!r} ({files[clash]}) has; rename one"))
+            continue
         specs[spec.name] = spec
         files[spec.name] = display
     return specs, files, problems
@@ -575,6 +582,7 @@ def _cross_check(stack: StackSpec, specs: dict[str, ModelSpec], files: dict[str,
                                     f"{CONFIG_NAMESPACE}:gateway: {{jwt: {{issuer: ..., audiences: [...]}}}} there, "
                                     "or use api-key"))
 
+    problems.extend(_check_ensembles(stack, specs, files, model_line))
     networks = region_networks(stack)
     keys = list(networks)
     for i, a in enumerate(keys):
@@ -592,3 +600,42 @@ def region_networks(stack: StackSpec) -> dict[str, ipaddress.IPv4Network]:
         entry.region: entry.cidr or ipaddress.IPv4Network(f"10.{regions()[entry.cloud][entry.name].network_index}.0.0/16")
         for entry in stack.regions
     }
+
+
+def _check_ensembles(stack: StackSpec, specs: dict[str, ModelSpec], files: dict[str, str],
+                     model_line: Callable[[str, tuple], int | None]) -> list[Problem]:
+    """An ensemble's steps name other specs of the stack, kept in the same model repository: Triton loads an
+    ensemble only when its members are in the repository it serves from."""
+    problems = []
+    for name in stack.models:
+        spec = specs.get(name)
+        if spec is None:
+            continue
+        for index, step in enumerate(spec.triton.ensemble):
+            where = ("triton", "ensemble", index, "model")
+            if step.model not in stack.models:
+                known = "" if step.model in specs else f" (no models/{step.model}.yaml)"
+                problems.append(Problem(files[name], model_line(name, where), f"triton.ensemble[{index}].model",
+                                        f"step model {step.model!r}{known} is not in the stack's models; add it"))
+                continue
+            member = specs[step.model]
+            for kind, mapping, tensors in (("input_map", step.input_map, member.inputs),
+                                           ("output_map", step.output_map, member.outputs)):
+                unknown = sorted(set(mapping) - {t.name for t in tensors}) if tensors else []
+                if unknown:
+                    problems.append(Problem(files[name], model_line(name, ("triton", "ensemble", index, kind)),
+                                            f"triton.ensemble[{index}].{kind}", f"{step.model} has no "
+                                            f"{kind.split('_')[0]} {', '.join(map(repr, unknown))}; its "
+                                            f"{kind.split('_')[0]}s: {', '.join(t.name for t in tensors)}"))
+            if spec.max_batch_size > member.max_batch_size:
+                problems.append(Problem(files[name], model_line(name, ("max_batch_size",)), "max_batch_size",
+                                        f"{spec.max_batch_size} exceeds step model {step.model}'s max_batch_size "
+                                        f"{member.max_batch_size}; Triton refuses an ensemble that batches more "
+                                        "than its steps"))
+            for cloud in ("aws", "gcp", "local"):
+                mine, theirs = spec.source.on(cloud), member.source.on(cloud)
+                if mine and theirs and mine.rstrip("/").rsplit("/", 1)[0] != theirs.rstrip("/").rsplit("/", 1)[0]:
+                    problems.append(Problem(files[name], model_line(name, where), f"triton.ensemble[{index}].model",
+                                            f"{step.model} lives in another model repository on {cloud} ({theirs}); "
+                                            "an ensemble and its steps share one"))
+    return problems

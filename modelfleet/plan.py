@@ -58,7 +58,10 @@ KMS_DELETION_WINDOW_DAYS = 30
 # download from the bucket, the model load by backend, a fresh node becoming schedulable (GPU nodes also wait
 # for the driver and device plugin), and pulling the Triton image onto a fresh node.
 TRITON_START_S = 60
-MODEL_LOAD_S = {"python": 120, "onnxruntime": 120, "pytorch": 180, "tensorrt": 300}
+MODEL_LOAD_S = {"python": 120, "onnxruntime": 120, "pytorch": 180, "tensorrt": 300, "tensorflow": 180,
+                "openvino": 120, "identity": 30, "fil": 120, "ensemble": 30,
+                # LLM engines load many GiB of weights: a generous budget rather than a killed first start.
+                "vllm": 900, "tensorrtllm": 900}
 NODE_READY_S = {"cpu": 120, "gpu": 300}
 IMAGE_PULL_S = 180
 

@@ -7,6 +7,7 @@ naming an unknown model, a GPU class a region does not offer) live in `modelflee
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from typing import Annotated, Literal
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from modelfleet import versions
 from modelfleet.catalogue import CLOUDS, Cloud, hardware, regions
+from modelfleet.spec_triton import DataType, TritonSpec
 
 
 class Strict(BaseModel):
@@ -37,7 +39,11 @@ CIDR = Annotated[ipaddress.IPv4Network, Field(strict=False)]
 
 
 DNS_LABEL = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
-TENSOR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# Triton names a model by its repository folder: letters, digits, '_', '-' and '.', no path separators.
+MODEL_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+# Tensor names as exporters write them (`input.1`, `308`, `x:0`, `InceptionV3/Predictions/Softmax`): no spaces.
+TENSOR_NAME = r"^\S+$"
+KUBE_NAME_MAX = 40  # room for the prefixes and suffixes of the objects named after a model
 # GCP labels are the stricter of the two clouds' rules; tags that pass here are valid on both.
 LABEL = r"^[a-z][-_a-z0-9]{0,62}$"
 LABEL_VALUE = r"^[-_a-z0-9]{1,63}$"  # not empty: the required-tags policy counts an empty value as missing
@@ -47,23 +53,30 @@ KUBERNETES_MINOR = r"^1\.\d{2}$"
 # Tags modelfleet sets on every resource itself (plan.build_plan); a stack's required_tags must not override them.
 OWN_TAGS = ("managed-by", "stack")
 
-DataType = Literal[
-    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-    "FP16", "FP32", "FP64", "BF16", "BYTES",
-]
 # Bytes per element on the wire; BYTES elements carry at least their 4-byte length prefix.
 ELEMENT_BYTES = {"BOOL": 1, "UINT8": 1, "UINT16": 2, "UINT32": 4, "UINT64": 8, "INT8": 1, "INT16": 2, "INT32": 4,
                  "INT64": 8, "FP16": 2, "FP32": 4, "FP64": 8, "BF16": 2, "BYTES": 4}
-Backend = Literal["python", "onnxruntime", "tensorrt", "pytorch"]
+Backend = Literal["python", "onnxruntime", "tensorrt", "pytorch", "tensorflow", "openvino", "identity", "vllm",
+                  "tensorrtllm", "fil", "ensemble"]
+# Backends that fill in a model's inputs and outputs themselves when the config leaves them out.
+AUTO_COMPLETING = {"onnxruntime", "tensorrt", "tensorflow", "openvino", "python", "vllm"}
 Environment = Literal["dev", "staging", "prod", "local"]
 
 
 class TensorSpec(Strict):
-    name: Annotated[str, Field(pattern=TENSOR_NAME)]
+    name: Annotated[str, Field(pattern=TENSOR_NAME, max_length=256)]
     dtype: DataType
     dims: Annotated[list[Annotated[int, Field(le=INT64_MAX)]], Field(min_length=1)] = Field(
         description="Shape of one item, without the batch dimension; -1 marks a variable-size dimension."
     )
+    optional: bool = Field(False, description="Inputs only: requests may leave this tensor out.")
+    reshape: list[Annotated[int, Field(ge=-1)]] | None = Field(
+        None, description="The shape the backend sees; [] reshapes a [1] tensor to a scalar.")
+    format: Literal["NHWC", "NCHW"] | None = Field(None, description="Image inputs only.")
+    label_filename: Annotated[str, Field(min_length=1)] | None = Field(
+        None, description="Outputs only: a labels file in the model folder (for classification results).")
+    is_shape_tensor: bool = False
+    allow_ragged_batch: bool = Field(False, description="Inputs only: batch requests of different shapes.")
 
     @field_validator("dims")
     @classmethod
@@ -155,6 +168,7 @@ class QueuePolicySpec(Strict):
     timeout_action: Literal["REJECT", "DELAY"] = "REJECT"
     default_timeout_us: Annotated[int, Field(ge=0, le=UINT64_MAX)] = 0
     max_queue_size: Annotated[int, Field(ge=0, le=UINT32_MAX)] = 0
+    allow_timeout_override: bool = Field(False, description="Requests may set a shorter timeout of their own.")
 
 
 class BatchingSpec(Strict):
@@ -162,8 +176,24 @@ class BatchingSpec(Strict):
     preferred_batch_sizes: list[Annotated[int, Field(ge=1, le=INT32_MAX)]] = Field(default_factory=list)
     max_queue_delay_us: Annotated[int, Field(ge=0, le=UINT64_MAX)] = 100
     priority_levels: Annotated[int, Field(ge=0, le=UINT64_MAX)] = 0
+    default_priority_level: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="The priority of requests that name none; default: the lowest (priority_levels).")
     queue_policy: QueuePolicySpec | None = None
+    priority_queue_policy: dict[Annotated[int, Field(ge=1)], QueuePolicySpec] = Field(
+        default_factory=dict, description="Per priority level, overriding queue_policy.")
+    preserve_ordering: bool = False
     response_cache: bool = False
+
+    @model_validator(mode="after")
+    def _priorities(self) -> BatchingSpec:
+        levels = self.priority_levels
+        if self.default_priority_level is not None and not 1 <= self.default_priority_level <= levels:
+            raise ValueError(f"default_priority_level: must be between 1 and priority_levels ({levels}), "
+                             f"got {self.default_priority_level}")
+        bad = sorted(k for k in self.priority_queue_policy if k > levels)
+        if bad:
+            raise ValueError(f"priority_queue_policy: priority {bad[0]} is outside 1..priority_levels ({levels})")
+        return self
 
 
 PiiDetector = Literal["email", "phone", "card", "iban", "national-id"]
@@ -367,7 +397,8 @@ class SourceSpec(Strict):
 class ModelSpec(Strict):
     """One model, described once. The file is `models/<name>.yaml`."""
 
-    name: Annotated[str, Field(pattern=DNS_LABEL, max_length=40)]
+    name: Annotated[str, Field(pattern=MODEL_NAME, max_length=128)] = Field(
+        description="Triton's model name (the repository folder); Kubernetes objects use `kube_name`.")
     # At most an e-mail address's 254 characters (RFC 5321): it becomes a Kubernetes annotation, whose total
     # size per object is capped (256 KiB), and is read by people on a page.
     owner: Annotated[str, Field(min_length=1, max_length=254)] = Field(
@@ -376,8 +407,9 @@ class ModelSpec(Strict):
     source: SourceSpec
     version: Annotated[int, Field(ge=1, le=INT64_MAX)] = 1
     backend: Backend
-    inputs: Annotated[list[TensorSpec], Field(min_length=1)]
-    outputs: Annotated[list[TensorSpec], Field(min_length=1)]
+    inputs: list[TensorSpec] = Field(default_factory=list, description="Optional only where the backend fills "
+                                                                         "them in (see AUTO_COMPLETING).")
+    outputs: list[TensorSpec] = Field(default_factory=list)
     max_batch_size: Annotated[int, Field(ge=0, le=4096)] = 0
     hardware: HardwareSpec = HardwareSpec()
     slo: SloSpec
@@ -389,6 +421,20 @@ class ModelSpec(Strict):
     routing: RoutingSpec = RoutingSpec()
     rollout: RolloutSpec = RolloutSpec()
     tuning: TuningSpec = TuningSpec()
+    triton: TritonSpec = TritonSpec()
+
+    @property
+    def kube_name(self) -> str:
+        """The DNS-1123 label Kubernetes objects and cloud resources use for this model: the name itself when it
+        already is one, else a slug plus a hash of the Triton name (stable, and distinct for distinct names)."""
+        return kube_name(self.name)
+
+    @model_validator(mode="after")
+    def _triton_fits(self) -> ModelSpec:
+        from modelfleet.spec_rules import check_model  # the rules between sections live in their own module
+
+        check_model(self)
+        return self
 
     @model_validator(mode="after")
     def _batching_fits(self) -> ModelSpec:
@@ -419,6 +465,15 @@ class ModelSpec(Strict):
 
 
 RFC1918 = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+
+
+def kube_name(name: str) -> str:
+    if re.fullmatch(DNS_LABEL, name) and len(name) <= KUBE_NAME_MAX:
+        return name
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    slug = re.sub(r"^[^a-z]+", "", slug) or "model"
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{slug[:KUBE_NAME_MAX - len(digest) - 1].rstrip('-')}-{digest}"
 
 
 class RegionEntry(Strict):

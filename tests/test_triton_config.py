@@ -146,7 +146,26 @@ def test_explicit_dynamic_batching_without_batching_is_stopped():
      'output { name: "b" data_type: TYPE_FP32 dims: 1 } dynamic_batching { priority_levels: 2 default_priority_level: 3 }',
      "dynamic_batching.default_priority_level", "between 1 and priority_levels"),
     ('name: "m" backend: "python" platform: "tensorrt_plan" input { name: "a" data_type: TYPE_FP32 dims: 1 } '
-     'output { name: "b" data_type: TYPE_FP32 dims: 1 }', "backend", "exactly one"),
+     'output { name: "b" data_type: TYPE_FP32 dims: 1 }', "backend", "runs on the tensorrt backend"),
+    ('name: "m" input { name: "a" data_type: TYPE_FP32 dims: 1 } output { name: "b" data_type: TYPE_FP32 dims: 1 }',
+     "backend", "set backend or platform"),
+    ('name: "m" platform: "pytorch_libtorch" output { name: "b" data_type: TYPE_FP32 dims: 1 }',
+     "input", "the pytorch backend does not fill them in"),
+    ('name: "m" backend: "python" max_batch_size: 0 input { name: "a" data_type: TYPE_FP32 dims: 1 reshape { } } '
+     'output { name: "b" data_type: TYPE_FP32 dims: 1 }', "input[0].reshape", "non-batching"),
+    ('name: "m" backend: "python" input { name: "a" data_type: TYPE_FP32 dims: 1 } '
+     'output { name: "b" data_type: TYPE_FP32 dims: 1 } model_transaction_policy { decoupled: true } '
+     'response_cache { enable: true }', "response_cache.enable", "decoupled"),
+    ('name: "e" platform: "ensemble" input { name: "a" data_type: TYPE_FP32 dims: 1 } '
+     'output { name: "b" data_type: TYPE_FP32 dims: 1 } ensemble_scheduling { step { model_name: "m" '
+     'input_map { key: "x" value: "a" } output_map { key: "y" value: "c" } } }', "output", "'b' is not written"),
+    ('name: "e" platform: "ensemble" input { name: "a" data_type: TYPE_FP32 dims: 1 } '
+     'output { name: "b" data_type: TYPE_FP32 dims: 1 } instance_group { count: 1 } ensemble_scheduling { step { '
+     'model_name: "m" input_map { key: "x" value: "a" } output_map { key: "y" value: "b" } } }', "instance_group",
+     "refuses it on an ensemble"),
+    ('name: "m" backend: "python" max_batch_size: 4 input { name: "a" data_type: TYPE_FP32 dims: 1 } '
+     'output { name: "b" data_type: TYPE_FP32 dims: 1 } sequence_batching { control_input { name: "a" } }',
+     "sequence_batching.control_input[0].name", "also a model input"),
     ('name: "m" backend: "python" input { name: "a" data_type: TYPE_FP32 dims: 1 } '
      'output { name: "a" data_type: TYPE_FP32 dims: 1 }', "input", "repeated: a"),
     ('name: "m" backend: "python" input { name: "a" data_type: TYPE_FP32 dims: 1 } '
@@ -154,7 +173,7 @@ def test_explicit_dynamic_batching_without_batching_is_stopped():
      "instance_group[0].count", "must be >= 1"),
     ('name: "m" backend: "python" input { name: "a" data_type: TYPE_FP32 dims: 1 } '
      'output { name: "b" data_type: TYPE_FP32 dims: 1 } model_warmup { name: "w" batch_size: 1 }',
-     "model_warmup[0].inputs", "exactly the model inputs"),
+     "model_warmup[0].inputs", "every required model input"),
     ('name: "m" backend: "python" nonsense: 1', "", "not a valid Triton model config"),
 ])
 def test_semantic_rules_name_the_field(text, field, message):
