@@ -253,9 +253,10 @@ def test_every_model_has_its_prometheusrule_with_slo_alerts_declared_after_the_c
     for rule in rules:
         serving.validate_manifest(rule.inputs, "1.33")
         assert any(by_urn[d].type == RELEASE for d in rule.dependencies if d in by_urn)
-        model = rule.inputs["metadata"]["labels"].get("model")
+        kube = rule.inputs["metadata"]["labels"].get("modelfleet.io/model")
         alerts = [x for g in rule.inputs["spec"]["groups"] for x in g["rules"] if "alert" in x]
-        if model:
+        if kube:
+            model = next(m.name for m in plan.models if m.kube_name == kube)
             assert {x["labels"]["slo"] for x in alerts if "slo" in x["labels"]} == {"availability", "latency"}
             assert {x["labels"]["model"] for x in alerts} == {model}
     monitors = [r for r in resources if r.type.endswith(("ServiceMonitor", "PodMonitor"))]
@@ -325,3 +326,24 @@ def test_triton_traces_at_the_specs_rate_and_an_otel_collector_runs_in_each_clus
     assert len(releases) == len(plan.regions)
     assert all(r.inputs["values"]["image"]["repository"] and r.inputs["version"] ==
                versions.OPENTELEMETRY_COLLECTOR.version for r in releases)
+
+
+def test_a_triton_name_that_is_no_dns_label_gets_valid_objects_and_literal_matchers(project_copy):
+    """Triton names may hold `_` and `.`: objects use the Kubernetes name, regexes match the name literally."""
+    spec = project_copy / "models" / "sentiment.yaml"
+    spec.rename(project_copy / "models" / "sentiment_v2.1.yaml")
+    spec = project_copy / "models" / "sentiment_v2.1.yaml"
+    spec.write_text(spec.read_text().replace("name: sentiment", "name: sentiment_v2.1")
+                    .replace("/sentiment\n", "/sentiment_v2.1\n"))
+    stack = project_copy / "stacks" / "Pulumi.prod.yaml"
+    stack.write_text(stack.read_text().replace("sentiment]", "sentiment_v2.1]"))
+    plan = build_plan(load_fleet(project_copy, "prod"))
+    mon = monitoring_plan(plan)
+    region = plan.regions[0]
+    rules = [o for o in mk8s.region_monitoring_objects(plan, region) if o["kind"] == "PrometheusRule"]
+    for obj in rules:
+        serving.validate_manifest(obj, region.kubernetes_version)
+    model = plan.model("sentiment_v2.1")
+    assert any(o["metadata"]["labels"].get("modelfleet.io/model") == model.kube_name for o in rules)
+    exprs = " ".join(r.expr for r in mon.records + mon.alerts)
+    assert "triton-sentiment_v2[.]1(/.*)?" in exprs and f"triton-{model.kube_name}-[a-z0-9]+" in exprs

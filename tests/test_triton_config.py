@@ -125,7 +125,7 @@ def test_repeated_preferred_batch_sizes_are_stopped():
     with pytest.raises(ModelConfigError) as err:
         render_config(spec("fraud-detector"), "cpu", TunedSettings(preferred_batch_sizes=(16, 8, 16)))
     assert (err.value.field, str(err.value).split(": ", 1)[1]) == (
-        "dynamic_batching.preferred_batch_size", "sizes must be distinct, got [8, 16, 16]")
+        "dynamic_batching.preferred_batch_size", "sizes must be distinct, got [16, 8, 16]")
     render_config(spec("fraud-detector"), "cpu", TunedSettings(preferred_batch_sizes=(16, 8)))
 
 

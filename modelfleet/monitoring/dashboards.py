@@ -54,8 +54,8 @@ def _model_panels(mm: ModelMonitoring) -> list[tuple[str, str, list[tuple[str, s
              "USD")]),
     ]
     if mm.gpu:
-        panels.append(("GPU utilisation", "percent", [(f"avg({m.DCGM_GPU_UTIL}{{{m.pod_selector(mm.model)}}})",
-                                                       "avg"), (f"max({m.DCGM_GPU_UTIL}{{{m.pod_selector(mm.model)}}})",
+        panels.append(("GPU utilisation", "percent", [(f"avg({m.DCGM_GPU_UTIL}{{{m.pod_selector(mm.kube_name)}}})",
+                                                       "avg"), (f"max({m.DCGM_GPU_UTIL}{{{m.pod_selector(mm.kube_name)}}})",
                                                                 "max")]))
     if mm.drift:
         panels.append(("Input drift", "short", [(f"{m.DRIFT_PSI}{{{model}}}", "PSI {{feature}}"),
@@ -83,12 +83,13 @@ def _build(uid: str, title: str, panels, tags: list[str]) -> dict:
 
 
 def dashboards(plan: FleetPlan, mon: MonitoringPlan) -> dict[str, dict]:
-    """Dashboard JSON keyed by file stem: `fleet`, and `model-<name>` for each model with `monitoring.dashboards`."""
+    """Dashboard JSON keyed by file stem: `fleet`, and `model-<kube name>` for each model with
+    `monitoring.dashboards` (the stem names a ConfigMap: a DNS label)."""
     out = {"fleet": _build(f"modelfleet-{plan.stack}-fleet", f"modelfleet {plan.stack}: fleet",
                            _fleet_panels(), ["modelfleet", plan.stack])}
     for spec, mm in zip(plan.models, mon.models):
         if spec.monitoring.dashboards:
-            out[f"model-{mm.model}"] = _build(f"modelfleet-{plan.stack}-{mm.model}",
+            out[f"model-{mm.kube_name}"] = _build(f"modelfleet-{plan.stack}-{mm.kube_name}",
                                               f"modelfleet {plan.stack}: {mm.model}",
                                               _model_panels(mm),
                                               ["modelfleet", plan.stack, mm.model])

@@ -26,6 +26,7 @@ ENVOY_PROXY_LABELS = {"app.kubernetes.io/component": "proxy", "app.kubernetes.io
 ENVOY_STATS_PATH = "/stats/prometheus"
 DCGM_LABELS = {"app.kubernetes.io/name": "dcgm-exporter"}
 SYSTEM_POOL = {serving.POOL_LABEL: "system"}
+MODEL_LABEL = f"{serving.LABEL_PREFIX}/model"
 
 
 def _labels(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -120,13 +121,15 @@ def prometheus_rules(mon: MonitoringPlan) -> list[dict]:
     """The shared Triton recording rules, then one PrometheusRule per model with its SLI records and alerts."""
     out = []
     for group in mon.groups:
-        model = next((mm.model for mm in mon.models if group.name.startswith(f"modelfleet-{mm.model}-")), None)
-        name = f"modelfleet-{model}" if model else group.name
+        mm = next((mm for mm in mon.models if group.name in (f"modelfleet-{mm.model}-sli",
+                                                            f"modelfleet-{mm.model}-alerts")), None)
+        name = f"modelfleet-{mm.kube_name}" if mm else group.name
         if out and out[-1]["metadata"]["name"] == name:
             out[-1]["spec"]["groups"].append(group.to_dict())
             continue
+        # Labelled with the model's Kubernetes name, like its workloads; its alerts carry Triton's name (`model`).
         out.append({"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
-                    "metadata": _meta(name, NAMESPACE, {"model": model} if model else None),
+                    "metadata": _meta(name, NAMESPACE, {MODEL_LABEL: mm.kube_name} if mm else None),
                     "spec": {"groups": [group.to_dict()]}})
     return out
 

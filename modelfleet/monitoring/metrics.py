@@ -7,6 +7,8 @@ SLOs are measured at the gateway: Envoy's per-upstream-cluster histogram `upstre
 
 from __future__ import annotations
 
+import re
+
 # --- Triton (:8002/metrics), label `model` -----------------------------------------------------------------
 TRITON_SUCCESS = "nv_inference_request_success"
 TRITON_FAILURE = "nv_inference_request_failure"
@@ -50,18 +52,24 @@ DRIFT_SAMPLES = "modelfleet_drift_window_samples"  # samples in the current wind
 DRIFT_METRICS = (DRIFT_PSI, DRIFT_KS, DRIFT_SAMPLES)
 
 
+def literal(name: str) -> str:
+    """`name` as a literal inside a PromQL regex: Triton names may hold `.`; a one-character class needs no
+    backslash (which PromQL strings would need doubled)."""
+    return re.sub(r"([^A-Za-z0-9_-])", r"[\1]", name)
+
+
 def upstream_selector(model: str) -> str:
     """A matcher for the gateway's upstream cluster of `model` (regex matches are anchored in PromQL)."""
-    return f'envoy_cluster_name=~"(.*/)?triton-{model}(/.*)?"'
+    return f'envoy_cluster_name=~"(.*/)?triton-{literal(model)}(/.*)?"'
 
 
 def local_ratelimit_selector(model: str) -> str:
-    return f'envoy_local_http_ratelimit_prefix=~"modelfleet_[a-z]+_{model}"'
+    return f'envoy_local_http_ratelimit_prefix=~"modelfleet_[a-z]+_{literal(model)}"'
 
 
-def pod_selector(model: str) -> str:
-    """A matcher for the pods of `model`'s Deployment: `triton-<model>-<replicaset hash>-<pod hash>`."""
-    return f'pod=~"triton-{model}-[a-z0-9]+-[a-z0-9]+"'
+def pod_selector(kube_name: str) -> str:
+    """A matcher for the pods of a model's Deployment: `triton-<kube name>-<replicaset hash>-<pod hash>`."""
+    return f'pod=~"triton-{kube_name}-[a-z0-9]+-[a-z0-9]+"'
 
 
 def latency_bucket_ms(p99_ms: float) -> float:

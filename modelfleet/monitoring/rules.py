@@ -82,7 +82,8 @@ class Group:
 
 @dataclass(frozen=True)
 class ModelMonitoring:
-    model: str
+    model: str  # Triton's name: the `model` label of Triton's metrics and of every alert
+    kube_name: str  # the Kubernetes name its pods and objects carry
     owner: str
     latency_bucket_ms: float  # the gateway histogram bound the latency SLO is measured at
     queue_alert_us: int
@@ -143,7 +144,7 @@ def _model_monitoring(plan: FleetPlan, spec: ModelSpec) -> ModelMonitoring:
     on_gpu = plan.environment != "local" and any(
         p.gpus_per_replica > 0 for r in plan.regions for p in r.placements if p.model == spec.name)
     return ModelMonitoring(
-        model=spec.name, owner=spec.owner, latency_bucket_ms=m.latency_bucket_ms(spec.slo.p99_ms),
+        model=spec.name, kube_name=spec.kube_name, owner=spec.owner, latency_bucket_ms=m.latency_bucket_ms(spec.slo.p99_ms),
         queue_alert_us=int(spec.slo.p99_ms * 1000 * QUEUE_ALERT_SHARE_OF_P99),
         availability_objective=spec.slo.availability, drift=spec.monitoring.drift_detection, gpu=on_gpu,
         cold_start_s=cold_start_s(spec), receivers=tuple(spec.monitoring.alert_routes),
@@ -354,11 +355,11 @@ def _failure_alert(mm: ModelMonitoring) -> Rule:
 
 def _load_failure_alert(mm: ModelMonitoring) -> Rule:
     def series(restarts_per_min: float) -> tuple[tuple[str, str], ...]:
-        return ((f'{m.KSM_RESTARTS}{{namespace="modelfleet-prod",pod="triton-{mm.model}-7d9f8c6b5-x2x4z",'
+        return ((f'{m.KSM_RESTARTS}{{namespace="modelfleet-prod",pod="triton-{mm.kube_name}-7d9f8c6b5-x2x4z",'
                  f'container="tritonserver"}}', _counter([(30, restarts_per_min)])),)
     return Rule(
         "TritonModelLoadFailing",
-        f'sum(increase({m.KSM_RESTARTS}{{container="tritonserver",{m.pod_selector(mm.model)}}}[15m])) '
+        f'sum(increase({m.KSM_RESTARTS}{{container="tritonserver",{m.pod_selector(mm.kube_name)}}}[15m])) '
         f'>= {RESTARTS_IN_15M}',
         alert=True, labels=_labels(mm, "page"),
         annotations=(("summary", f"{mm.model}: Triton restarts repeatedly; the model most likely fails to load "
@@ -373,10 +374,10 @@ def _pending_alert(mm: ModelMonitoring) -> Rule:
 
     def series(pending_minutes: int) -> tuple[tuple[str, str], ...]:
         values = " ".join(["0"] * (minutes + 5 - pending_minutes) + ["1"] * pending_minutes)
-        return ((f'{m.KSM_POD_PHASE}{{namespace="modelfleet-prod",pod="triton-{mm.model}-7d9f8c6b5-x2x4z",'
+        return ((f'{m.KSM_POD_PHASE}{{namespace="modelfleet-prod",pod="triton-{mm.kube_name}-7d9f8c6b5-x2x4z",'
                  f'phase="Pending"}}', values),)
     return Rule(
-        "TritonReplicasPending", f'sum({m.KSM_POD_PHASE}{{phase="Pending",{m.pod_selector(mm.model)}}}) > 0',
+        "TritonReplicasPending", f'sum({m.KSM_POD_PHASE}{{phase="Pending",{m.pod_selector(mm.kube_name)}}}) > 0',
         alert=True, for_=f"{mm.cold_start_s}s", labels=_labels(mm, "warning"),
         annotations=(("summary", f"{mm.model}: replicas pending longer than the planned cold start "
                                  f"({mm.cold_start_s} s: node, image, model load); no capacity or quota?"),),
@@ -412,9 +413,9 @@ def _rate_limited_alert(mm: ModelMonitoring) -> Rule:
 
 def _gpu_alerts(mm: ModelMonitoring) -> list[Rule]:
     def series(percent: float, minutes: int) -> tuple[tuple[str, str], ...]:
-        return ((f'{m.DCGM_GPU_UTIL}{{gpu="0",namespace="modelfleet-prod",pod="triton-{mm.model}-7d9f8c6b5-x2x4z"}}',
+        return ((f'{m.DCGM_GPU_UTIL}{{gpu="0",namespace="modelfleet-prod",pod="triton-{mm.kube_name}-7d9f8c6b5-x2x4z"}}',
                  f"{num(percent)}+0x{minutes}"),)
-    util = f'avg({m.DCGM_GPU_UTIL}{{{m.pod_selector(mm.model)}}})'
+    util = f'avg({m.DCGM_GPU_UTIL}{{{m.pod_selector(mm.kube_name)}}})'
     return [
         Rule("GpuUnderused", f"{util} < {GPU_LOW_PERCENT}", alert=True, for_=GPU_LOW_FOR,
              labels=_labels(mm, "ticket"),

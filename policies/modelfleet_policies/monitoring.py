@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pulumi_policy import EnforcementLevel, ReportViolation, StackValidationArgs, StackValidationPolicy
 
-from ._util import (annotations_of, as_dict, get, is_triton, items, labels_of, model_of, namespace_of, pod_template,
+from ._util import (MODEL_LABEL, annotations_of, as_dict, get, is_triton, items, labels_of, model_of, namespace_of, pod_template,
                     selector_matches, short, workload_name)
 
 SERVICE = "kubernetes:core/v1:Service"
@@ -49,15 +49,17 @@ SLOS = ("availability", "latency")
 
 
 def _slo_alerts(model: str, resources) -> set[str]:
-    """The SLOs (availability, latency) that have an alert labelled with exactly this model."""
+    """The SLOs (availability, latency) that have an alert labelled with exactly this model: the alert's `model`
+    label, or the PrometheusRule's `modelfleet.io/model` (the Kubernetes name, where Triton's name differs)."""
     found = set()
     for r in resources:
         if r.resource_type not in RULES:
             continue
+        owned = str(labels_of(r.props).get(MODEL_LABEL)) == model
         for group in items(get(r.props, "spec", "groups")):
             for rule in items(get(group, "rules")):
                 labels = as_dict(get(rule, "labels"))
-                if get(rule, "alert") and str(labels.get("model")) == model and labels.get("slo") in SLOS:
+                if get(rule, "alert") and (owned or str(labels.get("model")) == model) and labels.get("slo") in SLOS:
                     found.add(str(labels["slo"]))
     return found
 
