@@ -8,11 +8,16 @@ STAMP  := $(VENV)/.modelfleet-installed
 TRITON_VENV ?= .venv-triton
 TRITON_STAMP := $(TRITON_VENV)/.modelfleet-triton.stamp
 MODELS := build/model-artifacts/.built
+# Prometheus, promtool, Alertmanager from Debian (scripts/install_monitoring.sh; idempotent, needs root for apt).
+MONITORING := monitoring-tools
 STACK  ?= prod
 
-.PHONY: setup plan test test-unit bench clean
+.PHONY: setup plan test test-unit bench clean $(MONITORING)
 
-setup: $(STAMP) $(TRITON_STAMP) $(MODELS)
+setup: $(STAMP) $(TRITON_STAMP) $(MODELS) $(MONITORING)
+
+$(MONITORING):
+	bash scripts/install_monitoring.sh
 
 # Re-run only when the dependency pins change; `pip install -e` keeps the code itself live.
 $(STAMP): pyproject.toml

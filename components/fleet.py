@@ -27,6 +27,7 @@ from components.providers import cloud_provider, eks_kubeconfig, gke_kubeconfig,
 from components.release import bucket_object
 from components import routing
 from components.gateway import AwsGatewayCloud, Gateway, GcpGatewayCloud
+from components.monitoring import Monitoring
 from components.serving import Serving
 from modelfleet.plan import FleetPlan, RegionPlan
 from modelfleet.release import ReleaseError, ReleaseObject, objects_read_by, release_objects
@@ -59,6 +60,8 @@ class Region(pulumi.ComponentResource):
             self._gcp(region, fleet, tags, in_region)
         # KEDA and Triton need schedulable nodes (on EKS also the device plugin, or GPU pods never fit): without
         # this they race the node groups, and their Helm/Deployment awaits time out on an empty cluster.
+        self.monitoring = Monitoring(fleet, region, self.kubernetes, needs=self.serving_needs,
+                                     opts=pulumi.ResourceOptions(parent=self))
         published = {} if published is None else published
         for obj in release:
             if obj.writer == region.key:
@@ -69,6 +72,7 @@ class Region(pulumi.ComponentResource):
         # and for their repository's objects.
         self.serving = Serving(fleet, region, self.kubernetes, self.triton_identity.annotations,
                                needs=self.serving_needs, grants=self.triton_identity.grants, release=reads,
+                               prometheus=[self.monitoring.release],
                                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.triton_identity]))
         # The gateway's charts come after the node pools like every add-on; its objects live in Triton's namespace.
         self.gateway = Gateway(fleet, region, self.kubernetes, self.gateway_cloud,

@@ -29,7 +29,7 @@ class TritonService(pulumi.ComponentResource):
 
     def __init__(self, name: str, fleet: FleetPlan, region: RegionPlan, placement: Placement,
                  config_text: str | None, depends_on: list[pulumi.Resource],
-                 opts: pulumi.ResourceOptions | None = None):
+                 opts: pulumi.ResourceOptions | None = None, scaler_needs: Sequence[pulumi.Resource] = ()):
         super().__init__("modelfleet:serving:TritonService", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, depends_on=depends_on)
         w = serving.workload(fleet, region, placement, config_text)
@@ -56,7 +56,9 @@ class TritonService(pulumi.ComponentResource):
         self.scaled_object = k8s.apiextensions.CustomResource(
             name, api_version=scaled["apiVersion"], kind=scaled["kind"], metadata=_meta(scaled),
             spec=scaled["spec"],
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[self.deployment])),
+            # The Prometheus its triggers query comes first (scaler_needs).
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
+                depends_on=[self.deployment, *scaler_needs])),
         )
         self.register_outputs({"service": svc["metadata"]["name"], "namespace": w.namespace})
 
@@ -68,7 +70,8 @@ class Serving(pulumi.ComponentResource):
                  identity_annotations: Mapping[str, Any] | pulumi.Output, needs: Sequence[pulumi.Resource] = (),
                  configs: Mapping[str, str] | None = None, grants: Sequence[pulumi.Resource] = (),
                  release: Mapping[str, Sequence[pulumi.Resource]] | None = None,
-                 opts: pulumi.ResourceOptions | None = None):
+                 opts: pulumi.ResourceOptions | None = None,
+                 prometheus: Sequence[pulumi.Resource] = ()):
         """`needs`: what must exist before anything here can run — the cluster's node groups or pools, and on
         EKS the GPU device plugin; without them KEDA and Triton race an empty cluster and time out.
         `grants`: the IAM grants and workload-identity bindings Triton reads its models with; `release`: per
@@ -98,7 +101,7 @@ class Serving(pulumi.ComponentResource):
                           configs.get(placement.model),
                           depends_on=[*needs, self.namespace, self.service_account, self.keda, *grants,
                                       *(release or {}).get(placement.model, ())],
-                          opts=child)
+                          opts=child, scaler_needs=prometheus)
             for placement in region.placements
         ]
         self.register_outputs({"namespace": ns["metadata"]["name"]})

@@ -249,6 +249,9 @@ def serve(
     metrics_port: Annotated[int, typer.Option(help="Triton's Prometheus metrics port.")] = 8002,
     gateway_ports: Annotated[str | None, typer.Option(help="HTTP,GRPC,AUTHZ,EXTPROC,ADMIN ports of the gateway; "
                                                            "default the stack's (8080,8081), 9001,9002,9901.")] = None,
+    monitoring_ports: Annotated[str, typer.Option(help="PROMETHEUS,ALERTMANAGER,DRIFT ports of the local monitoring "
+                                                       "(the drift gauges of the inspection service), or off.")]
+    = "9090,9093,9003",
     root: ROOT_OPTION = None,
 ) -> None:
     """Run a real Triton on this machine with exactly the configs the plan renders (CPU), and the gateway in front
@@ -260,6 +263,7 @@ def serve(
     from modelfleet.cli_gateway import local_gateway
     from modelfleet.gateway.local import GatewayStartupError
     from modelfleet.local import build_local_repository, repository_dir
+    from modelfleet.monitoring.local import MonitoringStartupError, local_monitoring, parse_ports
     from modelfleet.triton.config import ArtefactMissingError, ModelConfigError, server_flags
     from modelfleet.triton.runtime import TritonNotInstalled, TritonServer, TritonStartupError
 
@@ -273,6 +277,10 @@ def serve(
         repository = build_local_repository(fleet_plan, root, repository_dir(root, stack))
     except (ModelConfigError, ArtefactMissingError) as exc:
         _fail([Problem("serve", None, "", str(exc))])
+    try:
+        monitor_ports = parse_ports(monitoring_ports)
+    except ValueError as exc:
+        _fail([Problem("serve", None, "--monitoring-ports", str(exc))])
     console = Console(stderr=True, highlight=False)
     stop = {"now": False}
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -280,7 +288,9 @@ def serve(
     try:
         with TritonServer(repository, http_port, grpc_port, metrics_port,
                           extra_args=server_flags(fleet_plan.models)) as server, \
-                local_gateway(fleet_plan, root, stack, http_port, grpc_port, console, gateway_ports):
+                local_gateway(fleet_plan, root, stack, http_port, grpc_port, console, gateway_ports,
+                              drift_metrics=monitor_ports[2] if monitor_ports else 0) as gateway, \
+                local_monitoring(fleet_plan, root, stack, metrics_port, gateway.ports, monitor_ports, console):
             console.print(f"[green]Triton ready[/] — models: {', '.join(m.name for m in fleet_plan.models)}")
             console.print(f"  HTTP    {server.http_url}\n  gRPC    {server.grpc_url}\n  metrics {server.metrics_url}")
             console.print(f"  repository {repository}\nCtrl-C to stop.")
@@ -289,7 +299,7 @@ def serve(
             if server.process.poll() is not None:
                 console.print(f"[red]tritonserver exited with code {server.process.returncode}[/]\n{server.log_tail()}")
                 raise typer.Exit(1)
-    except (TritonNotInstalled, TritonStartupError, GatewayStartupError) as exc:
+    except (TritonNotInstalled, TritonStartupError, GatewayStartupError, MonitoringStartupError) as exc:
         console.print(f"[red]error:[/] {exc}", markup=True)
         raise typer.Exit(1)
     console.print("stopped")
@@ -299,6 +309,8 @@ from modelfleet.cli_tune import tune  # noqa: E402  `modelfleet tune` lives in c
 app.command()(tune)
 from modelfleet.cli_gateway import keys_app  # noqa: E402  `modelfleet keys` lives in cli_gateway.py
 app.add_typer(keys_app, name="keys")
+from modelfleet.cli_drift import profile  # noqa: E402  `modelfleet profile` lives in cli_drift.py
+app.command()(profile)
 from modelfleet.cli_import import import_repository, render_model  # noqa: E402  import lives in cli_import.py
 app.command("import")(import_repository)
 from modelfleet.cli_diff import diff  # noqa: E402  `modelfleet diff` lives in cli_diff.py

@@ -95,13 +95,13 @@ def dev_key(root: Path, stack: str) -> tuple[Path, str | None]:
 
 @contextlib.contextmanager
 def local_gateway(plan, root: Path, stack: str, triton_http: int, triton_grpc: int, console: Console,
-                  gateway_ports: str | None = None):
+                  gateway_ports: str | None = None, drift_metrics: int = 0):
     """Envoy and the service in front of the local Triton, with the config `modelfleet render` writes."""
     from modelfleet.gateway.envoy_config import default_ports
     from modelfleet.gateway.local import LocalGateway
 
     ports = default_ports(plan.gateway)
-    chosen = {"triton_http": triton_http, "triton_grpc": triton_grpc}
+    chosen = {"triton_http": triton_http, "triton_grpc": triton_grpc, "extproc_metrics": drift_metrics}
     if gateway_ports:
         try:
             http, grpc, authz, extproc, admin = (int(p) for p in gateway_ports.split(","))

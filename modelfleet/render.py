@@ -8,6 +8,8 @@
                                                            numbered in apply order
     out_dir/kubernetes/<region>/helm-keda.yaml             the KEDA chart, version and values
     out_dir/kubernetes/<region>/gateway/...                the gateway's objects and charts (cloud stacks)
+    out_dir/monitoring/...                                 rules, Alertmanager config, dashboards, promtool
+                                                           tests (modelfleet.monitoring.render)
     out_dir/gateway/envoy.yaml                             the local stack's Envoy (modelfleet.gateway)
 
 Pure apart from writing under `out_dir`, and deterministic: the same plan gives the same bytes. The cloud
@@ -20,7 +22,10 @@ from pathlib import Path
 
 import yaml
 
-from modelfleet import serving
+from modelfleet import serving, versions
+from modelfleet.monitoring.kubernetes import region_monitoring_objects, stack_values
+from modelfleet.monitoring.rules import monitoring_plan
+from modelfleet.monitoring.render import render_monitoring
 from modelfleet.plan import FleetPlan
 from modelfleet.spec import ModelSpec
 from modelfleet.triton.config import CPU, TunedSettings, render_config
@@ -55,6 +60,8 @@ def cloud_configs(plan: FleetPlan) -> dict[str, str]:
             if (m.name, m.hardware.gpu_class) in configs}
 
 
+# prometheus-operator's ServiceMonitor/PodMonitor CRD schemas are not vendored (yet): written, not validated.
+UNVALIDATED_KINDS = ("ServiceMonitor", "PodMonitor")
 class OutputError(ValueError):
     """`out_dir` cannot hold the rendered files (it is a file, or a path under it is); `str()` says which."""
 
@@ -113,10 +120,17 @@ def render(plan: FleetPlan, out_dir: str | Path) -> list[Path]:
         serving.check_keda_supports(region.kubernetes_version)
         folder = out / "kubernetes" / region.key
         objects = serving.region_objects(plan, region, serving.placeholder_identity(region.cloud), cloud)
+        objects += region_monitoring_objects(plan, region)
         for index, obj in enumerate(objects, start=1):
-            serving.validate_manifest(obj, region.kubernetes_version)
+            if obj["kind"] not in UNVALIDATED_KINDS:
+                serving.validate_manifest(obj, region.kubernetes_version)
             name = f"{index:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
             write(folder / name, to_yaml(obj))
+        write(folder / "helm-kube-prometheus-stack.yaml", to_yaml({
+            "chart": versions.KUBE_PROMETHEUS_STACK.chart, "repository": versions.KUBE_PROMETHEUS_STACK.repository,
+            "version": versions.KUBE_PROMETHEUS_STACK.version, "namespace": versions.KUBE_PROMETHEUS_STACK.namespace,
+            "values": stack_values(plan, monitoring_plan(plan)),
+        }))
         write(folder / "helm-keda.yaml", to_yaml({
             "chart": serving.KEDA_CHART,
             "repository": serving.KEDA_CHART_REPOSITORY,
@@ -126,6 +140,7 @@ def render(plan: FleetPlan, out_dir: str | Path) -> list[Path]:
         }))
         if plan.gateway is not None:
             _render_gateway(plan, region, out / "kubernetes" / region.key / "gateway", write)
+    written += render_monitoring(plan, out)
     return sorted(written)
 
 

@@ -50,6 +50,8 @@ PROMETHEUS_NAMESPACE = "monitoring"
 PROMETHEUS_POD_LABELS = {"app.kubernetes.io/name": "prometheus"}
 PROMETHEUS_URL = f"http://prometheus-operated.{PROMETHEUS_NAMESPACE}.svc:9090"
 GATEWAY_REQUESTS_METRIC = "modelfleet_gateway_requests_total"  # counter with a `model` label, wakes scale-to-zero
+# OTLP/HTTP traces: the collector Service the opentelemetry-collector chart names after its release.
+OTEL_TRACES_URL = f"http://{versions.OPENTELEMETRY_COLLECTOR.chart}.{versions.OPENTELEMETRY_COLLECTOR.namespace}.svc:4318/v1/traces"
 
 # --- the serving shape --------------------------------------------------------------------------------
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
@@ -73,6 +75,7 @@ QUEUE_SHARE_OF_P99 = 0.25  # scale out when the average queue time per request p
 METRIC_WINDOW = "1m"
 POLLING_INTERVAL_S = 15
 COOLDOWN_S = 300  # idle time before a scale-to-zero model goes to zero
+FALLBACK_FAILURES = 3  # failed polls (45 s) before KEDA falls back to the plan's replicas
 
 # Annotations binding the ServiceAccount to the cloud identity; the values are Outputs at deploy time.
 IDENTITY_ANNOTATION = {"aws": "eks.amazonaws.com/role-arn", "gcp": "iam.gke.io/gcp-service-account"}
@@ -251,7 +254,18 @@ def triton_args(w: Workload, served: list[ModelSpec] | None = None) -> list[str]
         f"--allow-gpu-metrics={'true' if w.gpus else 'false'}",
     ]
     args += server_flags(served)
-    return args
+    return args + trace_args(w.model.name, w.model.monitoring.trace_sample_rate)
+
+
+def trace_args(model: str, sample_rate: float) -> list[str]:
+    """Triton's OpenTelemetry tracing at the spec's rate. Triton samples one request in `rate`, so the share
+    becomes its inverse (0.01 -> rate=100); a share of 0 turns tracing off."""
+    if sample_rate <= 0:
+        return []
+    return ["--trace-config=mode=opentelemetry", "--trace-config=level=TIMESTAMPS",
+            f"--trace-config=rate={max(1, round(1 / sample_rate))}",
+            f"--trace-config=opentelemetry,url={OTEL_TRACES_URL}",
+            f"--trace-config=opentelemetry,resource=service.name=triton-{model}"]
 
 
 def _probe(path: str, period: int, failures: int) -> dict:
@@ -445,8 +459,20 @@ def network_policy(plan: FleetPlan, w: Workload) -> dict:
 
 
 def queue_time_query(w: Workload) -> str:
-    """Average time a request waited in Triton's queue, in microseconds, over every replica of the model."""
-    match = f'namespace="{w.namespace}",model="{w.model.name}"'
+    """Average time a request waited in Triton's queue (microseconds, over every replica of the model), times the
+    Deployment's current replicas (kube-state-metrics).
+
+    KEDA applies `fallback` only to AverageValue triggers (kedacore/keda discussion #6524); with AverageValue the
+    HPA sets ceil(metric / target) = ceil(current x average / target), the proportional rule of a Value trigger
+    (docs/adr/0002-autoscaling.md). Without kube-state-metrics or Triton's series the result is empty (not NaN,
+    as `scalar()` would give): with `ignoreNullValues: false` a scaler error, so the fallback."""
+    return (f"{queue_time_average_query(w.namespace, w.model.name)} * "
+            f'sum(kube_deployment_status_replicas{{namespace="{w.namespace}",deployment="{w.name}"}})')
+
+
+def queue_time_average_query(namespace: str, model: str) -> str:
+    """Average queue time per request of `model` in `namespace`, microseconds, over all its replicas."""
+    match = f'namespace="{namespace}",model="{model}"'
     return (f"sum(rate(nv_inference_queue_duration_us{{{match}}}[{METRIC_WINDOW}])) / "
             f"clamp_min(sum(rate(nv_inference_request_success{{{match}}}[{METRIC_WINDOW}])), 0.001)")
 
@@ -456,12 +482,15 @@ def scaled_object(plan: FleetPlan, w: Workload) -> dict:
     triggers: list[dict] = [{
         "type": "prometheus",
         "name": "queue-time",
-        # Value: replicas grow in proportion to how far the fleet-wide average is above the target.
-        "metricType": "Value",
+        # Replicas grow in proportion to how far the fleet-wide average is above the target (queue_time_query).
+        "metricType": "AverageValue",
         "metadata": {
             "serverAddress": PROMETHEUS_URL,
             "query": queue_time_query(w),
             "threshold": str(w.queue_target_us),
+            # No data is an error (so the fallback) for a model that always runs; at zero replicas Triton exports
+            # nothing, which for a scale-to-zero model is the normal quiet state (KEDA's default: read as 0).
+            "ignoreNullValues": "true" if p.scale_to_zero else "false",
         },
     }]
     if p.scale_to_zero:
@@ -488,6 +517,9 @@ def scaled_object(plan: FleetPlan, w: Workload) -> dict:
             "maxReplicaCount": p.max_replicas,
             "pollingInterval": POLLING_INTERVAL_S,
             "cooldownPeriod": COOLDOWN_S,
+            # Prometheus unreachable or a query failing FALLBACK_FAILURES polls in a row: hold the plan's replicas
+            # rather than freeze at whatever the last good reading gave.
+            "fallback": {"failureThreshold": FALLBACK_FAILURES, "replicas": max(p.desired_replicas, 1)},
             "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {
                 "scaleUp": {"stabilizationWindowSeconds": 0,
                             "policies": [{"type": "Percent", "value": 100, "periodSeconds": 30}]},
@@ -532,15 +564,16 @@ VENDORED_CRD_SCHEMAS = ("gateway-api-crd-schemas.yaml", "envoy-gateway-crd-schem
 
 
 @cache
-def _keda_schema() -> dict:
-    schema = yaml.safe_load(resources.files("modelfleet.data").joinpath("keda-scaledobject-schema.yaml").read_text())
+def _crd_schema(name: str) -> dict:
+    schema = yaml.safe_load(resources.files("modelfleet.data").joinpath(name).read_text())
     return _strict(schema)
 
 
 @cache
 def crd_schemas() -> dict[str, dict]:
     """Every custom resource kind modelfleet may declare, with its strict schema."""
-    schemas = {"keda.sh/v1alpha1/ScaledObject": _keda_schema()}
+    schemas = {"keda.sh/v1alpha1/ScaledObject": _crd_schema("keda-scaledobject-schema.yaml"),
+               "monitoring.coreos.com/v1/PrometheusRule": _crd_schema("prometheusrule-schema.yaml")}
     for name in VENDORED_CRD_SCHEMAS:
         document = yaml.safe_load(resources.files("modelfleet.data").joinpath(name).read_text())
         schemas |= {key: _strict(schema) for key, schema in document["kinds"].items()}

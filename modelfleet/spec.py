@@ -302,7 +302,20 @@ class GatewaySpec(Strict):
 class MonitoringSpec(Strict):
     dashboards: bool = True
     drift_detection: bool = False
-    alert_routes: list[str] = Field(default_factory=list, description="Alertmanager receivers for this model's alerts.")
+    alert_routes: list[Annotated[str, Field(pattern=DNS_LABEL)]] = Field(
+        default_factory=list, description="Extra Alertmanager receivers for this model's alerts (besides its owner); "
+                                          "each one's webhook URL is read from the secret of the same name.")
+    drift_sample_rate: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.05, description="Share of requests whose inputs the gateway samples for drift (with drift_detection).")
+    drift_window: Annotated[int, Field(ge=100, le=100_000)] = Field(
+        2000, description="Sampled inputs (each row of a batch counts) per sliding window the drift statistics "
+                          "are computed over.")
+    drift_psi_threshold: Annotated[float, Field(gt=0)] = Field(
+        0.2, description="Population stability index above which a feature has drifted (0.1 moderate, 0.2 major).")
+    drift_ks_threshold: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.2, description="Kolmogorov-Smirnov statistic above which a numeric feature has drifted.")
+    trace_sample_rate: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.01, description="Share of requests Triton and the gateway trace (OpenTelemetry).")
 
 
 # Route53 geolocation continent codes (lower-case here): clients there are answered only from the listed regions.

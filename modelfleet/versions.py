@@ -57,6 +57,25 @@ KEDA = Chart(
     repository="https://kedacore.github.io/charts",
     namespace="keda",
 )
+
+
+# Prometheus (operator), Alertmanager, Grafana and kube-state-metrics per cluster: what KEDA queries and what the
+# alerts run on (modelfleet/monitoring/kubernetes.py). 67.8.0 ships prometheus-operator v0.79.2.
+KUBE_PROMETHEUS_STACK = Chart(
+    chart="kube-prometheus-stack",
+    version="67.8.0",
+    repository="https://prometheus-community.github.io/helm-charts",
+    namespace="monitoring",
+)
+
+# Receives OTLP traces from Triton (--trace-config mode=opentelemetry) and the gateway's Envoy, beside Prometheus.
+# Chart 0.158.3 ships collector 0.153.0; `image.repository` must be set (the chart has no default image).
+OPENTELEMETRY_COLLECTOR = Chart(
+    chart="opentelemetry-collector",
+    version="0.158.3",
+    repository="https://open-telemetry.github.io/opentelemetry-helm-charts",
+    namespace="monitoring",
+)
 # The Kubernetes minors KEDA 2.20 supports (its compatibility matrix): validate refuses a stack outside them.
 KEDA_KUBERNETES = ("1.33", "1.35")
 

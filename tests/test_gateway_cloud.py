@@ -320,10 +320,15 @@ def test_gateway_pods_are_fenced_both_ways(declared):
         for policy in (envoy, inspector, ratelimit):
             assert policy.inputs["spec"]["policyTypes"] == ["Ingress", "Egress"]
         assert envoy.inputs["metadata"]["namespace"] == ratelimit.inputs["metadata"]["namespace"] == ENVOY_NAMESPACE
-        # The inspector: only Envoy calls it, it calls nobody.
+        # The inspector: only Envoy calls it (Prometheus scrapes its drift metrics, on that port alone); it calls
+        # nobody.
         assert inspector.inputs["spec"]["egress"] == []
-        [peer] = _peers(inspector, "ingress")
+        by_port = {p["port"]: rule["from"] for rule in inspector.inputs["spec"]["ingress"] for p in rule["ports"]}
+        assert set(by_port) == {manifests.INSPECTOR_PORT, manifests.INSPECTOR_METRICS_PORT}
+        [peer] = by_port[manifests.INSPECTOR_PORT]
         assert peer["namespaceSelector"] == {"matchLabels": {NAMESPACE_LABEL: ENVOY_NAMESPACE}}
+        [scraper] = by_port[manifests.INSPECTOR_METRICS_PORT]
+        assert scraper == {"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: serving.PROMETHEUS_NAMESPACE}}}
         # Envoy reaches Triton's inference ports and nothing of Triton's metrics; no address block without JWT.
         ports = {p["port"] for rule in envoy.inputs["spec"]["egress"] for p in rule["ports"]}
         assert {8000, 8001, manifests.INSPECTOR_PORT, 53} <= ports and 8002 not in ports

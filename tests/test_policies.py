@@ -132,11 +132,23 @@ MONITOR = ("kubernetes:monitoring.coreos.com/v1:ServiceMonitor", "triton",
            {"metadata": {"namespace": "modelfleet-prod"},
             "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": "triton"}},
                      "endpoints": [{"port": "metrics"}]}})
-RULE = ("kubernetes:monitoring.coreos.com/v1:PrometheusRule", "triton-slo",
-        {"metadata": {"namespace": "modelfleet-prod"},
-         "spec": {"groups": [{"name": "fraud-detector", "rules": [
-             {"alert": "FraudDetectorP99High", "expr": 'histogram_quantile(0.99, x{model="fraud-detector"}) > 0.05',
-              "labels": {"model": "fraud-detector", "severity": "page"}}]}]}})
+def slo_rule(model: str, slos=("availability", "latency")) -> tuple:
+    return ("kubernetes:monitoring.coreos.com/v1:PrometheusRule", f"modelfleet-{model}",
+            {"metadata": {"namespace": "monitoring", "labels": {"model": model}},
+             "spec": {"groups": [{"name": model, "rules": [
+                 {"alert": f"Model{slo.capitalize()}BudgetBurn", "expr": f'x{{model="{model}"}} > 0.0144',
+                  "labels": {"model": model, "slo": slo, "severity": "page"}} for slo in slos]}]}})
+
+
+RULE = slo_rule("fraud-detector")
+# Alerts that name the model but are no SLO alert of it: not enough.
+NOT_SLO = ("kubernetes:monitoring.coreos.com/v1:PrometheusRule", "triton-misc",
+           {"metadata": {"namespace": "modelfleet-prod"},
+            "spec": {"groups": [{"name": "misc", "rules": [
+                {"alert": "TritonQueueTimeHigh", "expr": 'q{model="fraud-detector"} > 1',
+                 "labels": {"model": "fraud-detector", "severity": "warning"}},
+                {"alert": "FleetAvailability", "expr": 'e{model=~"fraud-detector|sentiment"} > 0.01',
+                 "labels": {"slo": "availability", "severity": "page"}}]}]}})
 TRITON_SA = ("kubernetes:core/v1:ServiceAccount", "triton",
              {"metadata": {"name": "triton", "namespace": "modelfleet-prod"}, "automountServiceAccountToken": False})
 # A VPC with a public subnet (default route to the internet gateway) and a private one (default route to NAT).
@@ -490,6 +502,10 @@ STACK_CASES = [
      [("modelfleet:fleet:DeployerAccess", "deployer-access",
        {"placeholder": False, "privateOnly": False, "publicAccessCidrs": ["34.120.10.0/28"]})],
      ["still the example's placeholder", "private only", "modelfleet:cluster_endpoint.placeholder"]),
+    ("triton-scraped-and-alerted", [DEP, SVC, MONITOR, NOT_SLO, slo_rule("fraud-detectorx"),
+                                    slo_rule("fraud-detector", ("latency",))],
+     [DEP, SVC, MONITOR, NOT_SLO, slo_rule("fraud-detector")],
+     ["not alerted on its SLO", "model=fraud-detector and slo=availability"]),
 ]
 
 

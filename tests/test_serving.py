@@ -14,7 +14,8 @@ from modelfleet import serving
 from modelfleet.loader import load_fleet
 from modelfleet.offline import Recorded
 from modelfleet.plan import GPU_TAINT_KEY, FleetPlan, Placement, RegionPlan, Taint, build_plan
-from modelfleet.render import cloud_configs, hardware_classes, model_configs, render
+from modelfleet.monitoring.kubernetes import region_monitoring_objects
+from modelfleet.render import UNVALIDATED_KINDS, cloud_configs, hardware_classes, model_configs, render
 from modelfleet.triton.config import CPU
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,15 +154,16 @@ def test_render_writes_each_regions_objects_valid_for_that_regions_cluster(tmp_p
     for region in plan.regions:
         paths = by_folder[region.key]
         expected = serving.region_objects(plan, region, serving.placeholder_identity(region.cloud),
-                                          cloud_configs(plan))
-        manifests = [p for p in paths if p.name != "helm-keda.yaml"]
-        assert len(manifests) == len(expected) and len(paths) == len(expected) + 1, region.key
+                                          cloud_configs(plan)) + region_monitoring_objects(plan, region)
+        manifests = [p for p in paths if not p.name.startswith("helm-")]
+        assert len(manifests) == len(expected) and len(paths) == len(expected) + 2, region.key
         for path, obj in zip(sorted(manifests), expected):  # NN- prefixes: apply order
             text = path.read_text()
             assert "&id" not in text, path
             loaded = yaml.safe_load(text)
             assert loaded == obj, path
-            serving.validate_manifest(loaded, region.kubernetes_version)
+            if obj["kind"] not in UNVALIDATED_KINDS:
+                serving.validate_manifest(loaded, region.kubernetes_version)
         helm = yaml.safe_load((tmp_path / "kubernetes" / region.key / "helm-keda.yaml").read_text())
         assert (helm["chart"], helm["version"], helm["repository"]) == (
             serving.KEDA_CHART, serving.KEDA_CHART_VERSION, serving.KEDA_CHART_REPOSITORY)
@@ -480,7 +482,7 @@ def test_declared_inputs_are_exactly_the_built_manifests(declared):
     strict validation passes, object for object; only the identity annotation is the deployment's."""
     plan = declared.plan
     kubernetes = [r for r in declared.resources if r.type.startswith("kubernetes:") and r.custom
-                  and not r.type.startswith("kubernetes:helm")]
+                  and not r.type.startswith("kubernetes:helm") and "modelfleet:monitoring:Monitoring$" not in r.urn]
     configs = cloud_configs(plan)
     expected_total = 0
     for region in plan.regions:

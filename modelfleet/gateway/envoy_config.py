@@ -55,6 +55,7 @@ class LocalPorts:
     authz: int  # the service process answering ext_authz
     extproc: int  # the service process answering ext_proc: its own process, so inspection can fail (open or
                   # closed, per model) while authorization keeps working
+    extproc_metrics: int = 0  # the ext_proc process's /metrics (drift gauges, modelfleet.monitoring); 0: off
 
 
 # `modelfleet serve`'s defaults beside the plan's listeners: Triton's own ports, Envoy Gateway's usual ext_proc port.
@@ -115,6 +116,10 @@ def envoy_bootstrap(plan: GatewayPlan, ports: LocalPorts, audit_path: str, jwks_
             "clusters": [
                 _cluster("triton_http", ports.triton_http, http2=False),
                 _cluster("triton_grpc", ports.triton_grpc, http2=True),
+                # One cluster per model and protocol, named as Envoy Gateway's clusters end (route triton-<model>),
+                # so Envoy's per-cluster stats carry the model: the SLO metrics (modelfleet.monitoring.metrics).
+                *(_cluster(model_cluster(r.model, grpc), ports.triton_grpc if grpc else ports.triton_http, http2=grpc)
+                  for r in plan.routes for grpc in (False, True)),
                 _cluster(AUTHZ_CLUSTER, ports.authz, http2=True),
                 _cluster(EXTPROC_CLUSTER, ports.extproc, http2=True),
             ],
@@ -123,6 +128,10 @@ def envoy_bootstrap(plan: GatewayPlan, ports: LocalPorts, audit_path: str, jwks_
             # Envoy's defaults cap downstream connections at none; keep the overload manager quiet about it.
             "overload.global_downstream_max_connections": 50000}}]},
     }
+
+
+def model_cluster(model: str, grpc: bool) -> str:
+    return f"triton-{model}/grpc" if grpc else f"triton-{model}"
 
 
 def _addr(port: int) -> dict:
@@ -279,11 +288,11 @@ def _model_route(route: RoutePlan, plan: GatewayPlan, grpc: bool) -> dict:
         match = {"safe_regex": {"regex": rf"^/{re.escape(route.grpc_service)}/({methods})$"},
                  "headers": [{"name": route.grpc_model_header, "string_match": {"exact": route.model}}],
                  "grpc": {}}
-        cluster = "triton_grpc"
+        cluster = model_cluster(route.model, grpc=True)
     else:
         match = {"safe_regex": {"regex": rf"^{re.escape(route.http_path_prefix)}(/versions/[0-9]+)?"
                                          r"(/(ready|config|infer|stats))?$"}}
-        cluster = "triton_http"
+        cluster = model_cluster(route.model, grpc=False)
     per_filter = {
         EXT_AUTHZ: {"@type": TYPE + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
                     "check_settings": {"context_extensions": {

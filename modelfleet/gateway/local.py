@@ -83,7 +83,9 @@ class LocalGateway:
         port = getattr(self.ports, role)
         proc = subprocess.Popen(
             [sys.executable, "-m", "modelfleet.gateway.run_service", "--root", str(self.root), "--stack", self.stack,
-             "--keys", str(self.key_path), "--listen", f"127.0.0.1:{port}", "--role", role],
+             "--keys", str(self.key_path), "--listen", f"127.0.0.1:{port}", "--role", role,
+             *(["--metrics-port", str(self.ports.extproc_metrics)] if role == "extproc" and self.ports.extproc_metrics
+               else [])],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.close()
         self.services[role] = proc

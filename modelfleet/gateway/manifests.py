@@ -50,6 +50,8 @@ JWT_PROVIDER_SCOPES = "scopes"
 
 INSPECTOR = "gateway-inspector"
 INSPECTOR_PORT = 9002
+# Drift metrics (PSI/KS of sampled inputs, modelfleet.monitoring.drift_exporter), scraped by the in-cluster Prometheus.
+INSPECTOR_METRICS_PORT = 9102
 INSPECTOR_UID = 10001
 INSPECTOR_REPLICAS = 2  # one per zone at least: with fail-closed models an inspector outage is an outage
 INSPECTOR_ROOT = "/app"  # the image holds the project (models/, stacks/) at the release's commit
@@ -510,8 +512,10 @@ def inspector_deployment(plan: FleetPlan, image: Any) -> dict:
         "imagePullPolicy": "IfNotPresent",
         "command": ["python", "-m", "modelfleet.gateway.run_service"],
         "args": ["--root", INSPECTOR_ROOT, "--stack", plan.stack, "--keys", "/dev/null",
-                 "--listen", f"0.0.0.0:{INSPECTOR_PORT}", "--role", "extproc"],
-        "ports": [{"name": "grpc", "containerPort": INSPECTOR_PORT, "protocol": "TCP"}],
+                 "--listen", f"0.0.0.0:{INSPECTOR_PORT}", "--role", "extproc",
+                 "--metrics-port", str(INSPECTOR_METRICS_PORT)],
+        "ports": [{"name": "grpc", "containerPort": INSPECTOR_PORT, "protocol": "TCP"},
+                  {"name": "metrics", "containerPort": INSPECTOR_METRICS_PORT, "protocol": "TCP"}],
         "env": [{"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}],
         "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "256Mi"}},
         "readinessProbe": probe,
@@ -586,10 +590,13 @@ def _policy(plan: FleetPlan, name: str, namespace: str, selector: dict, ingress:
 
 
 def inspector_network_policy(plan: FleetPlan) -> dict:
-    """The inspector answers only this stack's Envoy, and calls nobody: it decides from its config alone."""
+    """The inspector answers only this stack's Envoy (and Prometheus, on its metrics port), and calls nobody: it
+    decides from its config alone."""
     ns = serving.namespace_name(plan)
+    prometheus = {"namespaceSelector": {"matchLabels": {peers.NAMESPACE_NAME_LABEL: serving.PROMETHEUS_NAMESPACE}}}
     return _policy(plan, INSPECTOR, ns, inspector_selector(),
-                   [{"from": [peers.envoy_peer(ns)], "ports": [{"protocol": "TCP", "port": INSPECTOR_PORT}]}], [])
+                   [{"from": [peers.envoy_peer(ns)], "ports": [{"protocol": "TCP", "port": INSPECTOR_PORT}]},
+                    {"from": [prometheus], "ports": [{"protocol": "TCP", "port": INSPECTOR_METRICS_PORT}]}], [])
 
 
 def envoy_network_policy(plan: FleetPlan) -> dict:

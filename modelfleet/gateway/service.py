@@ -130,8 +130,9 @@ _AUTH_MESSAGES = {
 class Inspector:
     """ext_proc: one stream per request; the request body, then (PII models only) the response body."""
 
-    def __init__(self, plan: GatewayPlan):
+    def __init__(self, plan: GatewayPlan, drift=None):
         self.routes = {r.model: r.inspection for r in plan.routes}
+        self.drift = drift  # a modelfleet.monitoring.drift_exporter.DriftSampler, or None
 
     def _plan_for(self, path: str, header_model: str) -> tuple[InspectionPlan | None, bool, str]:
         """(plan, grpc, method) for a request, from the attributes Envoy sends with the body."""
@@ -161,6 +162,8 @@ class Inspector:
                    else inspect.check_http(plan, path, body))
         if refusal is not None:
             return _refuse(refusal, plan.model, grpc_call)
+        if self.drift is not None and not grpc_call:
+            self.drift.observe_http(plan.model, body)  # only requests Triton will see
         meta = {"decision": "allow", "reason": "inspected"}
         if plan.audit_payloads:
             meta["payload"] = base64.b64encode(body[:PAYLOAD_AUDIT_BYTES]).decode()
@@ -242,7 +245,8 @@ def _warm_up(plan: GatewayPlan) -> None:
         inspector._request(route.inspection, True, "ModelInfer", route.model, "", b"\0\0\0\0\0")
 
 
-def handlers(plan: GatewayPlan, key_path: Path, roles: tuple[str, ...]) -> dict[str, grpc.RpcMethodHandler]:
+def handlers(plan: GatewayPlan, key_path: Path, roles: tuple[str, ...], drift=None
+             ) -> dict[str, grpc.RpcMethodHandler]:
     """gRPC method handlers for the roles this process plays: "authz" (ext_authz), "extproc" (ext_proc)."""
     out = {}
     if "authz" in roles:
@@ -256,15 +260,15 @@ def handlers(plan: GatewayPlan, key_path: Path, roles: tuple[str, ...]) -> dict[
             response_serializer=CheckResponse.SerializeToString)
     if "extproc" in roles:
         out[EXT_PROC_METHOD] = grpc.stream_stream_rpc_method_handler(
-            Inspector(plan).process, request_deserializer=ProcessingRequest.FromString,
+            Inspector(plan, drift).process, request_deserializer=ProcessingRequest.FromString,
             response_serializer=ProcessingResponse.SerializeToString)
     return out
 
 
 async def serve(plan: GatewayPlan, key_path: Path, address: str, roles: tuple[str, ...] = ("authz", "extproc"),
-                ready: asyncio.Event | None = None) -> None:
+                ready: asyncio.Event | None = None, drift=None) -> None:
     """Serve the given roles on `address` (host:port) until cancelled."""
-    methods = handlers(plan, key_path, roles)
+    methods = handlers(plan, key_path, roles, drift)
     _warm_up(plan)
 
     class Handler(grpc.GenericRpcHandler):

@@ -1,14 +1,15 @@
-"""Monitoring: every Triton workload is scraped by Prometheus and covered by alert rules.
+"""Monitoring: every Triton workload is scraped by Prometheus and has SLO alerts of its own.
 
-Advisory until the monitoring work lands; then raise it to mandatory in policies/config/<stack>.json
-(`{"triton-scraped-and-alerted": "mandatory"}`) or here.
+An SLO alert is a PrometheusRule alert labelled `model=<the model>` and `slo=<availability|latency>` (what
+modelfleet.monitoring renders for each model's availability and latency burn rates): an alert that merely
+mentions the model, or a fleet-wide alert, does not count.
 """
 
 from __future__ import annotations
 
 from pulumi_policy import EnforcementLevel, ReportViolation, StackValidationArgs, StackValidationPolicy
 
-from ._util import (annotations_of, as_dict, get, is_triton, items, labels_of, model_of, namespace_of, pod_template,
+from ._util import (MODEL_LABEL, annotations_of, as_dict, get, is_triton, items, labels_of, model_of, namespace_of, pod_template,
                     selector_matches, short, workload_name)
 
 SERVICE = "kubernetes:core/v1:Service"
@@ -44,19 +45,23 @@ def _scraped(w, resources) -> bool:
     return False
 
 
-def _alerted(model: str, name: str, resources) -> bool:
+SLOS = ("availability", "latency")
+
+
+def _slo_alerts(model: str, resources) -> set[str]:
+    """The SLOs (availability, latency) that have an alert labelled with exactly this model: the alert's `model`
+    label, or the PrometheusRule's `modelfleet.io/model` (the Kubernetes name, where Triton's name differs)."""
+    found = set()
     for r in resources:
         if r.resource_type not in RULES:
             continue
+        owned = str(labels_of(r.props).get(MODEL_LABEL)) == model
         for group in items(get(r.props, "spec", "groups")):
             for rule in items(get(group, "rules")):
-                if not get(rule, "alert"):
-                    continue
-                text = str(get(rule, "expr", default="")) + " " + " ".join(
-                    f"{k}={v}" for k, v in as_dict(get(rule, "labels")).items())
-                if model in text or name in text:
-                    return True
-    return False
+                labels = as_dict(get(rule, "labels"))
+                if get(rule, "alert") and (owned or str(labels.get("model")) == model) and labels.get("slo") in SLOS:
+                    found.add(str(labels["slo"]))
+    return found
 
 
 def _monitored(args: StackValidationArgs, report: ReportViolation) -> None:
@@ -69,8 +74,10 @@ def _monitored(args: StackValidationArgs, report: ReportViolation) -> None:
         if not _scraped(w, args.resources):
             missing.append("scraped (no ServiceMonitor/PodMonitor selecting it or its Service, no prometheus.io/scrape "
                            "annotation)")
-        if not _alerted(model, name, args.resources):
-            missing.append(f"alerted on (no PrometheusRule alert whose expr or labels name {model!r})")
+        slos = _slo_alerts(model, args.resources)
+        if set(SLOS) - slos:
+            missing.append(f"alerted on its SLO (no PrometheusRule alert labelled model={model} and slo="
+                           f"{'/'.join(sorted(set(SLOS) - slos))})")
         if missing:
             report(f"{short(w.urn)}: the Triton workload {workload_name(w.props, w.name)} (model {model}) is not "
                    f"{' and not '.join(missing)}. Fix: add a ServiceMonitor for its metrics port 8002 and "
@@ -80,8 +87,9 @@ def _monitored(args: StackValidationArgs, report: ReportViolation) -> None:
 
 triton_scraped_and_alerted = StackValidationPolicy(
     name="triton-scraped-and-alerted",
-    description="Every Triton workload is scraped by Prometheus and has alert rules.",
-    enforcement_level=EnforcementLevel.ADVISORY,
+    description="Every Triton workload is scraped by Prometheus and has availability and latency SLO alerts "
+                "labelled with its model.",
+    enforcement_level=EnforcementLevel.MANDATORY,
     validate=_monitored,
 )
 

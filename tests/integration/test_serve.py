@@ -28,11 +28,12 @@ def _get(url: str) -> dict:
 
 def start_serve(root: Path = ROOT):
     """`modelfleet serve --stack local` on free ports, as a process; returns it once Triton is ready."""
-    http, grpc, metrics, gw_http, gw_grpc, gw_authz, gw_extproc, gw_admin = free_ports(8)
+    http, grpc, metrics, gw_http, gw_grpc, gw_authz, gw_extproc, gw_admin, prom, am, drift = free_ports(11)
     process = subprocess.Popen(
         [sys.executable, "-m", "modelfleet.cli", "serve", "--stack", "local", "--http-port", str(http),
          "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--root", str(root),
-         "--gateway-ports", f"{gw_http},{gw_grpc},{gw_authz},{gw_extproc},{gw_admin}"],
+         "--gateway-ports", f"{gw_http},{gw_grpc},{gw_authz},{gw_extproc},{gw_admin}",
+         "--monitoring-ports", f"{prom},{am},{drift}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -45,7 +46,7 @@ def start_serve(root: Path = ROOT):
     else:
         process.kill()
         pytest.fail("modelfleet serve did not become ready in 90 s")
-    return {"http": http, "metrics": metrics, "process": process, "gateway_http": gw_http}
+    return {"http": http, "metrics": metrics, "process": process, "gateway_http": gw_http, "prometheus": prom}
 
 
 def stop(process: subprocess.Popen) -> int:
@@ -105,6 +106,24 @@ def test_every_model_answers_like_running_it_directly(served, examples):
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{served['metrics']}/metrics", timeout=5).read().decode()
     for model in ("fraud-detector", "sentiment"):
         assert f'nv_inference_request_success{{model="{model}",version="1"}}' in metrics
+
+
+def test_serve_runs_prometheus_over_triton_and_the_gateway(served):
+    """`serve`'s monitoring scrapes Triton, Envoy and the inspection service's drift gauges, with the rendered rules."""
+    deadline = time.monotonic() + 60
+    health: dict = {}
+    while time.monotonic() < deadline:
+        try:
+            targets = _get(f"http://127.0.0.1:{served['prometheus']}/api/v1/targets")["data"]["activeTargets"]
+            health = {t["labels"]["job"]: t["health"] for t in targets}
+            if health == {"triton": "up", "gateway": "up", "gateway-inspection": "up"}:
+                break
+        except OSError:
+            pass
+        time.sleep(1)
+    assert health == {"triton": "up", "gateway": "up", "gateway-inspection": "up"}
+    groups = _get(f"http://127.0.0.1:{served['prometheus']}/api/v1/rules")["data"]["groups"]
+    assert any(r["name"] == "ModelAvailabilityBudgetBurn" for g in groups for r in g["rules"])
 
 
 def test_ctrl_c_stops_cleanly(triton_install):
