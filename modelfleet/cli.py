@@ -259,6 +259,9 @@ def serve(
 
 from modelfleet.cli_tune import tune  # noqa: E402  `modelfleet tune` lives in cli_tune.py
 app.command()(tune)
+from modelfleet.cli_local import down, status, up  # noqa: E402  the local stack in the background
+for _command in (up, status, down):
+    app.command()(_command)
 
 
 def main() -> None:  # pragma: no cover - the console script
