@@ -106,13 +106,18 @@ def main() -> int:
             chosen = analyzer.select(rows, slo, spec.tuning.objective)
             found[mode] = {
                 "rows": rows, "chosen": chosen, "complete": complete, "seconds": time.monotonic() - t0,
-                "configs": len({r.variant for r in rows}),
+                "configs": len({r.variant for r in rows}), "converged": list(progress.converged),
+                "lower_bound": analyzer.still_rising(rows, chosen.best),
             }
             v = _variant(chosen.best, slo)
+            ended = (" (stopped by the time bound)" if not complete else
+                     f" (converged: Model Analyzer looped over measured configs in {', '.join(progress.converged)}, "
+                     "stopped)" if progress.converged else "")
             print(f"{mode}: {found[mode]['configs']} configs, {len(rows)} measurements in "
-                  f"{found[mode]['seconds']:.0f} s{'' if complete else ' (stopped by the time bound)'}; chosen "
+                  f"{found[mode]['seconds']:.0f} s{ended}; chosen "
                   f"{v.variant}: mbs {v.max_batch_size}, {v.instance_count} instance(s), delay "
-                  f"{v.max_queue_delay_us} us, {v.throughput_per_s:,.0f} infer/s at c={v.concurrency}, p99 {v.p99_ms} ms")
+                  f"{v.max_queue_delay_us} us, {v.throughput_per_s:,.0f} infer/s at c={v.concurrency}, p99 {v.p99_ms} ms"
+                  + (" (a lower bound: still rising at the highest concurrency)" if found[mode]["lower_bound"] else ""))
 
         configs = {"a_untuned": untuned}
         for mode in ("quick", "brute"):
@@ -151,6 +156,8 @@ def main() -> int:
         "quick_vs_brute_remeasured": round(median["b_quick_tuned"] / median["c_brute_tuned"], 3)
         if median["c_brute_tuned"] else None,
         "quick_seconds": round(quick["seconds"]), "brute_seconds": round(brute["seconds"]),
+        "quick_converged_phases": quick["converged"], "brute_converged_phases": brute["converged"],
+        "quick_chosen_is_lower_bound": quick["lower_bound"], "brute_chosen_is_lower_bound": brute["lower_bound"],
         "total_seconds": round(time.monotonic() - started),
     }
     (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

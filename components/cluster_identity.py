@@ -16,6 +16,7 @@ import pulumi_gcp as gcp
 from components.cluster_aws import EksCluster, irsa_role
 from modelfleet import access
 from modelfleet.plan import RegionPlan
+from modelfleet.spec import kube_name
 
 AWS_ROLE_ANNOTATION = "eks.amazonaws.com/role-arn"
 GCP_ACCOUNT_ANNOTATION = "iam.gke.io/gcp-service-account"
@@ -76,7 +77,7 @@ class GcpTritonIdentity(TritonIdentity):
         for grant in identity.grants:
             condition = access.gcs_read_condition(grant)
             gcp.storage.BucketIAMMember(
-                f"{region.key}-triton-read-{grant.model}",
+                f"{region.key}-triton-read-{kube_name(grant.model)}",
                 bucket=grant.bucket,
                 role=access.GCS_READ_ROLE,
                 member=self.account.email.apply(lambda email: f"serviceAccount:{email}"),

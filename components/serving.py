@@ -86,7 +86,7 @@ class Serving(pulumi.ComponentResource):
         )
         self.keda = pinned_release(f"{region.key}-keda", versions.KEDA, serving.keda_release_values(), child)
         self.models = [
-            TritonService(f"{region.key}-{placement.model}", fleet, region, placement,
+            TritonService(f"{region.key}-{fleet.model(placement.model).kube_name}", fleet, region, placement,
                           configs.get(placement.model),
                           depends_on=[*needs, self.namespace, self.service_account, self.keda],
                           opts=child)

@@ -19,6 +19,7 @@ from modelfleet.loader import (
     load_models,
     parse_stack,
     stack_config_from_file,
+    stack_name_problems,
 )
 
 app = typer.Typer(
@@ -84,7 +85,8 @@ def validate(
             try:
                 if path.name.startswith("Pulumi.") and path.suffix == ".yaml":
                     values, loaded = stack_config_from_file(path, display)
-                    parse_stack(values, display, loaded)
+                    problems.extend(stack_name_problems(path.name[len("Pulumi."):-len(".yaml")],
+                                                        parse_stack(values, display, loaded), display))
                 else:
                     load_model(path, display)
             except SpecError as exc:
@@ -121,11 +123,17 @@ def _evaluate(root: Path, stack: str):
     from modelfleet.offline import evaluate  # imports the Pulumi SDK: only for commands that need it
     from modelfleet.plan import build_plan
 
+    import pulumi
+
     try:
         plan = build_plan(load_fleet(root, stack))
     except SpecError as exc:
         _fail(exc)
-    return plan, evaluate(root, stack)
+    try:
+        return plan, evaluate(root, stack)
+    except pulumi.RunError as exc:  # the program's own spec check (program.current_plan): already in words
+        Console(stderr=True, highlight=False).print(str(exc), markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -152,12 +160,13 @@ def plan(
 
 def _review(evaluation):
     """The policy pack's verdicts on an evaluation, or a clean exit when the pack's config is broken."""
-    from modelfleet.review import PolicyConfigError, review
+    from modelfleet.review import PolicyConfigError, config_path, review
 
     try:
         return review(evaluation)
     except PolicyConfigError as exc:
-        _fail([Problem(f"policies/config/{evaluation.stack}.json", None, "", str(exc))])
+        display = f"policies/config/{evaluation.stack}.json"
+        _fail([Problem(display, None, "", str(exc).removeprefix(str(config_path(evaluation.stack)) + ": "))])
 
 
 @app.command()
@@ -191,9 +200,14 @@ def render(
     stack: STACK_OPTION = "prod",
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write into (created if missing).")] = Path("out"),
     root: ROOT_OPTION = None,
+    model: Annotated[Path | None, typer.Option("--model", help="Render only this spec file's config, as "
+                                               "OUT/<model>/config.pbtxt, without a stack.")] = None,
 ) -> None:
     """Write what a reviewer reads: each model's config.pbtxt under OUT/models/<model>/ (one folder per
     hardware class where they differ) and every Kubernetes object as YAML under OUT/kubernetes/<region>/."""
+    if model is not None:
+        return render_model(model, out)
+    from modelfleet.render import OutputError
     from modelfleet.render import render as render_files
     from modelfleet.serving import ManifestError
     from modelfleet.triton.config import ModelConfigError
@@ -204,6 +218,8 @@ def render(
         written = render_files(fleet_plan, out)
     except (ModelConfigError, ManifestError) as exc:
         _fail([Problem("render", None, "", str(exc))])
+    except OutputError as exc:
+        _fail([Problem("render", None, "--out", str(exc))])
     console = _console()
     for path in written:
         console.print(str(path), markup=False, highlight=False)
@@ -224,7 +240,7 @@ def serve(
     import time
 
     from modelfleet.local import build_local_repository, repository_dir
-    from modelfleet.triton.config import ArtefactMissingError, ModelConfigError
+    from modelfleet.triton.config import ArtefactMissingError, ModelConfigError, server_flags
     from modelfleet.triton.runtime import TritonNotInstalled, TritonServer, TritonStartupError
 
     root = _root(root)
@@ -242,7 +258,8 @@ def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.update(now=True))
     try:
-        with TritonServer(repository, http_port, grpc_port, metrics_port) as server:
+        with TritonServer(repository, http_port, grpc_port, metrics_port,
+                          extra_args=server_flags(fleet_plan.models)) as server:
             console.print(f"[green]Triton ready[/] — models: {', '.join(m.name for m in fleet_plan.models)}")
             console.print(f"  HTTP    {server.http_url}\n  gRPC    {server.grpc_url}\n  metrics {server.metrics_url}")
             console.print(f"  repository {repository}\nCtrl-C to stop.")
@@ -259,6 +276,10 @@ def serve(
 
 from modelfleet.cli_tune import tune  # noqa: E402  `modelfleet tune` lives in cli_tune.py
 app.command()(tune)
+from modelfleet.cli_import import import_repository, render_model  # noqa: E402  import lives in cli_import.py
+app.command("import")(import_repository)
+from modelfleet.cli_diff import diff  # noqa: E402  `modelfleet diff` lives in cli_diff.py
+app.command()(diff)
 from modelfleet.cli_local import down, status, up  # noqa: E402  the local stack in the background
 for _command in (up, status, down):
     app.command()(_command)

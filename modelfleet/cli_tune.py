@@ -132,6 +132,15 @@ def _summary(result, root: Path, console: Console) -> None:
                       f"{chosen.variant} ({settings}) with p99 {chosen.p99_ms:.2f} ms at "
                       f"{chosen.throughput_per_s:,.0f} infer/s. The plan will not size replicas from this record "
                       f"unless the spec sets tuning.accept_unmet_slo: true.")
+    if record.lower_bound:
+        console.print(f"[yellow]lower bound[/]: throughput was still rising at concurrency {chosen.concurrency}, the "
+                      "highest measured for these settings, after extending the search as far as it could")
+    search = record.search
+    if search.converged_without_new_measurements:
+        console.print(f"converged: Model Analyzer only revisited measured configs in "
+                      f"{', '.join(search.converged_without_new_measurements)}; stopped there (nothing new to measure)")
+    console.print(f"searched by Model Analyzer: {', '.join(search.searched_by_model_analyzer) or 'nothing'}; "
+                  f"swept by modelfleet: {', '.join(search.swept_by_modelfleet) or 'nothing'}")
     if not result.complete:
         console.print("[yellow]incomplete[/]: the time bound stopped the search; rerun with --resume to finish it")
     console.print(f"record: {where}")

@@ -20,16 +20,23 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from modelfleet.catalogue import hardware, regions
-from modelfleet.spec import BUCKET_URI, DNS_LABEL, LABEL, LABEL_VALUE, TENSOR_NAME, ModelSpec, StackSpec
+from modelfleet.spec import (BUCKET_URI, DNS_LABEL, DNS_NAME, GCP_PROJECT_ID, KUBERNETES_MINOR, LABEL, LABEL_VALUE,
+                             MODEL_NAME, TENSOR_NAME, ModelSpec, StackSpec)
 from modelfleet.tuning.record import TuningRecord
 
 CONFIG_NAMESPACE = "modelfleet"
 
 _PATTERN_MEANING = {
-    DNS_LABEL: "a DNS label (lowercase letters, digits and '-', starting with a letter)",
-    TENSOR_NAME: "a tensor name (letters, digits and '_', not starting with a digit)",
-    LABEL: "a tag key valid on AWS and GCP (lowercase letters, digits, '-' and '_', starting with a letter)",
-    LABEL_VALUE: "a tag value valid on AWS and GCP (lowercase letters, digits, '-' and '_', at most 63)",
+    DNS_LABEL: "a DNS label (lowercase letters, digits and '-', starting with a letter, not ending with '-')",
+    LABEL: "a tag key valid on AWS and GCP (1 to 63 lowercase letters, digits, '-' and '_', starting with a letter)",
+    LABEL_VALUE: "a tag value valid on AWS and GCP (1 to 63 lowercase letters, digits, '-' and '_')",
+    DNS_NAME: "a DNS name (dot-separated labels of lowercase letters, digits and '-', ending in a top-level "
+              "domain such as .com)",
+    GCP_PROJECT_ID: "a Google Cloud project id (6 to 30 lowercase letters, digits and '-', starting with a letter, "
+                    "not ending with '-')",
+    KUBERNETES_MINOR: "a Kubernetes minor version written as text, such as '1.33'",
+    TENSOR_NAME: "a tensor name without spaces",
+    MODEL_NAME: "a Triton model name (letters, digits, '_', '-' and '.', not starting with '.' or '-')",
     BUCKET_URI.format(scheme="s3"): "an S3 URI such as s3://bucket/prefix",
     BUCKET_URI.format(scheme="gs"): "a Cloud Storage URI such as gs://bucket/prefix",
 }
@@ -70,34 +77,87 @@ class Loaded:
         return self.lines.get((), None)
 
 
-def read_yaml(path: Path, display: str) -> Loaded:
+MAX_DEPTH = 32  # the deepest spec nests 5 levels; far below where the composer's recursion would fail
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases (`*a`: a few lines of them expand to gigabytes, the "billion laughs")
+    and without nesting deeper than MAX_DEPTH (the composer recurses per level)."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's signature
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in specs; write the value out in full",
+                self.peek_event().start_mark)
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_DEPTH} levels; a spec never needs that",
+                    self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def read_text(path: Path, display: str) -> str:
+    """A spec file's text; a file that is not UTF-8 is a problem on the line of its first bad byte."""
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         raise SpecError([Problem(display, None, "", f"cannot read file: {exc.strerror}")]) from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise SpecError([Problem(display, line, "", f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
+                                                    f"{column}); save the file as UTF-8")]) from None
+
+
+def read_yaml(path: Path, display: str) -> Loaded:
+    text = read_text(path, display)
+    loader = _SpecLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         reason = getattr(exc, "problem", None) or str(exc)
         raise SpecError([Problem(display, mark.line + 1 if mark else None, "", f"invalid YAML: {reason}")]) from None
+    finally:
+        loader.dispose()
     lines: dict[tuple, int] = {}
+    problems: list[Problem] = []
     if node is not None:
-        _index_lines(node, (), lines)
+        _index_lines(node, (), lines, problems, display)
+    if problems:
+        raise SpecError(problems)
     return Loaded(data, lines)
 
 
-def _index_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int]) -> None:
+def _index_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int], problems: list[Problem], display: str) -> None:
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        first: dict[Any, int] = {}
         for key, value in node.value:
+            line = key.start_mark.line + 1
+            if not isinstance(key, yaml.ScalarNode):
+                problems.append(Problem(display, line, _dotted(path), "a key must be a plain word, not a list or mapping"))
+                continue
+            if key.value in first:  # YAML says keys are unique; PyYAML would silently keep the last one
+                problems.append(Problem(display, line, _dotted(path + (key.value,)),
+                                        f"key appears twice, on lines {first[key.value]} and {line}; keep one"))
+                continue
+            first[key.value] = line
             child = path + (key.value,)
-            lines[child] = key.start_mark.line + 1
-            _index_lines(value, child, lines)
+            lines[child] = line
+            _index_lines(value, child, lines, problems, display)
     elif isinstance(node, yaml.SequenceNode):
         for index, value in enumerate(node.value):
-            _index_lines(value, path + (index,), lines)
+            _index_lines(value, path + (index,), lines, problems, display)
 
 
 def _expect_mapping(loaded: Loaded, display: str, what: str) -> dict:
@@ -149,6 +209,18 @@ def _unwrap(annotation: Any) -> Any:
 def _message(error: dict, root: type[BaseModel]) -> str:
     kind, ctx, got = error["type"], error.get("ctx", {}), error.get("input")
     got_text = f"got {got!r}" if not isinstance(got, (dict, list)) else f"got {_kind(got)}"
+    if isinstance(got, str) and len(got) > 60:  # the report stays one readable line
+        got_text = f"got {got[:40]!r}... ({len(got)} characters)"
+    if isinstance(got, bool):
+        got_text = f"got {str(got).lower()}"  # as YAML spells it
+    # Quoted numbers and 1e20 (YAML 1.1 wants 1.0e+20) are text; the spec is strict, so say how to write them.
+    unquote = ""
+    if isinstance(got, str) and kind in ("int_type", "float_type", "int_parsing", "float_parsing"):
+        try:
+            float(got)
+            unquote = " (YAML reads this as text: write the number without quotes, and 1e20 as 1.0e+20)"
+        except ValueError:
+            pass
     if kind == "extra_forbidden":
         parent = _model_at(root, tuple(p for p in error["loc"][:-1] if not isinstance(p, int)))
         known = sorted(parent.model_fields) if parent else []
@@ -160,23 +232,34 @@ def _message(error: dict, root: type[BaseModel]) -> str:
     bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
     if kind in bounds:
         limit = next(iter(ctx.values()))
-        return f"must be {bounds[kind]} {limit:g}, {got_text}"
+        whole = isinstance(limit, int) or (isinstance(limit, float) and limit.is_integer() and abs(limit) < 1e15)
+        shown = str(int(limit)) if whole else f"{limit:g}"
+        return f"must be {bounds[kind]} {shown}, {got_text}"
     if kind == "literal_error":
         return f"must be one of {ctx.get('expected')}, {got_text}"
-    if kind == "string_pattern_mismatch":
-        return f"must be {_PATTERN_MEANING.get(ctx.get('pattern'), 'of the form ' + str(ctx.get('pattern')))}, {got_text}"
+    if kind == "string_pattern_mismatch":  # every pattern of the spec has words (tests/test_input_errors.py)
+        return f"must be {_PATTERN_MEANING.get(ctx.get('pattern'), 'of the right form')}, {got_text}"
     if kind in ("int_parsing", "int_type", "int_from_float"):
-        return f"expected a whole number, {got_text}"
+        return f"expected a whole number, {got_text}{unquote}"
     if kind in ("float_parsing", "float_type"):
-        return f"expected a number, {got_text}"
+        return f"expected a number, {got_text}{unquote}"
+    if kind == "finite_number":
+        return f"must be a finite number, {got_text}"
     if kind in ("bool_parsing", "bool_type"):
         return f"expected true or false, {got_text}"
     if kind in ("string_type",):
-        return f"expected a string, {got_text}"
+        # YAML reads 1.33 as a number (and 1.30 as 1.3): text that looks like a number must be quoted.
+        hint = f" (quote it: '{got}')" if isinstance(got, (int, float)) and not isinstance(got, bool) else ""
+        return f"expected a string, {got_text}{hint}"
     if kind in ("list_type", "tuple_type"):
         return f"expected a list, {got_text}"
     if kind in ("dict_type", "model_type", "model_attributes_type"):
         return f"expected a mapping, {got_text}"
+    if kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters, {got_text}"
+    if kind == "string_too_short":
+        return f"must not be empty, {got_text}" if ctx.get("min_length") == 1 else \
+            f"must be at least {ctx.get('min_length')} characters, {got_text}"
     if kind == "too_short":
         return f"must have at least {ctx.get('min_length')} item(s), {got_text}"
     if kind in ("ip_v4_network", "ip_any_network"):
@@ -239,20 +322,49 @@ def stack_config_from_file(path: Path, display: str) -> tuple[dict, Loaded]:
         raise SpecError([Problem(display, loaded.line_of(("config",)), "config",
                                  f"expected a mapping of {CONFIG_NAMESPACE}:<key> settings, got {_kind(config)}")])
     values = {k.split(":", 1)[1]: v for k, v in config.items() if str(k).startswith(CONFIG_NAMESPACE + ":")}
+    # The engine has no null config value: a key left empty must not validate here and mean something else there.
+    empty = [k for k, v in values.items() if v is None]
+    if empty:
+        raise SpecError([Problem(display, loaded.line_of(("config", f"{CONFIG_NAMESPACE}:{k}")), _config_key((k,)),
+                                 "has no value; give it one, or remove the key to take the default") for k in empty])
     return values, loaded
 
 
 def stack_config_from_pulumi(config_map: dict[str, Any]) -> dict:
-    """The `modelfleet:` keys from the engine's config map, as Pulumi hands them to a running program."""
+    """The `modelfleet:` keys from the engine's config map, as Pulumi hands them to a running program.
+
+    The engine passes every value as a string: text as it is, numbers as their digits, lists and mappings as
+    JSON. So `'1.33'` and `1.33` in the file both arrive as "1.33"; the field's type says which it was meant to
+    be: a text field keeps the string, any other field is decoded from JSON (left as text if it is not JSON,
+    so that validation reports it against the field)."""
     values = {}
     for key, raw in config_map.items():
         if not key.startswith(CONFIG_NAMESPACE + ":"):
             continue
+        name = key.split(":", 1)[1]
+        field_info = StackSpec.model_fields.get(name)
+        if not isinstance(raw, str) or (field_info is not None and _is_text(field_info.annotation)):
+            values[name] = raw
+            continue
         try:
-            values[key.split(":", 1)[1]] = json.loads(raw) if isinstance(raw, str) else raw
-        except json.JSONDecodeError:
-            values[key.split(":", 1)[1]] = raw  # plain strings arrive unquoted
+            values[name] = json.loads(raw)
+        except (json.JSONDecodeError, RecursionError):
+            values[name] = raw
     return values
+
+
+def _is_text(annotation: Any) -> bool:
+    """Whether a field holds text only: str, a Literal of strings, or either of them optional or annotated."""
+    if annotation is str:
+        return True
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return all(isinstance(a, str) for a in args)
+    if origin is typing.Annotated:
+        return _is_text(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return all(a is type(None) or _is_text(a) for a in args)
+    return False
 
 
 def parse_stack(values: dict, display: str, loaded: Loaded | None) -> StackSpec:
@@ -299,6 +411,12 @@ def load_models(root: Path) -> tuple[dict[str, ModelSpec], dict[str, str], list[
             line = read_yaml(path, display).line_of(("name",))
             problems.append(Problem(display, line, "name", f"model {spec.name!r} is already defined in {files[spec.name]}"))
             continue
+        clash = next((n for n, other in specs.items() if other.kube_name == spec.kube_name), None)
+        if clash is not None:
+            line = read_yaml(path, display).line_of(("name",))
+            problems.append(Problem(display, line, "name", f"model {spec.name!r} gets the Kubernetes name "
+                                    f"{spec.kube_name!r} that {clash!r} ({files[clash]}) has; rename one"))
+            continue
         specs[spec.name] = spec
         files[spec.name] = display
     return specs, files, problems
@@ -320,17 +438,72 @@ def load_fleet(root: Path, stack_name: str, config_map: dict[str, Any] | None = 
         if path.exists():
             loaded = read_yaml(path, display)
     stack = parse_stack(values, display, loaded)
+    name_problems = stack_name_problems(stack_name, stack, display)
+    if name_problems:
+        raise SpecError(name_problems)
     specs, files, problems = load_models(root)
     broken = {Path(p.file).stem for p in problems}  # their own problems are already reported
     def model_line(name: str, path: tuple) -> int | None:  # only problems need it: read the file again then
         return read_yaml(root / files[name], files[name]).line_of(path)
 
     problems.extend(_cross_check(stack, specs, files, display, loaded, broken, model_line))
+    problems.extend(_traffic_regions(root, stack, specs, files, model_line))
     records, record_problems = load_tuning_records(root, [n for n in stack.models if n in specs])
     problems.extend(record_problems)
     if problems:
         raise SpecError(problems)
     return Fleet(stack_name, stack, tuple(specs[name] for name in stack.models), records)
+
+
+# The stack's name becomes part of cloud names (plan.cluster_name) and the `stack` tag/label of every resource.
+STACK_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# The longest cluster name each cloud accepts: GKE 40 (cloud.google.com/kubernetes-engine/docs/reference/rest/
+# v1/projects.locations.clusters#Cluster.name), EKS 100 (docs.aws.amazon.com/eks/latest/APIReference/
+# API_CreateCluster.html#AmazonEKS-CreateCluster-request-name). A GCP label value holds 63 characters.
+CLUSTER_NAME_MAX = {"gcp": 40, "aws": 100}
+LABEL_VALUE_MAX = 63
+
+
+def stack_name_problems(stack_name: str, stack: StackSpec, display: str) -> list[Problem]:
+    """Whether the names derived from the stack's name are valid on its clouds: one problem per reason."""
+    from modelfleet.plan import cluster_name  # the plan imports this module
+
+    if not STACK_NAME.match(stack_name) or len(stack_name) > LABEL_VALUE_MAX:
+        return [Problem(display, None, "", f"stack name {stack_name!r} must be lowercase letters, digits and '-', "
+                                           f"starting with a letter, not ending with '-', at most {LABEL_VALUE_MAX} "
+                                           "characters: it names the clusters and the `stack` label of every "
+                                           "resource. Rename the stack (pulumi stack rename) and its file")]
+    problems = []
+    for entry in stack.regions:
+        name, limit = cluster_name(stack_name, entry), CLUSTER_NAME_MAX[entry.cloud]
+        if len(name) > limit:
+            problems.append(Problem(
+                display, None, "", f"stack name {stack_name!r} makes the {entry.region} cluster name {name!r} "
+                                   f"({len(name)} characters); {entry.cloud} allows at most {limit}: use a stack "
+                                   f"name of at most {limit - len(name) + len(stack_name)} characters"))
+    return problems
+
+
+def _traffic_regions(root: Path, stack: StackSpec, specs: dict[str, ModelSpec], files: dict[str, str],
+                     model_line: Callable[[str, tuple], int | None]) -> list[Problem]:
+    """A `traffic.by_region` key no stack runs in is a typo or a leftover: it would size nothing, silently."""
+    known = {r.region for r in stack.regions}
+    for path in sorted((root / "stacks").glob("Pulumi.*.yaml")):
+        try:
+            values, _ = stack_config_from_file(path, str(path))
+        except SpecError:
+            continue  # that stack's own problems are reported when it is validated
+        for entry in values.get("regions") or []:
+            known.add(entry.get("region") if isinstance(entry, dict) else entry)
+    problems = []
+    for name in stack.models:
+        spec = specs.get(name)
+        for key in sorted(spec.traffic.by_region) if spec else ():
+            if key not in known:
+                problems.append(Problem(files[name], model_line(name, ("traffic", "by_region", key)),
+                                        f"traffic.by_region.{key}", f"no stack runs in {key}; stacks run in "
+                                        f"{', '.join(sorted(str(k) for k in known))}. Fix the region or remove it"))
+    return problems
 
 
 def load_tuning_records(root: Path, models: Iterable[str]) -> tuple[dict[tuple[str, str], TuningRecord], list[Problem]]:
@@ -399,6 +572,7 @@ def _cross_check(stack: StackSpec, specs: dict[str, ModelSpec], files: dict[str,
                 problems.append(Problem(files[name], model_line(name, ("source",)), f"source.{cloud}",
                                         f"stack {display} runs this model on {cloud}; add source.{cloud}: {example}"))
 
+    problems.extend(_check_ensembles(stack, specs, files, model_line))
     networks = region_networks(stack)
     keys = list(networks)
     for i, a in enumerate(keys):
@@ -416,3 +590,42 @@ def region_networks(stack: StackSpec) -> dict[str, ipaddress.IPv4Network]:
         entry.region: entry.cidr or ipaddress.IPv4Network(f"10.{regions()[entry.cloud][entry.name].network_index}.0.0/16")
         for entry in stack.regions
     }
+
+
+def _check_ensembles(stack: StackSpec, specs: dict[str, ModelSpec], files: dict[str, str],
+                     model_line: Callable[[str, tuple], int | None]) -> list[Problem]:
+    """An ensemble's steps name other specs of the stack, kept in the same model repository: Triton loads an
+    ensemble only when its members are in the repository it serves from."""
+    problems = []
+    for name in stack.models:
+        spec = specs.get(name)
+        if spec is None:
+            continue
+        for index, step in enumerate(spec.triton.ensemble):
+            where = ("triton", "ensemble", index, "model")
+            if step.model not in stack.models:
+                known = "" if step.model in specs else f" (no models/{step.model}.yaml)"
+                problems.append(Problem(files[name], model_line(name, where), f"triton.ensemble[{index}].model",
+                                        f"step model {step.model!r}{known} is not in the stack's models; add it"))
+                continue
+            member = specs[step.model]
+            for kind, mapping, tensors in (("input_map", step.input_map, member.inputs),
+                                           ("output_map", step.output_map, member.outputs)):
+                unknown = sorted(set(mapping) - {t.name for t in tensors}) if tensors else []
+                if unknown:
+                    problems.append(Problem(files[name], model_line(name, ("triton", "ensemble", index, kind)),
+                                            f"triton.ensemble[{index}].{kind}", f"{step.model} has no "
+                                            f"{kind.split('_')[0]} {', '.join(map(repr, unknown))}; its "
+                                            f"{kind.split('_')[0]}s: {', '.join(t.name for t in tensors)}"))
+            if spec.max_batch_size > member.max_batch_size:
+                problems.append(Problem(files[name], model_line(name, ("max_batch_size",)), "max_batch_size",
+                                        f"{spec.max_batch_size} exceeds step model {step.model}'s max_batch_size "
+                                        f"{member.max_batch_size}; Triton refuses an ensemble that batches more "
+                                        "than its steps"))
+            for cloud in ("aws", "gcp", "local"):
+                mine, theirs = spec.source.on(cloud), member.source.on(cloud)
+                if mine and theirs and mine.rstrip("/").rsplit("/", 1)[0] != theirs.rstrip("/").rsplit("/", 1)[0]:
+                    problems.append(Problem(files[name], model_line(name, where), f"triton.ensemble[{index}].model",
+                                            f"{step.model} lives in another model repository on {cloud} ({theirs}); "
+                                            "an ensemble and its steps share one"))
+    return problems

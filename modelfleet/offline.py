@@ -44,7 +44,7 @@ class Recorded:
     dependencies: tuple[str, ...] = ()
     ignore_changes: tuple[str, ...] = ()  # property paths the engine leaves alone on updates
     retain_on_delete: bool = False
-    id: str | None = None  # what the mocked provider answered; not part of `as_dict` (the plan's JSON)
+    id: str | None = None  # what the mocked provider answered; in the plan's JSON only as a ref for diffs
     outputs: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -60,6 +60,11 @@ class Recorded:
             "provider": self.provider,
             "custom": self.custom,
             "inputs": self.inputs,
+            # For `modelfleet diff`: what the engine skips on update, what destroy leaves behind, and the mocked
+            # id/ARN other resources' inputs carry, so a replacement can be traced to the inputs it changes.
+            "ignore_changes": list(self.ignore_changes),
+            "retain_on_delete": self.retain_on_delete,
+            "refs": sorted({v for v in (self.id, self.outputs.get("arn")) if isinstance(v, str) and v}),
         }
 
 

@@ -57,7 +57,10 @@ KMS_DELETION_WINDOW_DAYS = 30
 # download from the bucket, the model load by backend, a fresh node becoming schedulable (GPU nodes also wait
 # for the driver and device plugin), and pulling the Triton image onto a fresh node.
 TRITON_START_S = 60
-MODEL_LOAD_S = {"python": 120, "onnxruntime": 120, "pytorch": 180, "tensorrt": 300}
+MODEL_LOAD_S = {"python": 120, "onnxruntime": 120, "pytorch": 180, "tensorrt": 300, "tensorflow": 180,
+                "openvino": 120, "identity": 30, "fil": 120, "ensemble": 30,
+                # LLM engines load many GiB of weights: a generous budget rather than a killed first start.
+                "vllm": 900, "tensorrtllm": 900}
 NODE_READY_S = {"cpu": 120, "gpu": 300}
 IMAGE_PULL_S = 180
 
@@ -326,7 +329,7 @@ def _region_plan(entry: RegionEntry, network: ipaddress.IPv4Network, stack: Stac
         pools=pools,
         placements=placements,
         cost=_cost(cloud, pools, nat, len(interface_endpoints) * len(zones)),
-        cluster_name=f"{fleet.stack_name}-{cloud}-{name}",
+        cluster_name=cluster_name(fleet.stack_name, entry),
         nat_routes=tuple(min(i, nat - 1) for i in range(len(zones))) if is_aws else (),
         master_cidr=master_cidr,
         interface_endpoints=interface_endpoints,
@@ -346,6 +349,11 @@ def _region_plan(entry: RegionEntry, network: ipaddress.IPv4Network, stack: Stac
             "control-plane-webhooks", (master_cidr,), "tcp", GKE_CONTROL_PLANE_TO_NODE_PORTS, GCP_ALLOW_PRIORITY),),
         addons=EKS_ADDONS if is_aws else (),
     )
+
+
+def cluster_name(stack_name: str, entry: RegionEntry) -> str:
+    """The EKS/GKE cluster's name; the loader checks it against each cloud's limit before any plan is built."""
+    return f"{stack_name}-{entry.cloud}-{entry.name}"
 
 
 def _eks_service_cidr(network: ipaddress.IPv4Network) -> str:

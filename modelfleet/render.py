@@ -53,6 +53,10 @@ def cloud_configs(plan: FleetPlan) -> dict[str, str]:
             if (m.name, m.hardware.gpu_class) in configs}
 
 
+class OutputError(ValueError):
+    """`out_dir` cannot hold the rendered files (it is a file, or a path under it is); `str()` says which."""
+
+
 class _NoAliases(yaml.SafeDumper):
     def ignore_aliases(self, data) -> bool:  # shared label dicts must print in full, not as &id001
         return True
@@ -62,18 +66,31 @@ def to_yaml(obj: dict) -> str:
     return yaml.dump(obj, Dumper=_NoAliases, sort_keys=False, default_flow_style=False, width=120)
 
 
+def check_output_dir(out_dir: str | Path) -> Path:
+    """`out_dir` as a Path, or OutputError if it or a parent is a file. Checked before writing anything, so a
+    mistyped --out leaves nothing half-written."""
+    out = Path(out_dir)
+    blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise OutputError(f"{blocking} is a file, not a folder; give --out a folder (created if missing)")
+    return out
+
+
 def render(plan: FleetPlan, out_dir: str | Path) -> list[Path]:
     """Write the stack's Triton configs and Kubernetes objects under `out_dir`; return the files written, sorted.
 
     Validates as it goes: every config by Triton's schema and rules (`ModelConfigError`), every Kubernetes
     object for its cluster's version (`serving.ManifestError`). Files modelfleet did not write are left alone.
     """
-    out = Path(out_dir)
+    out = check_output_dir(out_dir)
     written: list[Path] = []
 
     def write(path: Path, text: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {exc.strerror}") from None
         written.append(path)
 
     configs = model_configs(plan)

@@ -22,12 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from jsonschema import Draft7Validator
 from pulumi_policy import (EnforcementLevel, PolicyCustomTimeouts, PolicyProviderResource, PolicyResource,
                            PolicyResourceOptions, ResourceValidationArgs, ResourceValidationPolicy,
                            StackValidationArgs, StackValidationPolicy)
 from pulumi_policy.policy import _NotApplicableError
 from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
 
+from modelfleet.loader import SpecError, read_text
 from modelfleet.offline import PROJECT, Evaluation, Recorded
 
 PACK_DIR = Path(__file__).resolve().parent.parent / "policies"
@@ -100,14 +102,37 @@ def load_policy_config(stack: str, pack_dir: Path | None = None) -> tuple[dict, 
     path = config_path(stack, pack_dir)
     if not path.exists():
         return {}, None
+    return read_policy_config(path), str(path)
+
+
+def read_policy_config(path: Path) -> Any:
+    """A policy config file's JSON: not UTF-8, not JSON or a key given twice is a `PolicyConfigError`."""
     try:
-        return json.loads(path.read_text()), str(path)
+        text = read_text(path, str(path))
+    except SpecError as exc:
+        problem = exc.problems[0]
+        raise PolicyConfigError(f"{path}: " + (f"line {problem.line}: " if problem.line else "") + problem.message) from None
+
+    def unique(pairs: list) -> dict:  # json.loads would keep the last of two equal keys without a word
+        keys = [k for k, _ in pairs]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise PolicyConfigError(f"{path}: key {twice[0]!r} appears twice in one object; keep one")
+        return dict(pairs)
+
+    try:
+        return json.loads(text, object_pairs_hook=unique)
     except json.JSONDecodeError as exc:
         raise PolicyConfigError(f"{path}: invalid JSON: {exc}") from None
+    except RecursionError:
+        raise PolicyConfigError(f"{path}: nested too deeply to be a policy config") from None
 
 
 def _settings(policies: tuple, raw: Mapping[str, Any], where: str) -> dict[str, tuple[EnforcementLevel, dict]]:
     """Each policy's enforcement level and config, as the CLI computes them from the pack and the config file."""
+    if not isinstance(raw, Mapping):
+        raise PolicyConfigError(f"{where}: expected a JSON object mapping policy names to an enforcement level or "
+                                f'{{"enforcementLevel": ..., <setting>: ...}}, got {_json_kind(raw)}')
     by_name = {p.name: p for p in policies}
     unknown = sorted(set(raw) - set(by_name) - {"all"})
     if unknown:
@@ -136,6 +161,7 @@ def _settings(policies: tuple, raw: Mapping[str, Any], where: str) -> dict[str, 
             if extra:
                 raise PolicyConfigError(f"{where}: {policy.name} has no setting {', '.join(extra)}; "
                                         f"known: {', '.join(sorted(known)) or 'none'}")
+            _check_settings(policy, props, where)
         elif entry is not None:
             raise PolicyConfigError(f"{where}: {policy.name}: expected an enforcement level or a mapping")
         if policy.config_schema:  # the CLI fills schema defaults in; so do we
@@ -144,6 +170,33 @@ def _settings(policies: tuple, raw: Mapping[str, Any], where: str) -> dict[str, 
                     props[key] = schema["default"]
         out[policy.name] = (level or default_level or policy.enforcement_level or EnforcementLevel.ADVISORY, props)
     return out
+
+
+def _json_kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _check_settings(policy: Any, props: dict, where: str) -> None:
+    """The settings against the JSON schema the policy declares (its configSchema, which the Pulumi CLI also
+    validates against before running the pack): the first mismatch, in words, with the setting's path."""
+    if not policy.config_schema:
+        return
+    schema = {"type": "object", "properties": policy.config_schema.properties}
+    if policy.config_schema.required:
+        schema["required"] = list(policy.config_schema.required)
+    errors = sorted(Draft7Validator(schema).iter_errors(props), key=lambda e: list(e.absolute_path))
+    if errors:
+        error = errors[0]
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+        expected = error.schema.get("type") if error.validator == "type" else None
+        reason = (f"must be {_TYPE_WORDS.get(expected, expected)}, got {_json_kind(error.instance)} "
+                  f"{json.dumps(error.instance)}" if expected else error.message)
+        raise PolicyConfigError(f"{where}: {policy.name}{path}: {reason}")
+
+
+_TYPE_WORDS = {"integer": "a whole number", "number": "a number", "boolean": "true or false", "string": "a string",
+               "array": "a list", "object": "an object"}
 
 
 # ---------------------------------------------------------------- running it
@@ -191,7 +244,7 @@ def review(evaluation: Evaluation, stack_config: Mapping[str, Any] | str | Path 
         raw, where = load_policy_config(evaluation.stack, pack_dir)
     elif isinstance(stack_config, (str, Path)):
         where = str(stack_config)
-        raw = json.loads(Path(stack_config).read_text())
+        raw = read_policy_config(Path(stack_config))
     else:
         raw, where = dict(stack_config), None
     settings = _settings(policies, raw, where or "policy config")

@@ -25,6 +25,7 @@ from modelfleet.catalogue import hardware
 from modelfleet import versions
 from modelfleet.plan import LABEL_PREFIX, TRITON_SERVICE_ACCOUNT, FleetPlan, Placement, PoolPlan, RegionPlan
 from modelfleet.spec import ModelSpec
+from modelfleet.triton.config import server_flags
 
 # --- pinned images and charts: the only place they live ---------------------------------------------------
 # Triton 25.08 (server 2.60). The digest is the one a public project pins for this tag and checks against
@@ -34,11 +35,14 @@ TRITON_IMAGE_REPOSITORY = "nvcr.io/nvidia/tritonserver"
 TRITON_IMAGE_TAG = "25.08-py3"
 TRITON_IMAGE_DIGEST = "sha256:f836551575df7c9fb71144073845c6b3911de57db91a8c95e0687a4d2ac9f7a5"
 TRITON_IMAGE = f"{TRITON_IMAGE_REPOSITORY}:{TRITON_IMAGE_TAG}@{TRITON_IMAGE_DIGEST}"
-TRITON_UID = 1000  # the image's triton-server user
+# The image's own user: Triton's build.py creates `triton-server` and fails the image build unless its uid and gid
+# are 1000 (triton-inference-server/server build.py, "Make sure that this user to given ID 1000"), and copies the
+# server's files with --chown=1000:1000. Running as that uid keeps runAsNonRoot true with files it can read.
+TRITON_UID = 1000
 
 KEDA_CHART, KEDA_CHART_VERSION, KEDA_CHART_REPOSITORY, KEDA_NAMESPACE = (
     versions.KEDA.chart, versions.KEDA.version, versions.KEDA.repository, versions.KEDA.namespace)
-KEDA_TESTED_KUBERNETES = ("1.33", "1.35")  # KEDA's compatibility matrix for 2.20
+KEDA_TESTED_KUBERNETES = versions.KEDA_KUBERNETES
 
 # --- contracts with the gateway and monitoring (label selectors and names they must use) ----------------
 GATEWAY_POD_LABELS = {"app.kubernetes.io/name": "modelfleet-gateway"}  # in the environment's namespace
@@ -56,13 +60,13 @@ HOSTNAME_KEY = "kubernetes.io/hostname"
 POOL_LABEL = f"{LABEL_PREFIX}/pool"
 CONFIG_HASH_ANNOTATION = f"{LABEL_PREFIX}/config-sha256"
 OWNER_ANNOTATION = f"{LABEL_PREFIX}/owner"
+TRITON_MODEL_ANNOTATION = f"{LABEL_PREFIX}/triton-model"  # the Triton name, where the Kubernetes name differs
 SLO_P99_ANNOTATION = f"{LABEL_PREFIX}/slo-p99-ms"
 SLO_AVAILABILITY_ANNOTATION = f"{LABEL_PREFIX}/slo-availability"
 RESOURCE_SHARE = 0.75  # of a node's CPU and memory per GPU (or per node on CPU); the rest is daemons and system
 SHM_SIZE = "1Gi"  # python backend tensors cross /dev/shm
 TMP_SIZE = "20Gi"  # Triton downloads an s3:// or gs:// repository to a local temp dir
 EXIT_TIMEOUT_S = 30  # in-flight requests drain this long on SIGTERM
-RESPONSE_CACHE_BYTES = 256 * 1024 * 1024
 PROBE_PERIOD_S = 10
 PDB_MAX_UNAVAILABLE = 1  # replicas a voluntary disruption may take at once (pod_disruption_budget)
 QUEUE_SHARE_OF_P99 = 0.25  # scale out when the average queue time per request passes this share of the p99 SLO
@@ -82,12 +86,14 @@ def namespace_name(plan: FleetPlan) -> str:
     return f"modelfleet-{plan.environment}"
 
 
-def workload_name(model: str) -> str:
-    return f"triton-{model}"
+def workload_name(kube_name: str) -> str:
+    """Objects are named after the model's Kubernetes name (`ModelSpec.kube_name`), never its Triton name, which
+    may hold characters a DNS label or a label value cannot (`_`, `.`, capitals)."""
+    return f"triton-{kube_name}"
 
 
-def selector_labels(model: str) -> dict[str, str]:
-    return {"app.kubernetes.io/name": "triton", "app.kubernetes.io/instance": model}
+def selector_labels(kube_name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "triton", "app.kubernetes.io/instance": kube_name}
 
 
 def _labels(plan: FleetPlan, model: str | None = None, component: str = COMPONENT) -> dict[str, str]:
@@ -160,7 +166,7 @@ def workload(plan: FleetPlan, region: RegionPlan, placement: Placement, config_t
         cloud=region.cloud,
         region=region.region,
         namespace=namespace_name(plan),
-        name=workload_name(model.name),
+        name=workload_name(model.kube_name),
         repository=model_repository(model, placement.source),
         cpu=str(max(1, math.floor(offering.vcpus * share))),
         memory=f"{max(1, math.floor(offering.memory_gib * share))}Gi",
@@ -215,12 +221,27 @@ def check_keda_supports(kubernetes_version: str) -> None:
 
 # --- per model in a region --------------------------------------------------------------------------------
 
-def triton_args(w: Workload) -> list[str]:
+def served_models(plan: FleetPlan, model: ModelSpec) -> list[ModelSpec]:
+    """The models one Triton loads for `model`: itself and, for an ensemble, every model its steps run (Triton
+    loads an ensemble only when its steps' models are loaded; the loader keeps them in one repository)."""
+    out = [model]
+    for step in model.triton.ensemble:
+        member = plan.model(step.model)
+        out += [m for m in served_models(plan, member) if m not in out]
+    return out
+
+
+def triton_args(w: Workload, served: list[ModelSpec] | None = None) -> list[str]:
+    served = served or [w.model]
     args = [
         f"--model-repository={w.repository}",
         "--model-control-mode=explicit",
-        f"--load-model={w.model.name}",
-        "--disable-auto-complete-config",  # the rendered config.pbtxt is the whole truth
+        *(f"--load-model={m.name}" for m in served),
+    ]
+    if all(m.inputs and m.outputs for m in served):
+        args.append("--disable-auto-complete-config")  # the rendered config.pbtxt is the whole truth
+    # else a backend fills in what the config leaves out (vllm's model.json, an ONNX file's tensors)
+    args += [
         "--strict-readiness=true",
         f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
         f"--http-port={HTTP_PORT}",
@@ -229,8 +250,7 @@ def triton_args(w: Workload) -> list[str]:
         "--allow-metrics=true",
         f"--allow-gpu-metrics={'true' if w.gpus else 'false'}",
     ]
-    if w.model.batching.response_cache:
-        args.append(f"--cache-config=local,size={RESPONSE_CACHE_BYTES}")
+    args += server_flags(served)
     return args
 
 
@@ -254,8 +274,8 @@ def tolerations(pool: PoolPlan) -> list[dict]:
 
 
 def deployment(plan: FleetPlan, w: Workload) -> dict:
-    labels = _labels(plan, w.model.name)
-    selector = selector_labels(w.model.name)
+    labels = _labels(plan, w.model.kube_name)
+    selector = selector_labels(w.model.kube_name)
     requests: dict[str, Any] = {"cpu": w.cpu, "memory": w.memory}
     limits: dict[str, Any] = {"memory": w.memory}  # no CPU limit: throttling only adds latency
     if w.gpus:
@@ -267,7 +287,7 @@ def deployment(plan: FleetPlan, w: Workload) -> dict:
         "image": TRITON_IMAGE,
         "imagePullPolicy": "IfNotPresent",
         "command": ["tritonserver"],
-        "args": triton_args(w),
+        "args": triton_args(w, served_models(plan, w.model)),
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
@@ -291,6 +311,12 @@ def deployment(plan: FleetPlan, w: Workload) -> dict:
     annotations = {CONFIG_HASH_ANNOTATION: w.config_sha256} if w.config_sha256 else None
     pod_spec: dict[str, Any] = {
         "serviceAccountName": SERVICE_ACCOUNT,
+        # No Kubernetes API token: Triton never calls the API server. This does not cut off the cloud identity.
+        # On EKS, the pod identity webhook adds its own projected token volume (audience sts.amazonaws.com) to every
+        # pod whose ServiceAccount carries eks.amazonaws.com/role-arn, without looking at this field
+        # (aws/amazon-eks-pod-identity-webhook pkg/handler/handler.go, updatePodSpec); the kubelet mints that
+        # projected token through TokenRequest whatever automount says. On GKE, workload identity answers from
+        # the node's GKE metadata server, so no token is mounted at all.
         "automountServiceAccountToken": False,
         "nodeSelector": {POOL_LABEL: w.pool.name},
         "tolerations": tolerations(w.pool),
@@ -326,6 +352,7 @@ def deployment(plan: FleetPlan, w: Workload) -> dict:
         "metadata": _meta(w.name, labels, w.namespace, {
             # Who is paged and against what: read by the policy pack and the alert rules.
             OWNER_ANNOTATION: w.model.owner,
+            **({TRITON_MODEL_ANNOTATION: w.model.name} if w.model.name != w.model.kube_name else {}),
             SLO_P99_ANNOTATION: f"{w.model.slo.p99_ms:g}",
             SLO_AVAILABILITY_ANNOTATION: f"{w.model.slo.availability:g}",
         }),
@@ -346,10 +373,10 @@ def service(plan: FleetPlan, w: Workload) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(w.name, _labels(plan, w.model.name), w.namespace),
+        "metadata": _meta(w.name, _labels(plan, w.model.kube_name), w.namespace),
         "spec": {
             "type": "ClusterIP",
-            "selector": selector_labels(w.model.name),
+            "selector": selector_labels(w.model.kube_name),
             "ports": [
                 {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"},
                 {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP",
@@ -366,13 +393,13 @@ def pod_disruption_budget(plan: FleetPlan, w: Workload) -> dict:
     replicas at a time. maxUnavailable, not minAvailable: a model scaled to one replica (KEDA may go that low
     for a scale-to-zero model) would block every drain of its node under a minAvailable of 1."""
     spec: dict[str, Any] = {"maxUnavailable": PDB_MAX_UNAVAILABLE,
-                            "selector": {"matchLabels": selector_labels(w.model.name)}}
+                            "selector": {"matchLabels": selector_labels(w.model.kube_name)}}
     if _version(w.kubernetes_version) >= (1, 31):  # GA in 1.31: a crash-looping pod must not block node drains
         spec["unhealthyPodEvictionPolicy"] = "AlwaysAllow"
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": _meta(w.name, _labels(plan, w.model.name), w.namespace),
+        "metadata": _meta(w.name, _labels(plan, w.model.kube_name), w.namespace),
         "spec": spec,
     }
 
@@ -383,9 +410,9 @@ def network_policy(plan: FleetPlan, w: Workload) -> dict:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": _meta(w.name, _labels(plan, w.model.name), w.namespace),
+        "metadata": _meta(w.name, _labels(plan, w.model.kube_name), w.namespace),
         "spec": {
-            "podSelector": {"matchLabels": selector_labels(w.model.name)},
+            "podSelector": {"matchLabels": selector_labels(w.model.kube_name)},
             "policyTypes": ["Ingress"],
             "ingress": [
                 {"from": [{"podSelector": {"matchLabels": dict(GATEWAY_POD_LABELS)}}],
@@ -435,7 +462,7 @@ def scaled_object(plan: FleetPlan, w: Workload) -> dict:
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
-        "metadata": _meta(w.name, _labels(plan, w.model.name), w.namespace),
+        "metadata": _meta(w.name, _labels(plan, w.model.kube_name), w.namespace),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": w.name},
             "minReplicaCount": p.min_replicas if p.scale_to_zero else max(p.min_replicas, 1),

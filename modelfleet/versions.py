@@ -57,3 +57,5 @@ KEDA = Chart(
     repository="https://kedacore.github.io/charts",
     namespace="keda",
 )
+# The Kubernetes minors KEDA 2.20 supports (its compatibility matrix): validate refuses a stack outside them.
+KEDA_KUBERNETES = ("1.33", "1.35")

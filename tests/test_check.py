@@ -66,3 +66,89 @@ def test_a_mutated_stack_fails_with_the_right_messages(project_copy: Path):
     assert "over the budget of $500" in violation("cost-within-budget", "")
     assert all("Fix:" in violation(p, r) for p, r in [("no-public-ip-on-nodes", "rogue-node"),
                                                        ("gpu-pools-tainted", "rogue-gpu-pool")])
+
+
+# What the hardening rules exist for, each broken once, added to the prod program: every one must fail the check.
+ROGUE_HARDENING = '''
+import json
+import pulumi
+import pulumi_aws as aws
+import pulumi_gcp as gcp
+import pulumi_kubernetes as k8s
+
+rogue_aws = aws.Provider("rogue", region="us-east-1")
+in_aws = pulumi.ResourceOptions(provider=rogue_aws)
+vpc = aws.ec2.Vpc("rogue-vpc", cidr_block="10.99.0.0/16", opts=in_aws)
+igw = aws.ec2.InternetGateway("rogue-igw", vpc_id=vpc.id, opts=in_aws)
+to_internet = aws.ec2.RouteTable("rogue-public", vpc_id=vpc.id,
+                                 routes=[{"cidr_block": "0.0.0.0/0", "gateway_id": igw.id}], opts=in_aws)
+public = aws.ec2.Subnet("rogue-public", vpc_id=vpc.id, cidr_block="10.99.0.0/24", map_public_ip_on_launch=False,
+                        opts=in_aws)
+aws.ec2.RouteTableAssociation("rogue-public", subnet_id=public.id, route_table_id=to_internet.id, opts=in_aws)
+imdsv1 = aws.ec2.LaunchTemplate(
+    "rogue-imdsv1", metadata_options={"http_tokens": "optional", "http_put_response_hop_limit": 2},
+    block_device_mappings=[{"device_name": "/dev/xvda", "ebs": {"encrypted": "true", "volume_size": 100}}],
+    opts=in_aws)
+aws.eks.NodeGroup("rogue-public-nodes", cluster_name="c", node_role_arn="arn:aws:iam::123456789012:role/n",
+                  subnet_ids=[public.id], instance_types=["m7i.xlarge"],
+                  launch_template={"id": imdsv1.id, "version": "1"},
+                  scaling_config={"min_size": 1, "max_size": 2, "desired_size": 1}, opts=in_aws)
+aws.eks.Cluster("rogue-cluster", role_arn="arn:aws:iam::123456789012:role/c", deletion_protection=False,
+                vpc_config={"subnet_ids": [public.id], "endpoint_private_access": True,
+                            "endpoint_public_access": False}, opts=in_aws)
+aws.kms.Key("rogue-key", enable_key_rotation=False, opts=in_aws)
+aws.iam.Policy("rogue-s3-admin", policy=json.dumps({"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}), opts=in_aws)
+
+in_gcp = pulumi.ResourceOptions(provider=gcp.Provider("rogue-gcp", project="modelfleet-prod", region="us-central1"))
+gcp.kms.CryptoKey("rogue-crypto", key_ring="projects/modelfleet-prod/locations/us-central1/keyRings/r", opts=in_gcp)
+gcp.compute.Subnetwork("rogue-subnet", network="n", ip_cidr_range="10.98.0.0/20", region="us-central1", opts=in_gcp)
+
+in_k8s = pulumi.ResourceOptions(provider=k8s.Provider("rogue-k8s", kubeconfig="{}"))
+labels = {"app": "rogue", "modelfleet.io/model": "fraud-detector"}
+k8s.apps.v1.Deployment(
+    "rogue-triton",
+    metadata={"name": "rogue", "namespace": "modelfleet-prod", "labels": labels},
+    spec={"selector": {"matchLabels": labels},
+          "template": {"metadata": {"labels": labels},
+                       "spec": {"securityContext": {"runAsUser": 0},
+                                "containers": [{"name": "triton", "image": "nvcr.io/nvidia/tritonserver:25.08-py3"}]}}},
+    opts=in_k8s)
+k8s.networking.v1.NetworkPolicy(
+    "rogue-open", metadata={"name": "rogue-open", "namespace": "modelfleet-prod"},
+    spec={"podSelector": {"matchLabels": {"app": "rogue"}}, "policyTypes": ["Ingress"], "ingress": [{}]},
+    opts=in_k8s)
+'''
+
+# (policy, resource the violation is filed against, words its message must hold)
+HARDENING_VIOLATIONS = [
+    ("nodes-in-private-subnets", "rogue-public-nodes", "public subnet aws:ec2/subnet:Subnet rogue-public"),
+    ("instance-metadata-protected", "rogue-imdsv1", "httpTokens is optional"),
+    ("instance-metadata-protected", "rogue-imdsv1", "httpPutResponseHopLimit is 2, above 1"),
+    ("vpc-flow-logs", "rogue-vpc", "no flow log recording ALL"),
+    ("vpc-flow-logs", "rogue-subnet", "no VPC flow logs"),
+    ("kms-key-rotation", "rogue-key", "enableKeyRotation is not true"),
+    ("kms-key-rotation", "rogue-crypto", "no rotationPeriod"),
+    ("no-wildcard-iam", "rogue-s3-admin", "every action of s3 on every resource"),
+    ("deletion-protection", "rogue-cluster", "deletionProtection is False"),
+    ("containers-run-as-non-root", "rogue-triton", "runAsUser: 0 (root)"),
+    ("capabilities-dropped", "rogue-triton", "capabilities.drop has no ALL"),
+    ("no-api-token-in-triton-pods", "rogue-triton", "neither the pod nor its ServiceAccount default"),
+    ("triton-network-policy", "rogue-open", "ingress[0] admits everyone"),
+]
+
+
+def test_a_prod_stack_that_breaks_each_hardening_rule_fails_on_each(project_copy: Path):
+    main = project_copy / "__main__.py"
+    main.write_text(main.read_text() + ROGUE_HARDENING)
+
+    result = check(project_copy, "prod")
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    for policy, resource, words in HARDENING_VIOLATIONS:
+        found = [lines[i + 1] for i, line in enumerate(lines)
+                 if line.startswith(f"mandatory {policy} ") and line.rstrip().endswith(f"::{resource}")]
+        assert any(words in message and "Fix:" in message for message in found), (policy, resource, found)
+    # Only the rogue resources fail: the example prod stack itself still passes every rule.
+    failing = {line.split("::")[-1].strip() for line in lines if line.startswith("mandatory ")}
+    assert failing and all(name.startswith("rogue") or name == "" for name in failing), failing

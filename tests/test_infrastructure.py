@@ -202,6 +202,14 @@ def test_every_gpu_pool_is_tainted_and_labelled(stack):
             assert not taints, resource.name
 
 
+def _expected_disk_gib(region: RegionPlan, pool_name: str) -> int:
+    """The node disk sizing rule, restated independently of the plan's code: at least 100 GiB; above that, 40 GiB
+    for the Triton image (about 20 GiB unpacked, again as compressed layers in containerd's content store) and
+    20 GiB of model repository cache per model placed on the pool."""
+    models = sum(1 for p in region.placements if p.pool == pool_name)
+    return max(100, 40 + 20 * models)
+
+
 def test_launch_templates_require_imdsv2_and_size_the_root_volume(stack):
     templates = {t.id: t for t in stack.of(LAUNCH_TEMPLATE)}
     groups = stack.of(NODE_GROUP)
@@ -213,8 +221,57 @@ def test_launch_templates_require_imdsv2_and_size_the_root_volume(stack):
         assert metadata["httpTokens"] == "required"
         assert metadata["httpPutResponseHopLimit"] == region.imds_hop_limit == 1
         (root,) = template.inputs["blockDeviceMappings"]
-        assert root["ebs"]["volumeSize"] == pool.disk_gib
+        assert root["ebs"]["volumeSize"] == pool.disk_gib == _expected_disk_gib(region, pool.name) >= 100
         assert root["ebs"]["encrypted"] == "true"
+
+
+def test_gke_node_disks_are_sized_like_eks_root_volumes(stack):
+    pools = stack.of(NODE_POOL)
+    assert len(pools) == sum(len(r.pools) for r in _gcp(stack))
+    for resource in pools:
+        pool, region = stack.pool_of(resource), stack.region_of(resource)
+        assert resource.inputs["nodeConfig"]["diskSizeGb"] == _expected_disk_gib(region, pool.name) >= 100
+        assert resource.inputs["nodeConfig"]["diskType"] == "pd-balanced"
+
+
+def test_a_pool_shared_by_many_models_gets_a_larger_disk_on_both_clouds(project_copy):
+    """The example pools all sit at the 100 GiB floor; four models on one pool need more, on EKS and GKE alike."""
+    source = (project_copy / "models" / "fraud-detector.yaml").read_text()
+    names = ["fraud-detector"] + [f"fraud-{suffix}" for suffix in ("a", "b", "c")]
+    for name in names[1:]:
+        (project_copy / "models" / f"{name}.yaml").write_text(source.replace("fraud-detector", name))
+    stack_file = project_copy / "stacks" / "Pulumi.staging.yaml"
+    stack_file.write_text(stack_file.read_text().replace("modelfleet:models: [fraud-detector, sentiment]",
+                                                         f"modelfleet:models: [{', '.join(names)}, sentiment]"))
+    stack = Stack(evaluate(project_copy, "staging").resources, build_plan(load_fleet(project_copy, "staging")))
+    shared = 0
+    for region in stack.plan.regions:
+        pool = next(p for p in region.pools if {pl.model for pl in region.placements if pl.pool == p.name} >= set(names))
+        expected = _expected_disk_gib(region, pool.name)
+        assert expected == 40 + 20 * len(names) > 100
+        if region.cloud == "aws":
+            group = next(g for g in stack.of(NODE_GROUP) if g.name == f"{region.key}-{pool.name}")
+            template = next(t for t in stack.of(LAUNCH_TEMPLATE) if t.id == group.inputs["launchTemplate"]["id"])
+            assert template.inputs["blockDeviceMappings"][0]["ebs"]["volumeSize"] == expected
+        else:
+            resource = next(r for r in stack.of(NODE_POOL) if r.name == f"{region.key}-{pool.name}")
+            assert resource.inputs["nodeConfig"]["diskSizeGb"] == expected
+        shared += 1
+    assert shared == 2, "staging has one AWS and one GCP region"
+
+
+def test_prod_clusters_are_deletion_protected_and_keep_a_year_of_logs(stack):
+    prod = stack.plan.environment == "prod"
+    expected_protection, expected_retention = {"prod": (True, 365), "dev": (False, 30)}[stack.plan.environment]
+    clusters = stack.of(EKS) + stack.of(GKE)
+    assert len(clusters) == len(stack.plan.regions)
+    for cluster in clusters:
+        assert cluster.inputs["deletionProtection"] is expected_protection is prod, cluster.name
+    # Per AWS region: the control plane's log group and the flow logs' one.
+    groups = stack.of("aws:cloudwatch/logGroup:LogGroup")
+    assert len(groups) == 2 * len(_aws(stack)) > 0
+    for group in groups:
+        assert group.inputs["retentionInDays"] == expected_retention, group.name
 
 
 # -------------------------------------------------------------------------------------- cluster endpoints
@@ -518,15 +575,19 @@ def test_helm_releases_pin_their_chart_versions(stack):
 
 
 def test_gpu_software_tolerates_the_gpu_taint(stack):
-    for release in stack.of(HELM_RELEASE):
-        if release.inputs["chart"] in ("nvidia-device-plugin", "dcgm-exporter"):
-            values = release.inputs["values"]
-            assert {"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"} in values["tolerations"]
-            assert values["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    gpu_software = [r for r in stack.of(HELM_RELEASE) if r.inputs["chart"] in ("nvidia-device-plugin", "dcgm-exporter")]
+    # EKS clusters install both charts; GKE brings its own driver, device plugin and DCGM exporter.
+    assert len(gpu_software) == 2 * len(_aws(stack)) > 0
+    for release in gpu_software:
+        values = release.inputs["values"]
+        assert {"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"} in values["tolerations"]
+        assert values["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
 
 
 def test_cluster_autoscaler_resizes_only_its_own_cluster(stack):
-    for release in [r for r in stack.of(HELM_RELEASE) if r.inputs["chart"] == "cluster-autoscaler"]:
+    autoscalers = [r for r in stack.of(HELM_RELEASE) if r.inputs["chart"] == "cluster-autoscaler"]
+    assert len(autoscalers) == len(_aws(stack)) > 0, "one per EKS cluster (GKE brings its own)"
+    for release in autoscalers:
         region = stack.region_of(release)
         assert release.inputs["values"]["autoDiscovery"]["clusterName"] == region.cluster_name
         role_arn = release.inputs["values"]["rbac"]["serviceAccount"]["annotations"]["eks.amazonaws.com/role-arn"]

@@ -359,6 +359,35 @@ def test_probes_check_triton_health_within_the_plans_startup_budget(declared):
         assert placement.startup_budget_s > 0
 
 
+# The uid of `triton-server` in NVIDIA's tritonserver images: Triton's build.py fails the image build unless it is
+# 1000 (a fact about the image, not a value the code computes).
+TRITON_IMAGE_UID = 1000
+
+
+def test_triton_pods_meet_the_restricted_pod_security_profile_without_an_api_token(declared):
+    """The Pod Security Standards' "restricted" controls
+    (https://kubernetes.io/docs/concepts/security/pod-security-standards/), and no Kubernetes API token."""
+    deployments = declared.model_resources(DEPLOYMENT)
+    for _, _, d in deployments:
+        pod = _pod(d)
+        for host in ("hostNetwork", "hostPID", "hostIPC"):
+            assert host not in pod, (d.name, host)
+        assert pod["automountServiceAccountToken"] is False, d.name
+        assert pod["serviceAccountName"] == serving.SERVICE_ACCOUNT
+        context = pod["securityContext"]
+        assert context["runAsNonRoot"] is True and context["runAsUser"] == TRITON_IMAGE_UID, d.name
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+        containers = pod["containers"] + pod.get("initContainers", [])
+        assert len(containers) == 1
+        for container in containers:
+            own = container["securityContext"]
+            assert own == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                           "runAsNonRoot": True}, d.name
+    accounts = declared.of(SERVICE_ACCOUNT)
+    assert len(accounts) == len(declared.plan.regions)
+    assert all(a.inputs["automountServiceAccountToken"] is False for a in accounts)
+
+
 def test_services_expose_tritons_ports_by_name(declared):
     for _, placement, svc in declared.model_resources(SERVICE):
         deployment = declared.by_type_name[(DEPLOYMENT, svc.name)]
@@ -458,6 +487,7 @@ def test_declared_inputs_are_exactly_the_built_manifests(declared):
 
 def test_keda_is_installed_once_per_cluster_with_a_pinned_chart(declared):
     releases = [r for r in declared.of("kubernetes:helm.sh/v3:Release") if r.inputs.get("chart") == serving.KEDA_CHART]
+    assert len(releases) == len(declared.plan.regions) > 0
     assert sorted(r.provider for r in releases) == sorted(f"{region.key}-k8s" for region in declared.plan.regions)
     for release in releases:
         assert release.inputs["version"] == serving.KEDA_CHART_VERSION

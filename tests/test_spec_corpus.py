@@ -15,11 +15,13 @@ CORPUS = Path(__file__).parent / "corpus" / "bad.yaml"
 
 
 class _CaseLoader(yaml.SafeLoader):
-    """`!replace {old: new}` edits the example file; `!copy path` copies another example file."""
+    """`!replace {old: new}` edits the example file; `!copy path` copies another example file; `!latin1 text`
+    writes the text in Latin-1 (so that é is not UTF-8)."""
 
 
 _CaseLoader.add_constructor("!replace", lambda loader, node: ("replace", loader.construct_mapping(node)))
 _CaseLoader.add_constructor("!copy", lambda loader, node: ("copy", loader.construct_scalar(node)))
+_CaseLoader.add_constructor("!latin1", lambda loader, node: ("latin1", loader.construct_scalar(node)))
 
 CASES = yaml.load(CORPUS.read_text(), Loader=_CaseLoader)
 
@@ -31,6 +33,8 @@ def _apply(root: Path, files: dict) -> None:
             target.write_text(change)
         elif change[0] == "copy":
             target.write_text((root / change[1]).read_text())
+        elif change[0] == "latin1":
+            target.write_bytes(change[1].encode("latin-1"))
         else:
             text = target.read_text()
             for old, new in change[1].items():

@@ -111,6 +111,24 @@ def test_preferred_batch_size_above_max_is_stopped():
                               "preferred size must be <= max batch size: 128 > 64")
 
 
+def test_preferred_batch_size_equal_to_max_is_allowed_and_one_above_is_not():
+    """Triton's rule is `preferred <= max_batch_size`: the boundary itself is a valid config."""
+    max_batch = spec("fraud-detector").max_batch_size
+    c = parse_config(render_config(spec("fraud-detector"), "cpu", TunedSettings(preferred_batch_sizes=(8, max_batch))),
+                     "x")
+    assert list(c.dynamic_batching.preferred_batch_size) == [8, max_batch]
+    with pytest.raises(ModelConfigError, match=f"must be <= max batch size: {max_batch + 1} > {max_batch}"):
+        render_config(spec("fraud-detector"), "cpu", TunedSettings(preferred_batch_sizes=(max_batch + 1,)))
+
+
+def test_repeated_preferred_batch_sizes_are_stopped():
+    with pytest.raises(ModelConfigError) as err:
+        render_config(spec("fraud-detector"), "cpu", TunedSettings(preferred_batch_sizes=(16, 8, 16)))
+    assert (err.value.field, str(err.value).split(": ", 1)[1]) == (
+        "dynamic_batching.preferred_batch_size", "sizes must be distinct, got [16, 8, 16]")
+    render_config(spec("fraud-detector"), "cpu", TunedSettings(preferred_batch_sizes=(16, 8)))
+
+
 def test_explicit_dynamic_batching_without_batching_is_stopped():
     with pytest.raises(ModelConfigError) as err:
         render_config(variant("fraud-detector", max_batch_size=0, batching={"dynamic": True}), "cpu")
@@ -128,7 +146,26 @@ def test_explicit_dynamic_batching_without_batching_is_stopped():
      'output { name: "b" data_type: TYPE_FP32 dims: 1 } dynamic_batching { priority_levels: 2 default_priority_level: 3 }',
      "dynamic_batching.default_priority_level", "between 1 and priority_levels"),
     ('name: "m" backend: "python" platform: "tensorrt_plan" input { name: "a" data_type: TYPE_FP32 dims: 1 } '
-     'output { name: "b" data_type: TYPE_FP32 dims: 1 }', "backend", "exactly one"),
+     'output { name: "b" data_type: TYPE_FP32 dims: 1 }', "backend", "runs on the tensorrt backend"),
+    ('name: "m" input { name: "a" data_type: TYPE_FP32 dims: 1 } output { name: "b" data_type: TYPE_FP32 dims: 1 }',
+     "backend", "set backend or platform"),
+    ('name: "m" platform: "pytorch_libtorch" output { name: "b" data_type: TYPE_FP32 dims: 1 }',
+     "input", "the pytorch backend does not fill them in"),
+    ('name: "m" backend: "python" max_batch_size: 0 input { name: "a" data_type: TYPE_FP32 dims: 1 reshape { } } '
+     'output { name: "b" data_type: TYPE_FP32 dims: 1 }', "input[0].reshape", "non-batching"),
+    ('name: "m" backend: "python" input { name: "a" data_type: TYPE_FP32 dims: 1 } '
+     'output { name: "b" data_type: TYPE_FP32 dims: 1 } model_transaction_policy { decoupled: true } '
+     'response_cache { enable: true }', "response_cache.enable", "decoupled"),
+    ('name: "e" platform: "ensemble" input { name: "a" data_type: TYPE_FP32 dims: 1 } '
+     'output { name: "b" data_type: TYPE_FP32 dims: 1 } ensemble_scheduling { step { model_name: "m" '
+     'input_map { key: "x" value: "a" } output_map { key: "y" value: "c" } } }', "output", "'b' is not written"),
+    ('name: "e" platform: "ensemble" input { name: "a" data_type: TYPE_FP32 dims: 1 } '
+     'output { name: "b" data_type: TYPE_FP32 dims: 1 } instance_group { count: 1 } ensemble_scheduling { step { '
+     'model_name: "m" input_map { key: "x" value: "a" } output_map { key: "y" value: "b" } } }', "instance_group",
+     "refuses it on an ensemble"),
+    ('name: "m" backend: "python" max_batch_size: 4 input { name: "a" data_type: TYPE_FP32 dims: 1 } '
+     'output { name: "b" data_type: TYPE_FP32 dims: 1 } sequence_batching { control_input { name: "a" } }',
+     "sequence_batching.control_input[0].name", "also a model input"),
     ('name: "m" backend: "python" input { name: "a" data_type: TYPE_FP32 dims: 1 } '
      'output { name: "a" data_type: TYPE_FP32 dims: 1 }', "input", "repeated: a"),
     ('name: "m" backend: "python" input { name: "a" data_type: TYPE_FP32 dims: 1 } '
@@ -136,7 +173,7 @@ def test_explicit_dynamic_batching_without_batching_is_stopped():
      "instance_group[0].count", "must be >= 1"),
     ('name: "m" backend: "python" input { name: "a" data_type: TYPE_FP32 dims: 1 } '
      'output { name: "b" data_type: TYPE_FP32 dims: 1 } model_warmup { name: "w" batch_size: 1 }',
-     "model_warmup[0].inputs", "exactly the model inputs"),
+     "model_warmup[0].inputs", "every required model input"),
     ('name: "m" backend: "python" nonsense: 1', "", "not a valid Triton model config"),
 ])
 def test_semantic_rules_name_the_field(text, field, message):

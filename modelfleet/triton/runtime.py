@@ -46,6 +46,7 @@ class TritonInstall:
     backend_dir: Path
     perf_analyzer: Path
     lib_dir: Path
+    cache_dir: Path | None = None  # the response cache implementations (libtritoncache_local.so)
 
     def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
         """Environment for the server and perf_analyzer.
@@ -77,6 +78,7 @@ def find_install(prefix: str | Path | None = None) -> TritonInstall:
         backend_dir=server_root / "backends",
         perf_analyzer=prefix / "bin" / "perf_analyzer",
         lib_dir=prefix / "lib" / "triton-libs",
+        cache_dir=server_root / "caches",
     )
     required = [
         install.tritonserver,
@@ -160,6 +162,8 @@ class TritonServer:
             str(self.install.tritonserver),
             f"--model-repository={self.model_repository}",
             f"--backend-directory={self.install.backend_dir}",
+            # The wheel keeps the cache libraries beside the backends, not in /opt/tritonserver/caches.
+            *([f"--cache-directory={self.install.cache_dir}"] if self.install.cache_dir else []),
             "--model-control-mode=explicit",
             *(f"--load-model={m}" for m in self.models),
             f"--http-port={self.http_port}",

@@ -33,6 +33,19 @@ PERF_ANALYZER_FLAGS: dict[str, str | int] = {
 # The latency objective: the lowest p99 among variants giving at least this share of the best throughput.
 LATENCY_OBJECTIVE_THROUGHPUT_SHARE = 0.9
 DEFAULT_VARIANT = "config_default"
+# Throughput still rising: the best point gained at least this share over the next lower concurrency measured.
+STILL_RISING_SHARE = 0.05
+CONCURRENCY_CEILING = 4096  # the search never extends past what one perf_analyzer drives sensibly
+
+# What Model Analyzer's quick search varies, per backend (its run_config_search_{min,max}_* bounds: max batch
+# size, instance count, concurrency). An LLM engine (vllm, tensorrtllm) batches inside one KIND_MODEL instance
+# and takes no Triton batch size: only the load is searched. An ensemble is profiled through its steps' models.
+QUICK_SEARCHED: dict[str, tuple[str, ...]] = {
+    "vllm": ("concurrency",),
+    "tensorrtllm": ("concurrency",),
+    "ensemble": (),
+}
+QUICK_SEARCHED_DEFAULT = ("max_batch_size", "instance_count", "concurrency")
 
 
 @dataclass(frozen=True)
@@ -79,12 +92,58 @@ def powers_of_two(low: int, high: int) -> list[int]:
     return out or [low]
 
 
+def dynamic_batching_tuned(spec: ModelSpec) -> bool:
+    """Whether the model's dynamic batching settings are tuned: it batches, and not by sequence."""
+    return spec.max_batch_size > 0 and spec.triton.sequence_batching is None and spec.batching.dynamic
+
+
+def knobs(spec: ModelSpec, mode: SearchMode) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(what Model Analyzer searched, what modelfleet swept itself) for `spec` in `mode`.
+
+    quick: Model Analyzer searches its knobs for the backend (QUICK_SEARCHED), modelfleet then sweeps the queue
+    delays (and preferred sizes) of the winner. brute: modelfleet hands Model Analyzer every combination of the
+    spec's bounds, and Model Analyzer only searches the concurrency of each."""
+    batching = dynamic_batching_tuned(spec)
+    queue = (("max_queue_delay_us",) + (("preferred_batch_sizes",) if spec.tuning.preferred_batch_sizes else ())
+             if batching else ())
+    if mode == "brute":
+        swept = (("max_batch_size",) if spec.max_batch_size > 0 else ()) + ("instance_count",) + queue
+        return ("concurrency",), swept
+    searched = QUICK_SEARCHED.get(spec.backend, QUICK_SEARCHED_DEFAULT)
+    if spec.max_batch_size == 0:
+        searched = tuple(k for k in searched if k != "max_batch_size")
+    return searched, queue
+
+
+def still_rising(measurements: Iterable[Measurement], best: Measurement) -> bool:
+    """Whether `best` is a lower bound: it is its settings' highest measured concurrency and gained at least
+    STILL_RISING_SHARE over the next lower one, so more load would likely give more throughput."""
+    same = sorted((m for m in merge_repeats(measurements) if m.settings == best.settings),
+                  key=lambda m: m.concurrency)
+    if not same or same[-1].concurrency != best.concurrency or len(same) < 2:
+        return False
+    return best.throughput_per_s >= same[-2].throughput_per_s * (1 + STILL_RISING_SHARE)
+
+
+def record_is_lower_bound(record) -> bool:
+    """`still_rising` for a tuning record's chosen point, from its variants table: records written before
+    `lower_bound` existed are judged the same way as new ones."""
+    def measurement(v) -> Measurement:
+        return Measurement(v.variant, v.concurrency, v.throughput_per_s, v.p99_ms, None,
+                           Settings(v.max_batch_size, v.instance_count, v.dynamic_batching, v.max_queue_delay_us,
+                                    tuple(v.preferred_batch_sizes)))
+
+    return record.lower_bound or still_rising([measurement(v) for v in record.variants], measurement(record.chosen))
+
+
 def search_space(spec: ModelSpec) -> int:
     """How many model configs a brute-force search over the spec's bounds measures (each at a concurrency sweep)."""
     t = spec.tuning
     batch = len(t.batch_sizes_for(spec.max_batch_size))
     if spec.max_batch_size == 0:
         return len(t.instance_counts)
+    if not dynamic_batching_tuned(spec):
+        return batch * len(t.instance_counts)
     return batch * len(t.instance_counts) * len(t.queue_delays_us) * max(1, len(t.preferred_batch_sizes))
 
 
@@ -94,6 +153,7 @@ def brute_parameters(spec: ModelSpec, kind: str) -> dict:
     params: dict = {"instance_group": [[{"kind": kind, "count": sorted(set(t.instance_counts))}]]}
     if spec.max_batch_size > 0:
         params["max_batch_size"] = t.batch_sizes_for(spec.max_batch_size)
+    if dynamic_batching_tuned(spec):
         dyn: dict = {"max_queue_delay_microseconds": sorted(set(t.queue_delays_us))}
         if t.preferred_batch_sizes:
             dyn["preferred_batch_size"] = [sorted(sizes) for sizes in t.preferred_batch_sizes]
@@ -165,11 +225,13 @@ def profile_config(
         config["triton_server_path"] = str(triton_server_path)
     kind = "KIND_CPU" if cpu_only else "KIND_GPU"
     if mode == "quick":
-        batch = spec.tuning.batch_sizes_for(spec.max_batch_size)
+        searched, _ = knobs(spec, "quick")
+        batch = spec.tuning.batch_sizes_for(spec.max_batch_size) if "max_batch_size" in searched else [1]
+        counts = t.instance_counts if "instance_count" in searched else [1]
         config["run_config_search_min_model_batch_size"] = max(1, min(batch))
         config["run_config_search_max_model_batch_size"] = max(1, max(batch))
-        config["run_config_search_min_instance_count"] = min(t.instance_counts)
-        config["run_config_search_max_instance_count"] = max(t.instance_counts)
+        config["run_config_search_min_instance_count"] = min(counts)
+        config["run_config_search_max_instance_count"] = max(counts)
         if model_config_parameters:
             model["model_config_parameters"] = model_config_parameters
     else:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from modelfleet.catalogue import hardware
 from modelfleet.spec import ModelSpec
+from modelfleet.tuning import analyzer
 from modelfleet.tuning.record import TuningRecord, usable
 
 if TYPE_CHECKING:  # the plan imports this module; only type hints point back
@@ -176,6 +177,11 @@ def warnings(plan: "FleetPlan") -> list[str]:
                            f"serves about {served:,.0f} rps with headroom")
             if p.refused:
                 out.append(f"{p.model} in {region.ref}: not sized from {p.record}: {p.refused}")
+    for (model_name, hw), record in sorted(plan.tuning.items()):
+        if analyzer.record_is_lower_bound(record):
+            out.append(f"{model_name} on {hw}: {record.chosen.throughput_per_s:,.0f} infer/s per replica is a lower "
+                       f"bound (throughput still rising at concurrency {record.chosen.concurrency}, the highest "
+                       "measured): replicas may be more than the traffic needs")
     for model in plan.models:
         verdict = failover(plan, model.name)
         if verdict.get("checked") and not verdict["ok"]:

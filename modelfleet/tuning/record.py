@@ -59,6 +59,12 @@ class Search(_Strict):
     duration_s: float
     complete: bool  # false when stopped by --timeout or Ctrl-C before Model Analyzer finished
     perf_analyzer_flags: dict[str, str | int] = Field(default_factory=dict)
+    searched_by_model_analyzer: tuple[str, ...] = ()  # the knobs Model Analyzer's own search varied
+    swept_by_modelfleet: tuple[str, ...] = ()  # the knobs modelfleet handed it as explicit lists
+    # Phases stopped because Model Analyzer revisited measured configs in a loop with no new measurement: the
+    # search had converged (complete stays true); see modelfleet.tuning.run.LIVELOCK_SKIPS.
+    converged_without_new_measurements: tuple[str, ...] = ()
+    concurrency_extended_to: int | None = None  # where the search went past the spec's concurrency range
 
 
 class TuningRecord(_Strict):
@@ -70,6 +76,9 @@ class TuningRecord(_Strict):
     slo_p99_ms: float
     slo_met: bool  # false: `chosen` is the closest variant and the plan will not size from it by default
     chosen: Variant
+    # True when `chosen` is at the highest concurrency measured for its settings with throughput still rising
+    # there (after the search extended as far as it could): its throughput is a lower bound, not a capacity.
+    lower_bound: bool = False
     variants: tuple[Variant, ...]
     hardware: Hardware
     versions: Versions

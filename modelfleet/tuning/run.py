@@ -45,6 +45,14 @@ from modelfleet.tuning.record import (Hardware, Search, TuningRecord, Variant, V
                                       write_record)
 
 MA_STOP_GRACE_S = 90  # SIGINT lets Model Analyzer finish one measurement and write its checkpoint
+# Model Analyzer 1.58's quick search can loop for ever over configs it has measured, logging this line each time
+# (model_analyzer/record/metrics_manager.py) and measuring nothing: seen once here, 1.5 million lines and a 100 MB
+# log in 15 minutes. A real search revisits a neighbour now and then; this many in a row with no new measurement
+# is the loop, and everything it would ever measure is already measured: the search has converged.
+SKIP_LINE = "Existing measurement found for run config. Skipping profile"
+LIVELOCK_SKIPS = 200
+LOG_REPEATS_KEPT = 20  # identical consecutive log lines written before the rest are only counted
+LOG_MAX_BYTES = 16 * 2**20  # the log of one Model Analyzer run stops growing here
 PLOTS = ("throughput_v_latency.png", "cpu_mem_v_latency.png")
 
 
@@ -103,6 +111,12 @@ class Progress:
     measurements: int = 0
     configs: set[str] = field(default_factory=set)
     phase: str = ""
+    skips_since_measurement: int = 0  # SKIP_LINE seen since the last new measurement
+    converged: list[str] = field(default_factory=list)  # phases stopped because no new measurement came
+
+    @property
+    def looping(self) -> bool:
+        return self.skips_since_measurement >= LIVELOCK_SKIPS
 
 
 # --- the machine -------------------------------------------------------------------------------------------
@@ -175,17 +189,22 @@ _CREATING = re.compile(r"Creating model config: (\S+)")
 def run_model_analyzer(install, config_path: Path, work_dir: Path, deadline: float, progress: Progress) -> bool:
     """Run `model-analyzer profile -f config_path` to completion or until `deadline` (monotonic seconds).
 
-    Returns True when it finished, False when the deadline stopped it. Ctrl-C stops it the same way and raises
+    Returns True when it finished, or converged: when its quick search loops over measured configs with no new
+    measurement (`LIVELOCK_SKIPS`), it is stopped like at the deadline and the phase is added to
+    `progress.converged`. Returns False when the deadline stopped it. Ctrl-C stops it the same way and raises
     TuneInterrupted. Model Analyzer never outlives this call: SIGINT, then SIGTERM, then SIGKILL to its group.
+    Its log is bounded: repeated lines are counted, not written, past LOG_REPEATS_KEPT, and it stops at
+    LOG_MAX_BYTES.
     """
     log_path = work_dir / "model-analyzer.log"
     command = [str(install.prefix / "bin" / "model-analyzer"), "profile", "-f", str(config_path)]
     with open(log_path, "a") as log:
         process = subprocess.Popen(command, cwd=work_dir, env=install.env(), stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
-        timed_out = interrupted = False
+        timed_out = interrupted = converged = False
+        progress.skips_since_measurement = 0
         lines: queue.Queue = queue.Queue()
-        reader = threading.Thread(target=_pump, args=(process.stdout, log, lines), daemon=True)
+        reader = threading.Thread(target=_pump, args=(process.stdout, BoundedLog(log), lines), daemon=True)
         reader.start()
         try:
             while True:
@@ -197,12 +216,19 @@ def run_model_analyzer(install, config_path: Path, work_dir: Path, deadline: flo
                     while not lines.empty():
                         _event(lines.get(), progress)
                     break
-                if not timed_out and time.monotonic() > deadline:
+                if not (timed_out or converged) and progress.looping:
+                    converged = True
+                    progress.converged.append(progress.phase)
+                    progress.on_event("stop", f"converged: {progress.skips_since_measurement} revisits of measured "
+                                              "configs and no new measurement; stopping Model Analyzer")
+                    _signal(process, signal.SIGINT)
+                    deadline = time.monotonic() + MA_STOP_GRACE_S
+                elif not (timed_out or converged) and time.monotonic() > deadline:
                     timed_out = True
                     progress.on_event("stop", "time bound reached: stopping Model Analyzer (checkpoint kept)")
                     _signal(process, signal.SIGINT)
                     deadline = time.monotonic() + MA_STOP_GRACE_S
-                elif timed_out and time.monotonic() > deadline:
+                elif (timed_out or converged) and time.monotonic() > deadline:
                     _stop_hard(process)
                     break
         except KeyboardInterrupt:
@@ -218,17 +244,65 @@ def run_model_analyzer(install, config_path: Path, work_dir: Path, deadline: flo
             reader.join(5)
     if interrupted:
         raise TuneInterrupted("interrupted; Model Analyzer saved its checkpoint: rerun the same command with --resume")
-    if not timed_out and process.returncode != 0:
+    if not (timed_out or converged) and process.returncode != 0:
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
         raise TuneError(f"model-analyzer exited with code {process.returncode} (log: {log_path}):\n{tail}")
     return not timed_out
 
 
-def _pump(stream, log, lines: "queue.Queue[str]") -> None:
+class BoundedLog:
+    """A log file that keeps its size bounded. A line that repeats one of the last few lines (a loop prints a short
+    cycle of lines: "Creating model config ...", "Existing measurement found ...") is written LOG_REPEATS_KEPT
+    times, then only counted until a new line breaks the cycle, when the count is written once. Nothing is written
+    past `max_bytes`."""
+
+    WINDOW = 8  # the longest cycle of lines recognised as a repeat
+
+    def __init__(self, file, max_bytes: int = LOG_MAX_BYTES, repeats_kept: int = LOG_REPEATS_KEPT):
+        self.file, self.max_bytes, self.repeats_kept = file, max_bytes, repeats_kept
+        self.written = file.tell() if file.seekable() else 0
+        self.recent: list[str] = []
+        self.seen: dict[str, int] = {}
+        self.suppressed, self.full = 0, False
+
+    def write(self, line: str) -> None:
+        key = line.rstrip("\n")  # a process stopped mid-line leaves its last line without one
+        if key in self.recent:
+            self.seen[key] = self.seen.get(key, 1) + 1
+            if self.seen[key] > self.repeats_kept:
+                self.suppressed += 1
+                return
+        else:
+            self._summarise()
+            self.seen = {}
+        self.recent = (self.recent + [key])[-self.WINDOW:]
+        self._put(line)
+
+    def close(self) -> None:
+        self._summarise()
+        self.file.flush()
+
+    def _summarise(self) -> None:
+        if self.suppressed:
+            self._put(f"[modelfleet] {self.suppressed} more repeats of the lines above, not logged\n")
+        self.suppressed = 0
+
+    def _put(self, text: str) -> None:
+        if self.full:
+            return
+        if self.written + len(text) > self.max_bytes:
+            self.full = True
+            text = f"[modelfleet] log stopped at {self.max_bytes} bytes\n"
+        self.file.write(text)
+        self.file.flush()
+        self.written += len(text)
+
+
+def _pump(stream, log: BoundedLog, lines: "queue.Queue[str]") -> None:
     for line in stream:
         log.write(line)
-        log.flush()
         lines.put(line.rstrip("\n"))
+    log.close()
 
 
 def _signal(process: subprocess.Popen, sig: int) -> None:
@@ -251,7 +325,10 @@ def _stop_hard(process: subprocess.Popen) -> None:
 
 def _event(line: str, progress: Progress) -> None:
     line = line.removeprefix("[Model Analyzer] ").strip()
-    if match := _PROFILING.search(line):
+    if SKIP_LINE in line:
+        progress.skips_since_measurement += 1
+    elif match := _PROFILING.search(line):
+        progress.skips_since_measurement = 0
         progress.measurements += 1
         progress.configs.add(match.group(1))
         progress.on_event("measure", f"{match.group(1)} at concurrency {match.group(2)}")
@@ -312,6 +389,9 @@ def tune(spec: ModelSpec, root: Path, options: TuneOptions, progress: Progress |
     from modelfleet.triton import config as triton_config
     from modelfleet.triton.runtime import TritonServer, find_install
 
+    if spec.backend == "ensemble":
+        raise TuneError(f"{spec.name} is an ensemble: Model Analyzer measures it through its steps' models; tune "
+                        f"each of them ({', '.join(step.model for step in spec.triton.ensemble)})")
     progress = progress or Progress()
     install = find_install()
     hw = options.hardware_class
@@ -347,6 +427,8 @@ def tune(spec: ModelSpec, root: Path, options: TuneOptions, progress: Progress |
     if not measured:
         raise TuneError(f"Model Analyzer measured nothing for {spec.name} (log: {work}/*/model-analyzer.log)")
     selection = analyzer.select(measured, spec.slo.p99_ms, spec.tuning.objective)
+    searched, swept = analyzer.knobs(spec, options.mode)
+    extended = [m.concurrency for m in measured if m.variant.startswith(EXTEND_PHASE)]
     path = record_path(options.record_root or root, spec.name, hw)
     artifacts = _keep_artifacts(work, path, spec.name)
     record = TuningRecord(
@@ -357,6 +439,7 @@ def tune(spec: ModelSpec, root: Path, options: TuneOptions, progress: Progress |
         slo_p99_ms=spec.slo.p99_ms,
         slo_met=selection.slo_met,
         chosen=_variant(selection.best, spec.slo.p99_ms),
+        lower_bound=analyzer.still_rising(measured, selection.best),
         variants=tuple(_variant(m, spec.slo.p99_ms) for m in _table_order(measured)),
         hardware=Hardware(hardware_class=hw, cpu_model=cpu_model() if measured_on == "local" else "remote",
                           cores=cores() if measured_on == "local" else 0,
@@ -371,6 +454,10 @@ def tune(spec: ModelSpec, root: Path, options: TuneOptions, progress: Progress |
             duration_s=round(time.monotonic() - started, 1),
             complete=complete,
             perf_analyzer_flags=dict(analyzer.PERF_ANALYZER_FLAGS),
+            searched_by_model_analyzer=searched,
+            swept_by_modelfleet=swept,
+            converged_without_new_measurements=tuple(progress.converged),
+            concurrency_extended_to=max(extended) if extended else None,
         ),
         artifacts=artifacts,
     )
@@ -378,11 +465,15 @@ def tune(spec: ModelSpec, root: Path, options: TuneOptions, progress: Progress |
     return TuneResult(record, path, measured, complete)
 
 
+EXTEND_PHASE = "extend"
+MAX_EXTENSIONS = 3
+
+
 def _search(spec, mode, install, repository, work, endpoints, cpu_only, deadline, progress) -> tuple[list, bool]:
-    """Run the phases of `mode`; returns every measurement (variant names prefixed by phase) and completeness.
+    """Run the phases of `mode`, then extend the load while the best point is still rising at the top (see
+    `analyzer.still_rising`); returns every measurement (variant names prefixed by phase) and completeness.
     `cpu_only`: the hardware class's `cpu_only(...)`."""
     kind = "KIND_CPU" if cpu_only else "KIND_GPU"
-    t = spec.tuning
 
     def phase(name: str, phase_mode: SearchMode, **kwargs) -> tuple[list[Measurement], bool]:
         phase_dir = work / name
@@ -399,9 +490,45 @@ def _search(spec, mode, install, repository, work, endpoints, cpu_only, deadline
         rows = analyzer.read_results(phase_dir, spec.name)
         return [replace(m, variant=f"{name}/{m.variant}") for m in rows], finished
 
-    if mode == "brute" or spec.max_batch_size == 0:
-        return phase("brute", "brute") if mode == "brute" else phase("quick", "quick")
+    rows, complete = _phases(spec, mode, kind, phase)
+    for n in range(1, MAX_EXTENSIONS + 1):
+        if not (complete and rows):
+            break
+        selection = analyzer.select(rows, spec.slo.p99_ms, spec.tuning.objective)
+        best, top = selection.best, selection.best.concurrency
+        if (not selection.slo_met or best.settings is None or not analyzer.still_rising(rows, best)
+                or top >= analyzer.CONCURRENCY_CEILING):
+            break
+        higher = sorted({min(analyzer.CONCURRENCY_CEILING, top * 2), min(analyzer.CONCURRENCY_CEILING, top * 4)})
+        progress.on_event("phase", f"throughput still rising at concurrency {top}: measuring {higher}")
+        more, finished = phase(f"{EXTEND_PHASE}{n}", "brute", model_config_parameters=_pinned(spec, best.settings, kind),
+                               concurrency=higher)
+        rows += more
+        if not finished:  # the search itself finished; an extension cut short leaves the point a lower bound
+            break
+    return rows, complete
 
+
+def _pinned(spec: ModelSpec, settings: Settings, kind: str, delays: list[int] | None = None) -> dict:
+    """`model_config_parameters` that fix a variant's settings (and sweep `delays`, when given)."""
+    params: dict = {"instance_group": [[{"kind": kind, "count": [settings.instance_count]}]]}
+    if spec.max_batch_size > 0:
+        params["max_batch_size"] = [settings.max_batch_size]
+    if settings.dynamic_batching and analyzer.dynamic_batching_tuned(spec):
+        dyn: dict = {"max_queue_delay_microseconds": delays or [settings.max_queue_delay_us or 0]}
+        if settings.preferred_batch_sizes:
+            dyn["preferred_batch_size"] = [list(settings.preferred_batch_sizes)]
+        params["dynamic_batching"] = dyn
+    return params
+
+
+def _phases(spec, mode, kind, phase) -> tuple[list, bool]:
+    t = spec.tuning
+    searched, swept = analyzer.knobs(spec, mode)
+    if mode == "brute":
+        return phase("brute", "brute")
+    if "max_queue_delay_us" not in swept:  # nothing for modelfleet to sweep after Model Analyzer's search
+        return phase("quick", "quick")
     first_delay = min(t.queue_delays_us)
     quick_rows, finished = phase("quick", "quick",
                                  model_config_parameters={"dynamic_batching": {"max_queue_delay_microseconds": first_delay}})
@@ -415,15 +542,10 @@ def _search(spec, mode, install, repository, work, endpoints, cpu_only, deadline
         return quick_rows, True
     c = winner.concurrency
     around = sorted({max(t.concurrency.min, c // 2), c, min(t.concurrency.max, c * 2)})
-    dyn: dict = {"max_queue_delay_microseconds": delays}
+    params = _pinned(spec, replace(settings, dynamic_batching=True, preferred_batch_sizes=()), kind, delays)
     if t.preferred_batch_sizes:
-        dyn["preferred_batch_size"] = [sorted(s) for s in t.preferred_batch_sizes
-                                       if max(s) <= settings.max_batch_size]
-    params = {
-        "max_batch_size": [settings.max_batch_size],
-        "instance_group": [[{"kind": kind, "count": [settings.instance_count]}]],
-        "dynamic_batching": dyn,
-    }
+        params["dynamic_batching"]["preferred_batch_size"] = [sorted(s) for s in t.preferred_batch_sizes
+                                                              if max(s) <= settings.max_batch_size]
     delay_rows, finished = phase("delays", "brute", model_config_parameters=params, concurrency=around)
     return quick_rows + delay_rows, finished
 

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-from . import cost, encryption, governance, gpu, identity, kubernetes, monitoring, network
+from . import cost, encryption, governance, gpu, identity, kubernetes, monitoring, network, nodes
 
 PACK_NAME = "modelfleet-policies"
 
 AREAS = {
     "network": network.POLICIES,
+    "nodes": nodes.POLICIES,
     "encryption": encryption.POLICIES,
     "identity": identity.POLICIES,
     "gpu": gpu.POLICIES,

@@ -61,6 +61,12 @@ def _raw(mapping: Any, key: str) -> Any:
     return target[key]
 
 
+def literal(obj: Any, key: str) -> Any:
+    """`obj[key]` (None when absent) without the unknown check: a value unknown during preview comes back as the
+    engine's placeholder, which equals no real value, so a comparison against a literal is simply false."""
+    return _raw(obj, key) if is_map(obj) and key in keys(obj) else None
+
+
 def get(obj: Any, *path: Any, default: Any = None) -> Any:
     """`obj[p0][p1]...`, or `default` when any step is missing or None. Unknown values raise, as in the analyzer."""
     cur = obj

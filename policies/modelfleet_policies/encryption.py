@@ -1,4 +1,5 @@
-"""Encryption: Kubernetes secrets under a customer-managed key, encrypted node disks, TLS on every public listener."""
+"""Encryption: Kubernetes secrets under a customer-managed key that rotates, encrypted node disks, TLS on every
+public listener."""
 
 from __future__ import annotations
 
@@ -169,4 +170,55 @@ tls_on_public_listeners = StackValidationPolicy(
     validate=_tls,
 )
 
-POLICIES = [secrets_encrypted, encrypted_disks, tls_on_public_listeners]
+# ---------------------------------------------------------------- key rotation
+
+_SECONDS_PER_DAY = 86_400
+
+
+def _gcp_period_days(period: str) -> float | None:
+    """Cloud KMS rotation periods are seconds with an `s` suffix ("7776000s")."""
+    try:
+        return float(str(period).strip().removesuffix("s")) / _SECONDS_PER_DAY
+    except ValueError:
+        return None
+
+
+def _rotation(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    t, p, who = args.resource_type, args.props, short(args.urn)
+    max_days = int(config(args, "max_rotation_days", 365))
+    if t == "aws:kms/key:Key":
+        spec = str(get(p, "customerMasterKeySpec", default=get(p, "keySpec", default="SYMMETRIC_DEFAULT")))
+        if spec != "SYMMETRIC_DEFAULT" or str(get(p, "keyUsage", default="ENCRYPT_DECRYPT")) != "ENCRYPT_DECRYPT":
+            return  # AWS rotates only symmetric encryption keys automatically
+        if not truthy(get(p, "enableKeyRotation")):
+            report(f"{who}: enableKeyRotation is not true, so the key material never changes (AWS's default is off). "
+                   f"Fix: enable_key_rotation=True, rotation_period_in_days<={max_days}.")
+        elif int(get(p, "rotationPeriodInDays", default=365)) > max_days:
+            report(f"{who}: rotationPeriodInDays is {get(p, 'rotationPeriodInDays')}, above this stack's "
+                   f"{max_days}. Fix: rotation_period_in_days<={max_days}.")
+    elif t == "gcp:kms/cryptoKey:CryptoKey":
+        if str(get(p, "purpose", default="ENCRYPT_DECRYPT")) != "ENCRYPT_DECRYPT":
+            return  # Cloud KMS rotates only symmetric encryption keys automatically
+        period = get(p, "rotationPeriod")
+        days = _gcp_period_days(period) if period is not None else None
+        if period is None:
+            report(f"{who}: no rotationPeriod, so Cloud KMS never rotates the key. Fix: "
+                   f"rotation_period='{min(max_days, 90) * _SECONDS_PER_DAY}s' (at most {max_days} days).")
+        elif days is None or days > max_days:
+            report(f"{who}: rotationPeriod {period} is above this stack's {max_days} days. Fix: "
+                   f"rotation_period='{max_days * _SECONDS_PER_DAY}s' or less.")
+
+
+kms_key_rotation = ResourceValidationPolicy(
+    name="kms-key-rotation",
+    description="Customer-managed encryption keys rotate automatically (AWS enable_key_rotation, GCP "
+                "rotation_period), at most every max_rotation_days.",
+    enforcement_level=EnforcementLevel.MANDATORY,
+    config_schema=PolicyConfigSchema(properties={
+        "max_rotation_days": {"type": "integer", "default": 365, "minimum": 1,
+                              "description": "Longest rotation period allowed, in days."},
+    }),
+    validate=_rotation,
+)
+
+POLICIES = [secrets_encrypted, encrypted_disks, tls_on_public_listeners, kms_key_rotation]

@@ -1,4 +1,5 @@
-"""Governance: cloud resources carry the required tags/labels; every served model names its owner and its SLO."""
+"""Governance: cloud resources carry the required tags/labels; every served model names its owner and its SLO;
+what holds a stack's state of the world (clusters, databases, load balancers) cannot be deleted by accident."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pulumi_policy import (EnforcementLevel, PolicyConfigSchema, ReportViolation
                            ResourceValidationPolicy)
 
 from ._util import (OWNER_KEY, SLO_AVAILABILITY_KEY, SLO_P99_KEY, annotations_of, as_dict, config, get, is_triton,
-                    labels_of, pod_template, short)
+                    labels_of, pod_template, short, truthy)
 
 DEFAULT_REQUIRED = ["team", "cost-center", "environment", "managed-by"]
 
@@ -104,4 +105,41 @@ model_owner_and_slo = ResourceValidationPolicy(
     validate=_owner_and_slo,
 )
 
-POLICIES = [required_tags, model_owner_and_slo]
+# Resource type -> (its deletion-protection prop, the provider's default when unset). GKE clusters and Cloud SQL
+# instances default to protected in the provider (pulumi_gcp container.Cluster / sql.DatabaseInstance docs); the
+# AWS ones and GCE instances default to unprotected.
+PROTECTABLE = {
+    "aws:eks/cluster:Cluster": ("deletionProtection", False),
+    "aws:lb/loadBalancer:LoadBalancer": ("enableDeletionProtection", False),
+    "aws:alb/loadBalancer:LoadBalancer": ("enableDeletionProtection", False),
+    "aws:rds/instance:Instance": ("deletionProtection", False),
+    "aws:rds/cluster:Cluster": ("deletionProtection", False),
+    "aws:dynamodb/table:Table": ("deletionProtectionEnabled", False),
+    "gcp:container/cluster:Cluster": ("deletionProtection", True),
+    "gcp:compute/instance:Instance": ("deletionProtection", False),
+    "gcp:sql/databaseInstance:DatabaseInstance": ("deletionProtection", True),
+}
+
+
+def _deletion_protection(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    entry = PROTECTABLE.get(args.resource_type)
+    if entry is None:
+        return
+    prop, default = entry
+    value = get(args.props, prop)
+    if not (truthy(value) or (value is None and default)):
+        report(f"{short(args.urn)}: {prop} is {'unset (off by default)' if value is None else value}, so one "
+               "mistaken `pulumi destroy` or replacement deletes it with everything it serves. Fix: set "
+               f"{prop}=True (modelfleet sets it from the plan's deletion_protection in prod); to remove it on "
+               "purpose, turn it off in one deployment and delete in the next.")
+
+
+deletion_protection = ResourceValidationPolicy(
+    name="deletion-protection",
+    description="Clusters, databases, load balancers and instances have deletion protection on (mandatory in prod; "
+                "disabled in dev and staging, which are rebuilt at will).",
+    enforcement_level=EnforcementLevel.MANDATORY,
+    validate=_deletion_protection,
+)
+
+POLICIES = [required_tags, model_owner_and_slo, deletion_protection]

@@ -121,6 +121,9 @@ pod_identity_scoped = ResourceValidationPolicy(
 
 # ---------------------------------------------------------------- no * on *
 
+# `*`, `*:*` and `<service>:*` (any case: IAM action names are case-insensitive). `s3:Get*` is narrower and
+# left to review.
+_SERVICE_WILDCARD = re.compile(r"^(\*|(\*|[a-z0-9-]+):\*)$", re.IGNORECASE)
 _ADMIN_POLICIES = ("arn:aws:iam::aws:policy/AdministratorAccess", "arn:aws:iam::aws:policy/PowerUserAccess")
 _PRIMITIVE_ROLES = ("roles/owner", "roles/editor")
 
@@ -132,9 +135,19 @@ def _no_wildcard(args: ResourceValidationArgs, report: ReportViolation) -> None:
             if get(st, "Effect") != "Allow":
                 continue
             actions, resources = _strs(get(st, "Action")), _strs(get(st, "Resource"))
-            if any(a in ("*", "*:*") for a in actions) and "*" in resources:
-                report(f"{who}: {where} Statement[{i}] allows every action on every resource (Action '*', Resource "
-                       "'*'). Fix: list the actions the workload calls and the ARNs it touches.")
+            if "*" not in resources:
+                continue
+            if get(st, "NotAction") is not None:
+                report(f"{who}: {where} Statement[{i}] allows every action except {', '.join(_strs(get(st, 'NotAction')))}"
+                       " on every resource (NotAction with Resource '*'). Fix: an Allow with the listed Action the "
+                       "workload calls, on the ARNs it touches.")
+            wild = [a for a in actions if _SERVICE_WILDCARD.match(a)]
+            if wild:
+                what = "every action" if any(a in ("*", "*:*") for a in wild) else \
+                    f"every action of {', '.join(sorted({a.split(':')[0] for a in wild}))}"
+                report(f"{who}: {where} Statement[{i}] allows {what} on every resource (Action "
+                       f"{', '.join(repr(a) for a in wild)}, Resource '*'). Fix: list the actions the workload calls "
+                       "and the ARNs it touches.")
     if t in ("aws:iam/rolePolicyAttachment:RolePolicyAttachment", "aws:iam/userPolicyAttachment:UserPolicyAttachment",
              "aws:iam/groupPolicyAttachment:GroupPolicyAttachment", "aws:iam/policyAttachment:PolicyAttachment"):
         arn = str(get(p, "policyArn", default=""))
@@ -150,8 +163,8 @@ def _no_wildcard(args: ResourceValidationArgs, report: ReportViolation) -> None:
 
 no_wildcard_iam = ResourceValidationPolicy(
     name="no-wildcard-iam",
-    description="No IAM grant allows every action on every resource (AWS '*' on '*', admin managed policies, GCP "
-                "owner/editor).",
+    description="No IAM grant allows every action, or every action of a service, on every resource (AWS '*' or "
+                "'<service>:*' or NotAction on '*', admin managed policies, GCP owner/editor).",
     enforcement_level=EnforcementLevel.MANDATORY,
     validate=_no_wildcard,
 )

@@ -1,5 +1,6 @@
-"""Kubernetes workloads: images pinned by digest, requests and limits, nothing privileged, probes, and a
-NetworkPolicy around every Triton workload."""
+"""Kubernetes workloads: images pinned by digest, requests and limits, nothing privileged, no root, no
+capabilities, probes, no API token in Triton pods, and a NetworkPolicy around every Triton workload that does not
+admit everyone."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import re
 from pulumi_policy import (EnforcementLevel, PolicyConfigSchema, ReportViolation, ResourceValidationArgs,
                            ResourceValidationPolicy, StackValidationArgs, StackValidationPolicy)
 
-from ._util import (LONG_RUNNING, as_dict, config, containers, get, is_triton, items, labels_of, namespace_of,
-                    pod_template, selector_matches, short, truthy, workload_name)
+from ._util import (LONG_RUNNING, WORLD, as_dict, config, containers, falsy, get, is_triton, items, labels_of,
+                    namespace_of, pod_template, selector_matches, short, truthy, workload_name)
 
 _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 _EXEMPT_NS = {"type": "array", "items": {"type": "string"}, "default": ["kube-system"],
@@ -105,6 +106,76 @@ no_privileged = ResourceValidationPolicy(
 )
 
 
+# ---------------------------------------------------------------- no root, no capabilities
+# Both as the Pod Security Standards' "restricted" profile words them
+# (https://kubernetes.io/docs/concepts/security/pod-security-standards/): a container's securityContext
+# overrides the pod's for runAsNonRoot/runAsUser; capabilities exist only on containers.
+
+
+def _effective(template, container, key: str):
+    """A container's `key` as the kubelet applies it: its own securityContext first, then the pod's."""
+    own = get(container, "securityContext", key)
+    return own if own is not None else get(template, "spec", "securityContext", key)
+
+
+def _non_root(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    template = _workload(args)
+    if template is None:
+        return
+    who = short(args.urn)
+    for where, c in containers(template):
+        user = _effective(template, c, "runAsUser")
+        if user is not None and str(user).strip() == "0":
+            report(f"{who}: {where} runs as runAsUser: 0 (root). A container escape starts as root on the node. "
+                   "Fix: run as the image's own non-root user (Triton: runAsUser 1000, the image's triton-server).")
+        elif not truthy(_effective(template, c, "runAsNonRoot")):
+            report(f"{who}: {where} does not set runAsNonRoot: true (on itself or the pod), so it runs as root "
+                   "whenever the image's USER is root. Fix: securityContext runAsNonRoot: true with a non-zero "
+                   "runAsUser the image has.")
+
+
+non_root = ResourceValidationPolicy(
+    name="containers-run-as-non-root",
+    description="Every container runs as a non-root user (runAsNonRoot: true, runAsUser not 0), on itself or the "
+                "pod.",
+    enforcement_level=EnforcementLevel.MANDATORY,
+    config_schema=PolicyConfigSchema(properties={"exempt_namespaces": _EXEMPT_NS}),
+    validate=_non_root,
+)
+
+# The one capability the restricted profile lets a container add back after dropping ALL.
+_ALLOWED_ADD = {"NET_BIND_SERVICE"}
+
+
+def _caps_dropped(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    template = _workload(args)
+    if template is None:
+        return
+    who = short(args.urn)
+    for where, c in containers(template):
+        dropped = {str(cap).upper() for cap in items(get(c, "securityContext", "capabilities", "drop"))}
+        # Dangerous additions are no-privileged-containers' to report; this policy reports the rest.
+        added = {str(cap).upper() for cap in items(get(c, "securityContext", "capabilities", "add"))} - (
+            _ALLOWED_ADD | _DANGEROUS_CAPS)
+        if "ALL" not in dropped:
+            report(f"{who}: {where} keeps the runtime's default capabilities (capabilities.drop has no ALL"
+                   f"{': only ' + ', '.join(sorted(dropped)) if dropped else ''}), among them NET_RAW, CHOWN and "
+                   "SETUID. Fix: securityContext capabilities: {drop: [ALL]} (add back only NET_BIND_SERVICE if a "
+                   "port below 1024 needs it).")
+        if added:
+            report(f"{who}: {where} adds capabilities {', '.join(sorted(added))}. Fix: remove them from "
+                   "capabilities.add; only NET_BIND_SERVICE may be added back.")
+
+
+capabilities_dropped = ResourceValidationPolicy(
+    name="capabilities-dropped",
+    description="Every container drops ALL Linux capabilities (adding back at most NET_BIND_SERVICE).",
+    enforcement_level=EnforcementLevel.MANDATORY,
+    config_schema=PolicyConfigSchema(properties={"exempt_namespaces": _EXEMPT_NS}),
+    validate=_caps_dropped,
+)
+
+
 def _probes(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type not in LONG_RUNNING:
         return
@@ -127,6 +198,22 @@ probes_present = ResourceValidationPolicy(
 )
 
 NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+SERVICE_ACCOUNT = "kubernetes:core/v1:ServiceAccount"
+
+
+def _admits_everyone(rule) -> str | None:
+    """Why an ingress rule admits every source, or None. NetworkPolicies are additive, so one such rule in any
+    policy selecting a pod opens that pod (on the rule's ports) whatever the other policies say."""
+    peers = items(get(rule, "from"))
+    if not peers:
+        return "a rule without `from`, so every source"
+    for peer in peers:
+        namespaces, pods, block = get(peer, "namespaceSelector"), get(peer, "podSelector"), get(peer, "ipBlock")
+        if block is not None and str(get(block, "cidr")) in WORLD and not items(get(block, "except")):
+            return f"ipBlock {get(block, 'cidr')} (every address)"
+        if namespaces is not None and not as_dict(namespaces) and (pods is None or not as_dict(pods)):
+            return "namespaceSelector: {} (every pod in every namespace)"
+    return None
 
 
 def _isolated(args: StackValidationArgs, report: ReportViolation) -> None:
@@ -146,13 +233,52 @@ def _isolated(args: StackValidationArgs, report: ReportViolation) -> None:
                    f"namespace {ns}, so every pod in the cluster can call it directly, bypassing the gateway's auth "
                    "and rate limits. Fix: add a NetworkPolicy whose podSelector matches these labels and which only "
                    "allows ingress from the gateway (8000/8001) and Prometheus (8002).", w.urn)
+        for np in covering:
+            for i, rule in enumerate(items(get(np.props, "spec", "ingress"))):
+                why = _admits_everyone(rule)
+                if why:
+                    report(f"{short(np.urn)}: ingress[{i}] admits everyone ({why}), so the Triton workload "
+                           f"{workload_name(w.props, w.name)} it selects is open to every pod, bypassing the "
+                           "gateway. Fix: list the peers in `from`: the gateway's podSelector on 8000/8001 and "
+                           "Prometheus' namespaceSelector + podSelector on 8002.", np.urn)
 
 
 triton_network_policy = StackValidationPolicy(
     name="triton-network-policy",
-    description="Every Triton workload is selected by a NetworkPolicy that restricts its ingress.",
+    description="Every Triton workload is selected by a NetworkPolicy that restricts its ingress, and by none that "
+                "admits everyone.",
     enforcement_level=EnforcementLevel.MANDATORY,
     validate=_isolated,
 )
 
-POLICIES = [images_pinned, requests_and_limits, no_privileged, probes_present, triton_network_policy]
+
+def _token_mounted(args: StackValidationArgs, report: ReportViolation) -> None:
+    """The pod's automountServiceAccountToken wins; unset, its ServiceAccount's; unset too, Kubernetes mounts."""
+    accounts = {(namespace_of(a.props), get(a.props, "metadata", "name")): a for a in args.resources
+                if a.resource_type == SERVICE_ACCOUNT}
+    for w in args.resources:
+        if not is_triton(w.resource_type, w.props):
+            continue
+        spec = get(pod_template(w.resource_type, w.props), "spec")
+        own = get(spec, "automountServiceAccountToken")
+        name = get(spec, "serviceAccountName", default="default")
+        account = accounts.get((namespace_of(w.props), name))
+        inherited = get(account.props, "automountServiceAccountToken") if account is not None else None
+        if truthy(own) or (own is None and not falsy(inherited)):
+            source = ("the pod sets automountServiceAccountToken: true" if truthy(own) else
+                      f"neither the pod nor its ServiceAccount {name} sets automountServiceAccountToken: false")
+            report(f"{short(w.urn)}: {source}, so the Triton workload {workload_name(w.props, w.name)} carries a "
+                   "Kubernetes API token that a compromised model backend could use against the cluster. Fix: "
+                   "automountServiceAccountToken: false on the pod spec (IRSA's webhook projects its own "
+                   "sts.amazonaws.com token; GKE workload identity uses the metadata server).", w.urn)
+
+
+no_api_token_in_triton = StackValidationPolicy(
+    name="no-api-token-in-triton-pods",
+    description="Triton pods do not mount a Kubernetes API token (automountServiceAccountToken: false).",
+    enforcement_level=EnforcementLevel.MANDATORY,
+    validate=_token_mounted,
+)
+
+POLICIES = [images_pinned, requests_and_limits, no_privileged, non_root, capabilities_dropped, probes_present,
+            triton_network_policy, no_api_token_in_triton]

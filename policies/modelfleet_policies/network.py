@@ -1,12 +1,12 @@
-"""Network: nodes have no public IPs, nothing is open to the internet but the load balancers' listener ports, and
-cluster API endpoints are private."""
+"""Network: nodes have no public IPs, nothing is open to the internet but the load balancers' listener ports,
+cluster API endpoints are private, and every network records its flows."""
 
 from __future__ import annotations
 
 from pulumi_policy import (EnforcementLevel, PolicyConfigSchema, ReportViolation, ResourceValidationArgs,
-                           ResourceValidationPolicy)
+                           ResourceValidationPolicy, StackValidationArgs, StackValidationPolicy)
 
-from ._util import WORLD, config, falsy, get, items, short, truthy
+from ._util import WORLD, config, falsy, get, items, literal, present, short, truthy
 
 # ---------------------------------------------------------------- no public IP on any node
 
@@ -160,4 +160,40 @@ private_cluster_endpoint = ResourceValidationPolicy(
     validate=_private_endpoint,
 )
 
-POLICIES = [no_public_ip_on_nodes, no_world_ingress, private_cluster_endpoint]
+# ---------------------------------------------------------------- flow logs
+
+VPC = "aws:ec2/vpc:Vpc"
+FLOW_LOG = "aws:ec2/flowLog:FlowLog"
+GCP_SUBNET = "gcp:compute/subnetwork:Subnetwork"
+# REJECT alone still records what the security groups stopped (CIS AWS 3.9); ACCEPT alone misses the attacks.
+_RECORDING = ("ALL", "REJECT")
+
+
+def _flow_logs(args: StackValidationArgs, report: ReportViolation) -> None:
+    logs = [r for r in args.resources if r.resource_type == FLOW_LOG]
+    for r in args.resources:
+        if r.resource_type == VPC:
+            # A flow log names its VPC by id (an output of the VPC, so a dependency) or by a literal id.
+            mine = [f for f in logs if r.urn in {d.urn for d in f.dependencies}
+                    and str(literal(f.props, "trafficType")) in _RECORDING]
+            if not mine:
+                report(f"{short(r.urn)}: the VPC has no flow log recording ALL (or REJECT) traffic, so nothing "
+                       "records who talked to the nodes when an incident needs it. Fix: aws.ec2.FlowLog(vpc_id=vpc.id, "
+                       "traffic_type='ALL', log_destination_type='cloud-watch-logs', ...) with a retention set on its "
+                       "log group.", r.urn)
+        elif r.resource_type == GCP_SUBNET:
+            if not present(r.props, "logConfig"):  # the provider's only switch: logConfig set = flow logs on
+                report(f"{short(r.urn)}: the subnetwork has no VPC flow logs (logConfig is unset). Fix: "
+                       "log_config={'aggregation_interval': 'INTERVAL_5_SEC', 'flow_sampling': 0.5, 'metadata': "
+                       "'INCLUDE_ALL_METADATA'}.", r.urn)
+
+
+vpc_flow_logs = StackValidationPolicy(
+    name="vpc-flow-logs",
+    description="Every AWS VPC has a flow log recording ALL (or REJECT) traffic; every GCP subnetwork has flow "
+                "logs (logConfig).",
+    enforcement_level=EnforcementLevel.MANDATORY,
+    validate=_flow_logs,
+)
+
+POLICIES = [no_public_ip_on_nodes, no_world_ingress, private_cluster_endpoint, vpc_flow_logs]

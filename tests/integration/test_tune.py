@@ -107,8 +107,13 @@ def test_tune_measures_records_and_feeds_the_plan(small_project, triton_install)
     path = record_path(small_project, MODEL, "cpu")
     record = read_record(path)
     assert record.slo_met and record.search.complete and record.search.mode == "brute"
-    # Two queue delays plus Model Analyzer's default config, each at a concurrency sweep.
-    assert record.search.variants_measured == 3 and record.search.space == 2
+    # Two queue delays plus Model Analyzer's default config, each at a concurrency sweep (then, while throughput
+    # still rises at the top of the range, the winner at higher concurrency).
+    assert len({v.variant for v in record.variants if v.variant.startswith("brute/")}) == 3
+    assert record.search.space == 2
+    extended = {v.concurrency for v in record.variants if v.variant.startswith("extend")}
+    assert record.search.concurrency_extended_to == (max(extended) if extended else None)
+    assert record.search.swept_by_modelfleet == ("max_batch_size", "instance_count", "max_queue_delay_us")
     assert record.chosen.meets_slo
     names = record.chosen.variant.split("+")  # repeats of one config are merged
     rows = [v for v in record.variants if v.variant in names and v.concurrency == record.chosen.concurrency]
