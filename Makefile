@@ -13,6 +13,7 @@ MONITORING := monitoring-tools
 STACK  ?= prod
 
 .PHONY: setup plan test test-unit bench clean $(MONITORING)
+.PHONY: setup plan up down test test-unit bench clean
 
 setup: $(STAMP) $(TRITON_STAMP) $(MODELS) $(MONITORING)
 
@@ -38,6 +39,13 @@ $(MODELS): $(TRITON_STAMP) examples/build_models.py $(wildcard examples/backends
 
 plan: setup
 	$(BIN)/modelfleet plan --stack $(STACK)
+
+# The local stack in the background: Triton (and the gateway and monitoring it runs) on 127.0.0.1.
+up: setup
+	$(BIN)/modelfleet up --stack local
+
+down:
+	$(BIN)/modelfleet down --stack local
 
 test: setup
 	$(BIN)/pytest -q

@@ -315,6 +315,9 @@ from modelfleet.cli_import import import_repository, render_model  # noqa: E402 
 app.command("import")(import_repository)
 from modelfleet.cli_diff import diff  # noqa: E402  `modelfleet diff` lives in cli_diff.py
 app.command()(diff)
+from modelfleet.cli_local import down, status, up  # noqa: E402  the local stack in the background
+for _command in (up, status, down):
+    app.command()(_command)
 
 
 def main() -> None:  # pragma: no cover - the console script

@@ -76,17 +76,31 @@ class LocalGateway:
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         return self.config_path
 
+    def service_command(self, role: str) -> list[str]:
+        """The "authz" or "extproc" service process (separate, so each can fail on its own)."""
+        metrics = self.ports.extproc_metrics if role == "extproc" else 0
+        return [sys.executable, "-m", "modelfleet.gateway.run_service", "--root", str(self.root), "--stack",
+                self.stack, "--keys", str(self.key_path), "--listen", f"127.0.0.1:{getattr(self.ports, role)}",
+                "--role", role, *(["--metrics-port", str(metrics)] if metrics else [])]
+
+    def service_env(self) -> dict[str, str]:
+        return {"PYTHONPATH": os.pathsep.join(filter(None, [str(self.root), os.environ.get("PYTHONPATH")]))}
+
+    def envoy_command(self) -> list[str]:
+        return [str(envoy_binary()), "-c", str(self.config_path), "--concurrency", str(ENVOY_CONCURRENCY),
+                "--disable-hot-restart", "--log-level", "warning",
+                # Audit lines reach the disk within a second (Envoy's default is every 10 s).
+                "--file-flush-interval-msec", str(AUDIT_FLUSH_MS)]
+
+    @property
+    def envoy_ready_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.admin}/ready"
+
     def start_service(self, role: str) -> None:
-        """Start the "authz" or "extproc" service process (separate, so each can fail on its own)."""
         log = open(self.workdir / f"{role}.log", "ab")
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(self.root), os.environ.get("PYTHONPATH")])))
         port = getattr(self.ports, role)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "modelfleet.gateway.run_service", "--root", str(self.root), "--stack", self.stack,
-             "--keys", str(self.key_path), "--listen", f"127.0.0.1:{port}", "--role", role,
-             *(["--metrics-port", str(self.ports.extproc_metrics)] if role == "extproc" and self.ports.extproc_metrics
-               else [])],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(self.service_command(role), stdout=log, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, **self.service_env()), start_new_session=True)
         log.close()
         self.services[role] = proc
         self._wait(lambda: _port_open(port), proc, f"{role}.log")
@@ -104,18 +118,14 @@ class LocalGateway:
     def start_envoy(self) -> None:
         self.write_config()
         log = open(self.workdir / "envoy.log", "ab")
-        self.envoy = subprocess.Popen(
-            [str(envoy_binary()), "-c", str(self.config_path), "--concurrency", str(ENVOY_CONCURRENCY),
-             "--disable-hot-restart", "--log-level", "warning",
-             # Audit lines reach the disk within a second (Envoy's default is every 10 s).
-             "--file-flush-interval-msec", str(AUDIT_FLUSH_MS)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.envoy = subprocess.Popen(self.envoy_command(), stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
         log.close()
         self._wait(self._envoy_ready, self.envoy, "envoy.log")
 
     def _envoy_ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports.admin}/ready", timeout=0.5) as r:
+            with urllib.request.urlopen(self.envoy_ready_url, timeout=0.5) as r:
                 return r.status == 200
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False

@@ -121,17 +121,25 @@ class LocalMonitoring:
         self.stop()
         raise MonitoringStartupError(f"{name} did not start (exit {proc.poll()}):\n{tail}")
 
+    def commands(self) -> dict[str, tuple[list[str], str]]:
+        """Each process's command line and ready URL, Alertmanager first (Prometheus sends to it)."""
+        prom, am = self.workdir / "prometheus.yml", self.workdir / "alertmanager.yaml"
+        return {
+            "alertmanager": ([
+                _binary("prometheus-alertmanager"), f"--config.file={am}", f"--storage.path={self.workdir / 'am-data'}",
+                f"--web.listen-address=127.0.0.1:{self.alertmanager_port}",
+                "--cluster.listen-address=",  # no gossip port: a single local instance
+            ], f"{self.alertmanager_url}/-/ready"),
+            "prometheus": ([
+                _binary("prometheus"), f"--config.file={prom}", f"--storage.tsdb.path={self.workdir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{self.prometheus_port}",
+            ], f"{self.prometheus_url}/-/ready"),
+        }
+
     def start(self) -> "LocalMonitoring":
-        prom, am = self.write_configs()
-        self._start("alertmanager", [
-            _binary("prometheus-alertmanager"), f"--config.file={am}", f"--storage.path={self.workdir / 'am-data'}",
-            f"--web.listen-address=127.0.0.1:{self.alertmanager_port}",
-            "--cluster.listen-address=",  # no gossip port: a single local instance
-        ], f"{self.alertmanager_url}/-/ready")
-        self._start("prometheus", [
-            _binary("prometheus"), f"--config.file={prom}", f"--storage.tsdb.path={self.workdir / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{self.prometheus_port}",
-        ], f"{self.prometheus_url}/-/ready")
+        self.write_configs()
+        for name, (args, ready_url) in self.commands().items():
+            self._start(name, args, ready_url)
         return self
 
     def stop(self) -> None:
