@@ -1,4 +1,5 @@
-"""Cold start of the local stack: `modelfleet up` until the first inference answers, and `modelfleet down` until
+"""Cold start of the local stack: `modelfleet up` until the first inference answers through the gateway (with the
+dev API key), and `modelfleet down` until
 every port is free — each measured from outside, as a user waits for them, over a few rounds in one run.
 
     .venv/bin/python bench/cold_start.py [--rounds 3]
@@ -21,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from modelfleet.cli_gateway import dev_key  # noqa: E402
+from modelfleet.gateway.plan import API_KEY_HEADER  # noqa: E402
 from modelfleet.local import DEFAULT_PORTS, smoke_request  # noqa: E402
 from modelfleet.loader import load_fleet  # noqa: E402
 from modelfleet.localstack import port_is_free  # noqa: E402
@@ -34,13 +37,13 @@ def modelfleet(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def first_inference(url: str, body: bytes, deadline: float) -> float:
+def first_inference(url: str, body: bytes, api_key: str, deadline: float) -> float:
     import urllib.request
 
     while time.monotonic() < deadline:
         try:
             request = urllib.request.Request(url, data=body, method="POST",
-                                             headers={"Content-Type": "application/json"})
+                                             headers={"Content-Type": "application/json", API_KEY_HEADER: api_key})
             with urllib.request.urlopen(request, timeout=5) as response:
                 if response.status == 200:
                     return time.monotonic()
@@ -54,11 +57,12 @@ def one_round(run_dir: Path) -> tuple[float, float, float]:
     args = [a for name, port in ports.items() for a in ("--port", f"{name}={port}")]
     model = load_fleet(ROOT, "local").models[0]
     body = json.dumps(smoke_request(model)).encode()
+    key_path, _ = dev_key(ROOT, "local")
     began = time.monotonic()
     up = subprocess.Popen([sys.executable, "-m", "modelfleet.cli", "up", "--run-dir", str(run_dir), *args,
                            "--root", str(ROOT)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    answered = first_inference(f"http://127.0.0.1:{ports['triton-http']}/v2/models/{model.name}/infer", body,
-                               began + 120)
+    answered = first_inference(f"http://127.0.0.1:{ports['gateway-http']}/v2/models/{model.name}/infer", body,
+                               key_path.read_text().strip(), began + 120)
     output, _ = up.communicate(timeout=120)
     if up.returncode != 0:
         raise SystemExit(f"modelfleet up failed:\n{output}")
