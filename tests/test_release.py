@@ -45,7 +45,8 @@ def test_every_deployment_waits_for_its_repository_which_holds_what_render_wrote
     objects = _objects(resources)
     plan = build_plan(load_fleet(PROJECT, stack))
     render(plan, tmp_path)
-    deployments = [r for r in resources if r.type == "kubernetes:apps/v1:Deployment"]
+    deployments = [r for r in resources if r.type == "kubernetes:apps/v1:Deployment"
+                   and r.inputs["metadata"]["labels"]["app.kubernetes.io/name"] == "triton"]  # not the inspector
     assert len(deployments) == sum(len(r.placements) for r in plan.regions)
     for deployment in deployments:
         spec = deployment.inputs["spec"]["template"]
