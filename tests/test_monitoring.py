@@ -334,7 +334,8 @@ def test_a_triton_name_that_is_no_dns_label_gets_valid_objects_and_literal_match
     spec.rename(project_copy / "models" / "sentiment_v2.1.yaml")
     spec = project_copy / "models" / "sentiment_v2.1.yaml"
     spec.write_text(spec.read_text().replace("name: sentiment", "name: sentiment_v2.1")
-                    .replace("/sentiment\n", "/sentiment_v2.1\n"))
+                    .replace("/sentiment\n", "/sentiment_v2.1\n").replace("/sentiment,", "/sentiment_v2.1,")
+                    .replace("/sentiment}", "/sentiment_v2.1}"))
     stack = project_copy / "stacks" / "Pulumi.prod.yaml"
     stack.write_text(stack.read_text().replace("sentiment]", "sentiment_v2.1]"))
     plan = build_plan(load_fleet(project_copy, "prod"))

@@ -153,14 +153,20 @@ def with_failover(bootstrap: dict, *, peer_listen_port: int, peer_port: int, pee
     own mTLS `peer` listener on `peer_listen_port`."""
     out = copy.deepcopy(bootstrap)
     resources = out["static_resources"]
-    clusters = {c["name"]: c for c in resources["clusters"]}
     peer = peer_name(peer_region)
-    for name, http2 in (("triton_http", False), ("triton_grpc", True)):
-        local = copy.deepcopy(clusters[name])
-        local["name"] = local["load_assignment"]["cluster_name"] = f"{name}_local"
-        resources["clusters"].append(local)
-        resources["clusters"][resources["clusters"].index(clusters[name])] = _failover_cluster(
-            clusters[name], peer_port, peer, tls, http2, settings)
+    # Every cluster in front of Triton fails over: the shared ones (health paths, the peer listener keep a _local
+    # copy) and the per-model ones the model routes use (`triton-<model>[/grpc]`, for per-model metrics).
+    for cluster in list(resources["clusters"]):
+        name = cluster["name"]
+        if name not in ("triton_http", "triton_grpc") and not name.startswith("triton-"):
+            continue
+        if name in ("triton_http", "triton_grpc"):
+            local = copy.deepcopy(cluster)
+            local["name"] = local["load_assignment"]["cluster_name"] = f"{name}_local"
+            resources["clusters"].append(local)
+        http2 = name == "triton_grpc" or name.endswith("/grpc")
+        resources["clusters"][resources["clusters"].index(cluster)] = _failover_cluster(
+            cluster, peer_port, peer, tls, http2, settings)
     for listener in resources["listeners"]:
         hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
         for vhost in hcm["route_config"]["virtual_hosts"]:
