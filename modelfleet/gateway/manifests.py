@@ -107,15 +107,7 @@ def _labels(plan: FleetPlan, component: str, model: str | None = None) -> dict[s
     return dict(sorted(labels.items()))
 
 
-def _meta(name: str, labels: dict[str, str], namespace: str | None = None,
-          annotations: Mapping[str, Any] | None = None) -> dict:
-    meta: dict[str, Any] = {"name": name}
-    if namespace:
-        meta["namespace"] = namespace
-    meta["labels"] = labels
-    if annotations:
-        meta["annotations"] = dict(annotations)
-    return meta
+_meta = serving._meta  # one builder of object metadata for Triton's and the gateway's objects
 
 
 def secret_id(plan: FleetPlan, region: RegionPlan, what: str) -> str:
