@@ -60,8 +60,6 @@ def cloud_configs(plan: FleetPlan) -> dict[str, str]:
             if (m.name, m.hardware.gpu_class) in configs}
 
 
-# prometheus-operator's ServiceMonitor/PodMonitor CRD schemas are not vendored (yet): written, not validated.
-UNVALIDATED_KINDS = ("ServiceMonitor", "PodMonitor")
 class OutputError(ValueError):
     """`out_dir` cannot hold the rendered files (it is a file, or a path under it is); `str()` says which."""
 
@@ -122,8 +120,7 @@ def render(plan: FleetPlan, out_dir: str | Path) -> list[Path]:
         objects = serving.region_objects(plan, region, serving.placeholder_identity(region.cloud), cloud)
         objects += region_monitoring_objects(plan, region)
         for index, obj in enumerate(objects, start=1):
-            if obj["kind"] not in UNVALIDATED_KINDS:
-                serving.validate_manifest(obj, region.kubernetes_version)
+            serving.validate_manifest(obj, region.kubernetes_version)
             name = f"{index:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
             write(folder / name, to_yaml(obj))
         write(folder / "helm-kube-prometheus-stack.yaml", to_yaml({

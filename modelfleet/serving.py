@@ -560,7 +560,7 @@ def placeholder_identity(cloud: str) -> dict[str, str]:
 # Vendored CRD schemas (pruned to what modelfleet declares; each file says its source and version), by
 # `<apiVersion>/<kind>`. KEDA's ScaledObject is the one whole schema.
 VENDORED_CRD_SCHEMAS = ("gateway-api-crd-schemas.yaml", "envoy-gateway-crd-schemas.yaml",
-                        "external-secrets-crd-schemas.yaml")
+                        "external-secrets-crd-schemas.yaml", "prometheus-operator-crd-schemas.yaml")
 
 
 @cache

@@ -262,6 +262,8 @@ def test_every_model_has_its_prometheusrule_with_slo_alerts_declared_after_the_c
     monitors = [r for r in resources if r.type.endswith(("ServiceMonitor", "PodMonitor"))]
     aws = sum(r.cloud == "aws" for r in plan.regions)
     assert len(monitors) == 3 * len(plan.regions) + aws  # Triton, Envoy proxies, ext_proc; DCGM on EKS
+    for monitor in monitors:
+        serving.validate_manifest(monitor.inputs, "1.33")
     maps = [r for r in resources if r.type == "kubernetes:core/v1:ConfigMap"
             and r.inputs["metadata"]["labels"].get("grafana_dashboard") == "1"]
     assert len(maps) == len(plan.regions) * (1 + len(plan.models))
@@ -279,6 +281,31 @@ def test_prometheusrule_schema_rejects_what_the_crd_rejects():
     bad["spec"]["groups"][0]["rules"][0]["severity"] = "page"
     with pytest.raises(serving.ManifestError, match="severity"):
         serving.validate_manifest(bad, "1.33")
+
+
+def test_monitor_schemas_reject_what_the_crds_reject():
+    """ServiceMonitor and PodMonitor against prometheus-operator's CRD schemas (vendored, pruned): a typo'd field,
+    a missing required field, a bad duration and a numeric port name are refused, as the API server would."""
+    plan, _ = plans("prod")
+    region = next(r for r in plan.regions if r.cloud == "aws")
+    monitors = [o for o in mk8s.region_monitoring_objects(plan, region) if o["kind"] in ("ServiceMonitor", "PodMonitor")]
+    assert {o["kind"] for o in monitors} == {"ServiceMonitor", "PodMonitor"}
+    for obj in monitors:
+        serving.validate_manifest(obj, "1.33")
+    service = next(o for o in monitors if o["kind"] == "ServiceMonitor")
+    pod = next(o for o in monitors if o["kind"] == "PodMonitor")
+    cases = [
+        (service, lambda s: s.pop("endpoints"), "endpoints"),
+        (service, lambda s: s["endpoints"][0].update(interval="15 seconds"), "interval"),
+        (service, lambda s: s["endpoints"][0].update(port=8002), "port"),
+        (pod, lambda s: s.update(podMetricEndpoints=s.pop("podMetricsEndpoints")), "podMetricEndpoints"),
+        (pod, lambda s: s.pop("selector"), "selector"),
+    ]
+    for obj, breaks, field in cases:
+        bad = yaml.safe_load(yaml.safe_dump(obj))
+        breaks(bad["spec"])
+        with pytest.raises(serving.ManifestError, match=field):
+            serving.validate_manifest(bad, "1.33")
 
 
 def test_scaledobject_without_failure_threshold_is_rejected():

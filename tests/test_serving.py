@@ -15,7 +15,7 @@ from modelfleet.loader import load_fleet
 from modelfleet.offline import Recorded
 from modelfleet.plan import GPU_TAINT_KEY, FleetPlan, Placement, RegionPlan, Taint, build_plan
 from modelfleet.monitoring.kubernetes import region_monitoring_objects
-from modelfleet.render import UNVALIDATED_KINDS, cloud_configs, hardware_classes, model_configs, render
+from modelfleet.render import cloud_configs, hardware_classes, model_configs, render
 from modelfleet.triton.config import CPU
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,8 +162,7 @@ def test_render_writes_each_regions_objects_valid_for_that_regions_cluster(tmp_p
             assert "&id" not in text, path
             loaded = yaml.safe_load(text)
             assert loaded == obj, path
-            if obj["kind"] not in UNVALIDATED_KINDS:
-                serving.validate_manifest(loaded, region.kubernetes_version)
+            serving.validate_manifest(loaded, region.kubernetes_version)
         helm = yaml.safe_load((tmp_path / "kubernetes" / region.key / "helm-keda.yaml").read_text())
         assert (helm["chart"], helm["version"], helm["repository"]) == (
             serving.KEDA_CHART, serving.KEDA_CHART_VERSION, serving.KEDA_CHART_REPOSITORY)
