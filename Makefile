@@ -20,11 +20,12 @@ setup: $(STAMP) $(TRITON_STAMP) $(MODELS) $(MONITORING)
 $(MONITORING):
 	bash scripts/install_monitoring.sh
 
-# Re-run only when the dependency pins change; `pip install -e` keeps the code itself live.
+# Re-run only when the dependency pins change; `pip install -e` keeps the code itself live. The drift-report
+# extra (Evidently) too: tests/test_drift_report.py runs it.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,drift-report]'
 	touch $@
 
 # A real CPU tritonserver, perf_analyzer and Model Analyzer, from PyPI wheels (see scripts/install_triton.sh).

@@ -311,6 +311,8 @@ from modelfleet.cli_gateway import keys_app  # noqa: E402  `modelfleet keys` liv
 app.add_typer(keys_app, name="keys")
 from modelfleet.cli_drift import profile  # noqa: E402  `modelfleet profile` lives in cli_drift.py
 app.command()(profile)
+from modelfleet.cli_drift_report import drift_report  # noqa: E402  Evidently, an optional extra
+app.command("drift-report")(drift_report)
 from modelfleet.cli_import import import_repository, render_model  # noqa: E402  import lives in cli_import.py
 app.command("import")(import_repository)
 from modelfleet.cli_diff import diff  # noqa: E402  `modelfleet diff` lives in cli_diff.py

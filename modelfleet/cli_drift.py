@@ -48,8 +48,8 @@ def _table(path: Path) -> tuple[list[str], list[list]]:
     if suffix == ".parquet":
         try:
             import pyarrow.parquet as pq
-        except ImportError:
-            raise ProfileError("reading Parquet needs pyarrow (pip install pyarrow), or give CSV/NPY") from None
+        except ImportError as exc:  # absent, or installed but built for another numpy
+            raise ProfileError(f"reading Parquet needs a working pyarrow ({exc}); or give CSV/NPY") from None
         table = pq.read_table(path)
         return table.column_names, [list(r.values()) for r in table.to_pylist()]
     with path.open(newline="") as handle:
@@ -59,7 +59,8 @@ def _table(path: Path) -> tuple[list[str], list[list]]:
     return rows[0], rows[1:]
 
 
-def build_profile(spec: ModelSpec, data: Path) -> Profile:
+def read_features(spec: ModelSpec, data: Path) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    """A data file as the model's features: {numeric feature: values}, {BYTES input: texts}, one entry per row."""
     numeric, text = _features(spec)
     suffix = data.suffix.lower()
     if suffix == ".npy":
@@ -69,14 +70,12 @@ def build_profile(spec: ModelSpec, data: Path) -> Profile:
         array = array.reshape(array.shape[0], -1) if array.ndim > 1 else array.reshape(-1, 1)
         if array.shape[1] != len(numeric):
             raise ProfileError(f"NPY rows have {array.shape[1]} values; {spec.name}'s inputs have {len(numeric)}")
-        return Profile(spec.name, {f: NumericProfile.of(array[:, i]) for i, f in enumerate(numeric)}, {},
-                       array.shape[0])
+        return {f: array[:, i].astype(float) for i, f in enumerate(numeric)}, {}
     if suffix in (".txt", ".text"):
         if numeric or len(text) != 1:
             raise ProfileError(f"a text file (one request per line) fits a model with one BYTES input; "
                                f"{spec.name} has numeric or several inputs: give CSV")
-        lines = [line.rstrip("\n") for line in data.read_text().splitlines() if line.strip()]
-        return Profile(spec.name, {}, {text[0]: TextProfile.of(lines)}, len(lines))
+        return {}, {text[0]: [line.rstrip("\n") for line in data.read_text().splitlines() if line.strip()]}
     if suffix not in (".csv", ".parquet"):
         raise ProfileError(f"unsupported data file {data.name}: use .csv, .npy, .txt (BYTES) or .parquet")
     header, rows = _table(data)
@@ -84,9 +83,28 @@ def build_profile(spec: ModelSpec, data: Path) -> Profile:
         columns = {f: np.array([float(r[_column(header, f)]) for r in rows]) for f in numeric}
     except ValueError as exc:
         raise ProfileError(f"a numeric column holds something else: {exc}") from None
-    texts = {t: [str(r[_column(header, t)]) for r in rows] for t in text}
-    return Profile(spec.name, {f: NumericProfile.of(v) for f, v in columns.items()},
-                   {t: TextProfile.of(v) for t, v in texts.items()}, len(rows))
+    return columns, {t: [str(r[_column(header, t)]) for r in rows] for t in text}
+
+
+def build_profile(spec: ModelSpec, data: Path) -> Profile:
+    numeric, texts = read_features(spec, data)
+    rows = len(next(iter((*numeric.values(), *texts.values()))))
+    return Profile(spec.name, {f: NumericProfile.of(v) for f, v in numeric.items()},
+                   {t: TextProfile.of(v) for t, v in texts.items()}, rows)
+
+
+def load_spec(model: str, root: Path) -> ModelSpec:
+    """models/MODEL.yaml under `root`, or exit 2 naming it."""
+    from modelfleet.cli import _fail
+
+    spec_file = root / "models" / f"{model}.yaml"
+    if not spec_file.exists():
+        _fail([Problem(f"models/{model}.yaml", None, "", f"no such model spec; models: "
+                       f"{', '.join(sorted(p.stem for p in (root / 'models').glob('*.yaml')))}")])
+    try:
+        return load_model(spec_file, f"models/{model}.yaml")
+    except SpecError as exc:
+        _fail(exc)
 
 
 def profile(
@@ -101,14 +119,7 @@ def profile(
     from modelfleet.cli import _fail, _root
 
     root = _root(root)
-    spec_file = root / "models" / f"{model}.yaml"
-    if not spec_file.exists():
-        _fail([Problem(f"models/{model}.yaml", None, "", f"no such model spec; models: "
-                       f"{', '.join(sorted(p.stem for p in (root / 'models').glob('*.yaml')))}")])
-    try:
-        spec = load_model(spec_file, f"models/{model}.yaml")
-    except SpecError as exc:
-        _fail(exc)
+    spec = load_spec(model, root)
     if not data.is_file():
         _fail([Problem(str(data), None, "--data", "no such file")])
     try:

@@ -54,6 +54,11 @@ class NumericProfile:
         return cls(tuple(map(float, edges)), tuple(map(float, shares)),
                    tuple(map(float, np.quantile(values, np.linspace(0, 1, PERCENTILES)))))
 
+    def quantile_sample(self, n: int) -> np.ndarray:
+        """`n` values spread evenly over the reference's quantile function (its percentiles, interpolated): the
+        reference distribution, rebuilt from the committed profile when the raw reference data is not at hand."""
+        return np.interp(np.linspace(0, 1, n), np.linspace(0, 1, PERCENTILES), np.array(self.percentiles))
+
     def psi(self, window: np.ndarray) -> float:
         return psi(np.array(self.shares), _shares(np.asarray(window, dtype=float), np.array(self.edges)))
 
