@@ -16,6 +16,7 @@ import pulumi_kubernetes as kubernetes
 from components.helm import pinned_release
 from components.cluster_aws import EksCluster, irsa_role
 from modelfleet import access, versions
+from modelfleet.monitoring.kubernetes import dcgm_exporter_cloud_values
 from modelfleet.plan import GPU_TAINT_KEY, RegionPlan
 
 GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")  # set on every GPU pool by the plan
@@ -30,20 +31,23 @@ def _gpu_placement() -> dict:
 
 
 class GpuSoftware(pulumi.ComponentResource):
-    """The NVIDIA device plugin (advertises `nvidia.com/gpu`) and the DCGM exporter (GPU metrics) on GPU nodes."""
+    """The NVIDIA device plugin (advertises `nvidia.com/gpu`; EKS only, GKE installs its own with the managed
+    driver) and the DCGM exporter (GPU metrics for the cluster's Prometheus) on GPU nodes."""
 
     def __init__(self, region: RegionPlan, kubernetes_provider: kubernetes.Provider, depends_on: list[pulumi.Resource],
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("modelfleet:k8s:GpuSoftware", region.key, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=kubernetes_provider, depends_on=depends_on)
-        self.device_plugin = pinned_release(f"{region.key}-nvidia-device-plugin", versions.NVIDIA_DEVICE_PLUGIN,
-                                      _gpu_placement(), child)
+        self.device_plugin = (pinned_release(f"{region.key}-nvidia-device-plugin", versions.NVIDIA_DEVICE_PLUGIN,
+                                             _gpu_placement(), child) if region.cloud == "aws" else None)
         self.dcgm_exporter = pinned_release(f"{region.key}-dcgm-exporter", versions.DCGM_EXPORTER, {
             **_gpu_placement(),
-            # The monitoring stack scrapes the exporter's Service; no ServiceMonitor CRD is assumed here.
+            # The monitoring stack declares the exporter's ServiceMonitor (modelfleet/monitoring/kubernetes.py).
             "serviceMonitor": {"enabled": False},
-        }, pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[self.device_plugin])))
-        self.register_outputs({"releases": [self.device_plugin.status, self.dcgm_exporter.status]})
+            **dcgm_exporter_cloud_values(region.cloud),
+        }, pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
+            depends_on=[self.device_plugin] if self.device_plugin else [])))
+        self.register_outputs({"releases": [r.status for r in (self.device_plugin, self.dcgm_exporter) if r]})
 
 
 class ClusterAutoscaler(pulumi.ComponentResource):

@@ -111,8 +111,11 @@ class Region(pulumi.ComponentResource):
             gke_kubeconfig(self.cluster.name, self.cluster.endpoint, self.cluster.ca_data),
             pulumi.ResourceOptions(parent=self),
         )
-        # GKE brings the device plugin with its managed driver, DCGM with managed monitoring, and its own
-        # node autoscaler within each pool's bounds: no charts needed there.
+        # GKE brings the device plugin with its managed driver and its own node autoscaler within each pool's
+        # bounds; its managed DCGM metrics go to Cloud Monitoring, not to the cluster's Prometheus that the GPU
+        # alerts run on, so the DCGM exporter chart runs here too.
+        self.gpu_software = GpuSoftware(region, self.kubernetes, list(self.cluster.node_pools.values()),
+                                        opts=in_region)
         self.triton_identity = GcpTritonIdentity(region, fleet.gcp_project, [self.cluster.cluster], opts=in_region)
         self.serving_needs = list(self.cluster.node_pools.values())
         self.gateway_cloud = GcpGatewayCloud(fleet, region, self.network, self.cluster.node_account,

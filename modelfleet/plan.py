@@ -42,8 +42,10 @@ EKS_SERVICE_CIDRS = ("172.20.0.0/16", "10.100.0.0/16")
 IMDS_HOP_LIMIT = 1
 GKE_RELEASE_CHANNEL = "REGULAR"
 GKE_IMAGE = "COS_CONTAINERD"
-# GKE's managed DCGM exporter (needs managed Prometheus) gives GPU metrics without a chart on GKE.
-GKE_MONITORING = ("SYSTEM_COMPONENTS", "DCGM")
+# Not GKE's managed "DCGM" package: its metrics reach only Cloud Monitoring, and the GPU alerts run on the cluster's
+# own Prometheus, fed by the pinned dcgm-exporter chart on both clouds (components/cluster_addons.py). One DCGM
+# exporter per node, not two watching the same GPUs.
+GKE_MONITORING = ("SYSTEM_COMPONENTS",)
 # "DEFAULT" is the driver GKE qualifies for the node version; LATEST would float ahead of it.
 GKE_GPU_DRIVER = "DEFAULT"
 # The lowest-priority firewall rule GCP allows below its implied rules; anything GKE or we allow wins over it.

@@ -27,8 +27,8 @@ NVIDIA_DEVICE_PLUGIN = Chart(
     namespace="nvidia",
 )
 
-# GPU utilisation, memory and XID errors as Prometheus metrics on EKS. GKE runs its managed DCGM exporter
-# instead (monitoring_config DCGM), which understands GKE's driver install path.
+# GPU utilisation, memory and XID errors as Prometheus metrics, on EKS and GKE (on GKE with the driver's host path
+# mounted: modelfleet/monitoring/kubernetes.py `dcgm_exporter_cloud_values`).
 DCGM_EXPORTER = Chart(
     chart="dcgm-exporter",
     version="4.8.2",

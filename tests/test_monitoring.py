@@ -260,8 +260,7 @@ def test_every_model_has_its_prometheusrule_with_slo_alerts_declared_after_the_c
             assert {x["labels"]["slo"] for x in alerts if "slo" in x["labels"]} == {"availability", "latency"}
             assert {x["labels"]["model"] for x in alerts} == {model}
     monitors = [r for r in resources if r.type.endswith(("ServiceMonitor", "PodMonitor"))]
-    aws = sum(r.cloud == "aws" for r in plan.regions)
-    assert len(monitors) == 3 * len(plan.regions) + aws  # Triton, Envoy proxies, ext_proc; DCGM on EKS
+    assert len(monitors) == 4 * len(plan.regions)  # Triton, Envoy proxies, ext_proc, DCGM
     for monitor in monitors:
         serving.validate_manifest(monitor.inputs, "1.33")
     maps = [r for r in resources if r.type == "kubernetes:core/v1:ConfigMap"

@@ -109,12 +109,42 @@ def gateway_pod_monitors(plan: FleetPlan) -> list[dict]:
 
 
 def dcgm_service_monitor() -> dict:
+    """The DCGM exporter's Service (the chart's `metrics` port). `honorLabels`: the exporter labels each GPU's
+    series with the `pod`/`namespace` of the pod using it (dcgm-exporter pkg/.../transformation `podAttribute`);
+    without it Prometheus would overwrite them with the exporter's own pod and keep the GPU user's only as
+    `exported_pod`, and the GPU alerts' `pod=~"triton-..."` would never match."""
     return {
         "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
         "metadata": _meta("dcgm-exporter", versions.DCGM_EXPORTER.namespace),
         "spec": {"selector": {"matchLabels": dict(DCGM_LABELS)},
                  "namespaceSelector": {"matchNames": [versions.DCGM_EXPORTER.namespace]},
-                 "endpoints": [{"port": "metrics", "interval": SCRAPE_INTERVAL}]},
+                 "endpoints": [{"port": "metrics", "interval": SCRAPE_INTERVAL, "honorLabels": True}]},
+    }
+
+
+# GKE installs the NVIDIA driver on the host under /home/kubernetes/bin/nvidia and mounts it into a container at
+# /usr/local/nvidia only when the container requests `nvidia.com/gpu`; the exporter requests none (it watches every
+# GPU of its node), so it mounts the install directory itself, reaches /dev/nvidia* as a privileged container,
+# and finds libnvidia-ml there. This is Google's own DCGM exporter DaemonSet for GKE
+# (https://cloud.google.com/stackdriver/docs/managed-prometheus/exporters/nvidia-dcgm, manifest
+# GoogleCloudPlatform/prometheus-engine examples/nvidia-dcgm/exporter.yaml), expressed as the pinned chart's values
+# (NVIDIA/dcgm-exporter deployment/templates/daemonset.yaml: extraHostVolumes, extraVolumeMounts, extraEnv).
+GKE_DRIVER_HOST_PATH = "/home/kubernetes/bin/nvidia"
+GKE_DRIVER_MOUNT = "/usr/local/nvidia"
+
+
+def dcgm_exporter_cloud_values(cloud: str) -> dict:
+    """The dcgm-exporter chart's values that differ per cloud. EKS's accelerated AMI puts the driver where the
+    NVIDIA container toolkit finds it, so the chart's defaults serve. `extraVolumeMounts` replaces the chart's
+    default list, which mounted its counters ConfigMap over the image's /etc/dcgm-exporter/default-counters.csv: the
+    image's own file (the counters the GPU alerts use) is read instead."""
+    if cloud != "gcp":
+        return {}
+    return {
+        "extraHostVolumes": [{"name": "nvidia-install-dir-host", "hostPath": GKE_DRIVER_HOST_PATH}],
+        "extraVolumeMounts": [{"name": "nvidia-install-dir-host", "mountPath": GKE_DRIVER_MOUNT, "readOnly": True}],
+        "extraEnv": [{"name": "LD_LIBRARY_PATH", "value": f"{GKE_DRIVER_MOUNT}/lib64"}],
+        "securityContext": {"privileged": True, "runAsNonRoot": False, "runAsUser": 0},
     }
 
 
@@ -139,8 +169,7 @@ def region_monitoring_objects(plan: FleetPlan, region: RegionPlan) -> list[dict]
     """Everything monitoring declares in one region's cluster besides the chart, in apply order."""
     mon = monitoring_plan(plan)
     objects = [triton_service_monitor(plan), *gateway_pod_monitors(plan)]
-    if region.cloud == "aws":  # GKE's managed DCGM reports to Cloud Monitoring, not to this Prometheus
-        objects.append(dcgm_service_monitor())
+    objects.append(dcgm_service_monitor())  # the chart's exporter, on EKS and GKE (components/cluster_addons.py)
     objects += prometheus_rules(mon)
     objects += [configmap(name, board, NAMESPACE) for name, board in dashboards(plan, mon).items()]
     return objects
