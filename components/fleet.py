@@ -18,6 +18,7 @@ import pulumi_gcp as gcp
 import pulumi_kubernetes as kubernetes
 
 from components.cluster_addons import ClusterAutoscaler, GpuSoftware
+from components.tracing import AwsTraceIdentity, GcpTraceIdentity
 from components.cluster_aws import EksCluster
 from components.cluster_gcp import GkeCluster
 from components.cluster_identity import AwsTritonIdentity, GcpTritonIdentity, TritonIdentity
@@ -60,7 +61,7 @@ class Region(pulumi.ComponentResource):
             self._gcp(region, fleet, tags, in_region)
         # KEDA and Triton need schedulable nodes (on EKS also the device plugin, or GPU pods never fit): without
         # this they race the node groups, and their Helm/Deployment awaits time out on an empty cluster.
-        self.monitoring = Monitoring(fleet, region, self.kubernetes, needs=self.serving_needs,
+        self.monitoring = Monitoring(fleet, region, self.kubernetes, self.trace_identity, needs=self.serving_needs,
                                      opts=pulumi.ResourceOptions(parent=self))
         published = {} if published is None else published
         for obj in release:
@@ -98,6 +99,7 @@ class Region(pulumi.ComponentResource):
         self.gpu_software = GpuSoftware(region, self.kubernetes, node_groups, opts=in_region)
         self.autoscaler = ClusterAutoscaler(region, self.cluster, self.kubernetes, node_groups, opts=in_region)
         self.triton_identity = AwsTritonIdentity(region, self.cluster, opts=in_region)
+        self.trace_identity = AwsTraceIdentity(fleet, region, self.cluster, opts=in_region)
         self.serving_needs: list[pulumi.Resource] = [*node_groups, self.gpu_software.device_plugin]
         self.gateway_cloud = AwsGatewayCloud(fleet, region, self.cluster, self.network, opts=in_region)
 
@@ -117,6 +119,7 @@ class Region(pulumi.ComponentResource):
         self.gpu_software = GpuSoftware(region, self.kubernetes, list(self.cluster.node_pools.values()),
                                         opts=in_region)
         self.triton_identity = GcpTritonIdentity(region, fleet.gcp_project, [self.cluster.cluster], opts=in_region)
+        self.trace_identity = GcpTraceIdentity(fleet, region, [self.cluster.cluster], opts=in_region)
         self.serving_needs = list(self.cluster.node_pools.values())
         self.gateway_cloud = GcpGatewayCloud(fleet, region, self.network, self.cluster.node_account,
                                              depends_on=[self.cluster.cluster], opts=in_region)

@@ -88,6 +88,7 @@ AWS_GPU_QUOTA = {
 # rate-limit store (redis: Memorystore, direct peering, so no servicenetworking) and its secrets (secretmanager).
 GCP_SERVICES = (
     "artifactregistry.googleapis.com", "cloudkms.googleapis.com", "cloudresourcemanager.googleapis.com",
+    "cloudtrace.googleapis.com",  # the collector's googlecloud exporter (modelfleet/monitoring/tracing.py)
     "compute.googleapis.com", "container.googleapis.com", "iam.googleapis.com", "logging.googleapis.com", "monitoring.googleapis.com",
     "redis.googleapis.com", "secretmanager.googleapis.com", "storage.googleapis.com",
 )

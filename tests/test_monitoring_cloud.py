@@ -84,3 +84,71 @@ def test_gke_regions_run_the_dcgm_exporter_the_gpu_alerts_read(stack, evaluated)
     gpu_alerts = [r for g in mon.groups for r in g.to_dict()["rules"] if "DCGM_FI_" in r["expr"]]
     assert len(gpu_alerts) == 2 * len(plan.models)  # under-used and saturated, per model
     assert all(re.search(rf'\b{DCGM_POD_LABEL}=~"triton-', r["expr"]) for r in gpu_alerts)
+
+
+# Traces. What each exporter calls, and the permission each call needs, from the exporters' sources and the clouds'
+# IAM references (not from modelfleet): the awsxray exporter calls PutTraceSegments (PutTelemetryRecords only with
+# its telemetry on, off by default); the googlecloud exporter writes spans with Cloud Trace v2 BatchWriteSpans.
+EXPORTER_PERMISSIONS = {
+    "awsxray": {"PutTraceSegments": "xray:PutTraceSegments"},
+    "googlecloud": {"google.devtools.cloudtrace.v2.TraceService.BatchWriteSpans": "cloudtrace.traces.patch"},
+}
+# Permissions of the predefined GCP roles involved (IAM basic and predefined roles reference).
+GCP_ROLE_PERMISSIONS = {"roles/cloudtrace.agent": {"cloudtrace.traces.patch"}}
+CONTRIB_IMAGE = "otel/opentelemetry-collector-contrib"  # the distribution that ships both exporters
+
+
+def _collector(program, provider):
+    [release] = [r for r in program.resources if r.type == RELEASE and r.provider == provider
+                 and r.inputs["chart"] == "opentelemetry-collector"]
+    return release.inputs["values"]
+
+
+def _needed(exporter: str) -> set[str]:
+    return set(EXPORTER_PERMISSIONS[exporter].values())
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_traces_go_to_the_clouds_trace_backend_with_write_only_grants(stack, evaluated):
+    program = evaluated(stack)
+    plan = build_plan(load_fleet(ROOT, stack))
+    of = lambda typ: [r for r in program.resources if r.type == typ]  # noqa: E731
+    assert {r.cloud for r in plan.regions} == {"aws", "gcp"}
+    for region in plan.regions:
+        values = _collector(program, f"{region.key}-k8s")
+        assert values["image"]["repository"] == CONTRIB_IMAGE
+        pipeline = values["config"]["service"]["pipelines"]["traces"]
+        [exporter] = pipeline["exporters"]
+        account = values["serviceAccount"]
+        assert account["create"] is True and account["name"] == "opentelemetry-collector"
+        if region.cloud == "aws":
+            assert exporter == "awsxray" and values["config"]["exporters"]["awsxray"] == {"region": region.region}
+            [policy] = [p for p in of("aws:iam/rolePolicy:RolePolicy") if p.name == f"{region.key}-otel-collector-xray"]
+            [role] = [r for r in of("aws:iam/role:Role") if r.id == policy.inputs["role"]]
+            assert account["annotations"] == {"eks.amazonaws.com/role-arn": role.outputs["arn"]}
+            statements = json.loads(policy.inputs["policy"])["Statement"]
+            assert [s["Effect"] for s in statements] == ["Allow"]
+            assert set(statements[0]["Action"]) == _needed("awsxray")  # all it calls, nothing more
+            assert statements[0]["Resource"] == "*"  # X-Ray's write actions take no resource ARN
+            # No other policy on the role.
+            assert [p.name for p in of("aws:iam/rolePolicy:RolePolicy") if p.inputs["role"] == role.id] == [policy.name]
+            assert not [a for a in of("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+                        if a.inputs["role"] in (role.id, role.outputs.get("name"))]
+            [trust] = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
+            subjects = [v for k, v in trust["Condition"]["StringEquals"].items() if k.endswith(":sub")]
+            assert subjects == ["system:serviceaccount:monitoring:opentelemetry-collector"]
+        else:
+            assert exporter == "googlecloud"
+            assert values["config"]["exporters"]["googlecloud"] == {"project": plan.gcp_project}
+            [gsa] = [a for a in of("gcp:serviceaccount/account:Account") if a.name == f"{region.key}-otel-collector"]
+            assert account["annotations"] == {"iam.gke.io/gcp-service-account": gsa.outputs["email"]}
+            member = f"serviceAccount:{gsa.outputs['email']}"
+            project_roles = [m.inputs["role"] for m in of("gcp:projects/iAMMember:IAMMember") if m.inputs["member"] == member]
+            assert len(project_roles) == 1
+            assert _needed("googlecloud") <= set().union(*(GCP_ROLE_PERMISSIONS[r] for r in project_roles))
+            [binding] = [m for m in of("gcp:serviceaccount/iAMMember:IAMMember")
+                         if m.inputs["serviceAccountId"] == gsa.outputs["name"]]
+            assert binding.inputs["role"] == "roles/iam.workloadIdentityUser"
+            assert binding.inputs["member"] == (f"serviceAccount:{plan.gcp_project}.svc.id.goog"
+                                                "[monitoring/opentelemetry-collector]")
+    assert "cloudtrace.googleapis.com" in plan.gcp_services

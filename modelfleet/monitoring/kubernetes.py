@@ -60,23 +60,6 @@ def stack_values(plan: FleetPlan, mon: MonitoringPlan) -> dict:
     }
 
 
-def collector_values() -> dict:
-    """The OpenTelemetry Collector: an OTLP receiver (gRPC 4317, HTTP 4318) in a Deployment on the system pool.
-    Traces are batched and, until the stack names a trace backend, only counted by the `debug` exporter."""
-    return {
-        "mode": "deployment",
-        "image": {"repository": "otel/opentelemetry-collector-k8s"},
-        "nodeSelector": SYSTEM_POOL,
-        "config": {
-            "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": "${env:MY_POD_IP}:4317"},
-                                                 "http": {"endpoint": "${env:MY_POD_IP}:4318"}}}},
-            "exporters": {"debug": {"verbosity": "basic"}},
-            "service": {"pipelines": {"traces": {"receivers": ["otlp"], "processors": ["memory_limiter", "batch"],
-                                                 "exporters": ["debug"]}}},
-        },
-    }
-
-
 def _meta(name: str, namespace: str, extra: dict[str, str] | None = None) -> dict:
     return {"name": name, "namespace": namespace, "labels": _labels(extra)}
 
