@@ -373,4 +373,5 @@ def test_a_triton_name_that_is_no_dns_label_gets_valid_objects_and_literal_match
     model = plan.model("sentiment_v2.1")
     assert any(o["metadata"]["labels"].get("modelfleet.io/model") == model.kube_name for o in rules)
     exprs = " ".join(r.expr for r in mon.records + mon.alerts)
-    assert "triton-sentiment_v2[.]1(/.*)?" in exprs and f"triton-{model.kube_name}-[a-z0-9]+" in exprs
+    # The gateway's clusters: locally named after Triton's name, on Envoy Gateway after the route's (Kubernetes) name.
+    assert f"triton-({model.kube_name}|sentiment_v2[.]1)(/.*)?" in exprs and f"triton-{model.kube_name}-[a-z0-9]+" in exprs

@@ -152,3 +152,40 @@ def test_traces_go_to_the_clouds_trace_backend_with_write_only_grants(stack, eva
             assert binding.inputs["member"] == (f"serviceAccount:{plan.gcp_project}.svc.id.goog"
                                                 "[monitoring/opentelemetry-collector]")
     assert "cloudtrace.googleapis.com" in plan.gcp_services
+
+
+def test_the_gateway_latency_and_error_selectors_match_envoy_gateways_cluster_names(project_copy):
+    """Envoy Gateway names a route's upstream cluster `<kind>/<ns>/<route>/rule/<i>` (envoyproxy/gateway
+    internal/gatewayapi/helpers.go, `irRouteDestinationName`), the local Envoy `triton-<model>`: each model's
+    selector takes its own clusters of both, for any rule, and no other model's. A Triton name that is no DNS label
+    (routes use the Kubernetes name) is the case where the two names differ."""
+    from modelfleet.gateway import manifests
+    from modelfleet.gateway.envoy_config import model_cluster
+    from modelfleet.monitoring import metrics
+
+    spec = project_copy / "models" / "sentiment.yaml"
+    renamed = project_copy / "models" / "sentiment_v2.1.yaml"
+    spec.rename(renamed)
+    renamed.write_text(renamed.read_text().replace("name: sentiment", "name: sentiment_v2.1")
+                       .replace("/sentiment\n", "/sentiment_v2.1\n").replace("/sentiment,", "/sentiment_v2.1,")
+                       .replace("/sentiment}", "/sentiment_v2.1}"))
+    stack = project_copy / "stacks" / "Pulumi.prod.yaml"
+    stack.write_text(stack.read_text().replace("sentiment]", "sentiment_v2.1]"))
+    plan = build_plan(load_fleet(project_copy, "prod"))
+    mon = monitoring_plan(plan)
+    assert any(mm.model != mm.kube_name for mm in mon.models)
+
+    clusters = {}
+    for mm in mon.models:
+        route = plan.gateway.route(mm.model)
+        names = [model_cluster(mm.model, grpc) for grpc in (False, True)]
+        for obj in (manifests.http_route(plan, route), manifests.grpc_route(plan, route)):
+            meta = obj["metadata"]
+            names += [f"{obj['kind'].lower()}/{meta['namespace']}/{meta['name']}/rule/{i}" for i in range(3)]
+        clusters[mm.model] = names
+    assert len(clusters) == len(plan.models) == 2
+    for mm in mon.models:
+        matcher = re.fullmatch(r'envoy_cluster_name=~"(.*)"', metrics.upstream_selector(mm.model, mm.kube_name))
+        pattern = re.compile(matcher.group(1))
+        for model, names in clusters.items():
+            assert all(bool(pattern.fullmatch(n)) == (model == mm.model) for n in names), (mm.model, model)

@@ -34,7 +34,7 @@ def _panel(title: str, unit: str, queries: list[tuple[str, str]], index: int) ->
 
 
 def _model_panels(mm: ModelMonitoring) -> list[tuple[str, str, list[tuple[str, str]]]]:
-    sel = m.upstream_selector(mm.model)
+    sel = m.upstream_selector(mm.model, mm.kube_name)
     model = f'model="{mm.model}"'
     latency = [(f"histogram_quantile({q}, sum by (le) (rate({m.ENVOY_RQ_TIME_BUCKET}{{{sel}}}[5m])))", f"p{p}")
                for q, p in (("0.5", "50"), ("0.9", "90"), ("0.99", "99"))]

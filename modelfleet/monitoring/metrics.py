@@ -22,8 +22,11 @@ TRITON_METRICS = (TRITON_SUCCESS, TRITON_FAILURE, TRITON_QUEUE_US, TRITON_REQUES
                   TRITON_INFERENCES, TRITON_EXECUTIONS, TRITON_PENDING)
 
 # --- the gateway: Envoy's cluster stats, label `envoy_cluster_name` ------------------------------------------
-# Envoy names one upstream cluster per model `triton-<model>` (locally), or `httproute/<ns>/triton-<model>/rule/0`
-# (Envoy Gateway): both end in a path segment `triton-<model>`, which `upstream_selector` matches exactly.
+# The local Envoy names one upstream cluster per model, `triton-<model>` (modelfleet.gateway.envoy_config). Envoy
+# Gateway names a route's cluster after the route and its rule, `<kind>/<namespace>/<route>/rule/<index>`
+# (envoyproxy/gateway internal/gatewayapi/helpers.go `irRouteDestinationName`: `httproute/ns/triton-<kube name>/rule/0`
+# and `grpcroute/...`); several backends of one rule (a canary split) share that cluster. `upstream_selector` matches
+# the path segment `triton-<model or kube name>` at any position and any rule index.
 ENVOY_RQ_XX = "envoy_cluster_upstream_rq_xx"  # label envoy_response_code_class: 1..5
 ENVOY_RQ_TIME_BUCKET = "envoy_cluster_upstream_rq_time_bucket"
 ENVOY_RQ_TIME_COUNT = "envoy_cluster_upstream_rq_time_count"
@@ -58,9 +61,12 @@ def literal(name: str) -> str:
     return re.sub(r"([^A-Za-z0-9_-])", r"[\1]", name)
 
 
-def upstream_selector(model: str) -> str:
-    """A matcher for the gateway's upstream cluster of `model` (regex matches are anchored in PromQL)."""
-    return f'envoy_cluster_name=~"(.*/)?triton-{literal(model)}(/.*)?"'
+def upstream_selector(model: str, kube_name: str) -> str:
+    """A matcher for the gateway's upstream clusters of `model`: the local one (Triton's name) and Envoy Gateway's
+    (the route's name, from the Kubernetes name), every rule (regex matches are anchored in PromQL)."""
+    names = sorted({literal(model), literal(kube_name)})
+    alternatives = names[0] if len(names) == 1 else f"({'|'.join(names)})"
+    return f'envoy_cluster_name=~"(.*/)?triton-{alternatives}(/.*)?"'
 
 
 def local_ratelimit_selector(model: str) -> str:

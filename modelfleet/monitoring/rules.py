@@ -196,7 +196,7 @@ def _triton_records() -> tuple[Rule, ...]:
 
 
 def _sli_records(mm: ModelMonitoring) -> tuple[Rule, ...]:
-    sel = m.upstream_selector(mm.model)
+    sel = m.upstream_selector(mm.model, mm.kube_name)
     labels = (("model", mm.model),)
     out = [Rule(COST_RECORD, f"vector({num(mm.hourly_usd)})", labels=labels)]
     for w in WINDOWS:
@@ -255,8 +255,8 @@ def _availability_series(mm: ModelMonitoring, profile: list[tuple[int, float]]) 
 
 
 def _latency_series(mm: ModelMonitoring, profile: list[tuple[int, float]]) -> tuple[tuple[str, str], ...]:
-    # Envoy Gateway's cluster naming, so both naming schemes are exercised by the tests.
-    name = f'envoy_cluster_name="httproute/modelfleet-prod/triton-{mm.model}/rule/0"'
+    # Envoy Gateway's cluster naming (route named after the Kubernetes name), so both schemes are exercised.
+    name = f'envoy_cluster_name="httproute/modelfleet-prod/triton-{mm.kube_name}/rule/0"'
     return ((f'{m.ENVOY_RQ_TIME_BUCKET}{{{name},le="{mm.latency_bucket_ms:g}"}}',
              _counter([(n, RPM * (1 - r)) for n, r in profile])),
             (f'{m.ENVOY_RQ_TIME_BUCKET}{{{name},le="+Inf"}}', _counter([(n, RPM) for n, _ in profile])),
@@ -388,7 +388,7 @@ def _pending_alert(mm: ModelMonitoring) -> Rule:
 
 
 def _rate_limited_alert(mm: ModelMonitoring) -> Rule:
-    sel = m.upstream_selector(mm.model)
+    sel = m.upstream_selector(mm.model, mm.kube_name)
 
     def series(ratio: float, local: bool = False) -> tuple[tuple[str, str], ...]:
         name = f'envoy_cluster_name="triton-{mm.model}"'
