@@ -65,8 +65,9 @@ def evidently_drift(reference: dict[str, np.ndarray], current: dict[str, np.ndar
 def drift_report(
     model: Annotated[str, typer.Argument(help="A model name (models/<MODEL>.yaml).")],
     current: Annotated[Path, typer.Option("--current", help="Recent inputs: .csv, .npy, .txt (BYTES), .parquet.")],
-    reference: Annotated[Path | None, typer.Option("--reference", help="The reference inputs themselves; default: "
-                                                   "rebuilt from models/MODEL.profile.json.", show_default=False)] = None,
+    reference: Annotated[Path | None, typer.Option(
+        "--reference", help="The reference inputs themselves; default: rebuilt from models/MODEL.profile.json.",
+        show_default=False)] = None,
     out: Annotated[Path | None, typer.Option("--out", help="The HTML report to write (default "
                                              "drift-report-MODEL.html).", show_default=False)] = None,
     root: Annotated[Path | None, typer.Option("--root", help="The project directory (the one holding Pulumi.yaml).",

@@ -60,7 +60,8 @@ def test_report_names_only_the_drifted_feature(project_copy, tmp_path):
 
 def test_text_inputs_are_compared_by_length(project_copy, tmp_path):
     (project_copy / "reviews.txt").write_text("\n".join(f"the product {'was fine ' * (i % 4 + 1)}" for i in range(400)))
-    (project_copy / "long.txt").write_text("\n".join(f"the product {'was terrible ' * (i % 4 + 8)}" for i in range(200)))
+    (project_copy / "long.txt").write_text("\n".join(f"the product {'was terrible ' * (i % 4 + 8)}"
+                                                     for i in range(200)))
     assert runner.invoke(app, ["profile", "sentiment", "--data", str(project_copy / "reviews.txt"),
                                "--root", str(project_copy)]).exit_code == 0
     result = runner.invoke(app, ["drift-report", "sentiment", "--current", str(project_copy / "long.txt"),

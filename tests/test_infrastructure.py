@@ -579,7 +579,9 @@ def test_helm_releases_pin_their_chart_versions(stack):
     releases = stack.of(HELM_RELEASE)
     pinned = {(c.chart, c.repository): c.version for c in versions.ALL_CHARTS}
     ours = [r for r in releases if (r.inputs["chart"], r.inputs.get("repositoryOpts", {}).get("repo")) in pinned]
-    assert len(ours) == len(versions.ALL_CHARTS) * sum(r.cloud == "aws" for r in stack.plan.regions)
+    # EKS runs all three; GKE only the DCGM exporter (its own device plugin and node autoscaler).
+    assert len(ours) == sum(len(versions.ALL_CHARTS) if r.cloud == "aws" else 1 for r in stack.plan.regions)
+    assert {r.inputs["chart"] for r in ours if stack.region_of(r).cloud == "gcp"} <= {versions.DCGM_EXPORTER.chart}
     for release in ours:
         assert release.inputs["version"] == pinned[(release.inputs["chart"], release.inputs["repositoryOpts"]["repo"])]
     # Every release in the program, ours or another component's: an exact version from a named repository over
@@ -745,15 +747,15 @@ def test_irsa_trusts_the_clusters_own_oidc_provider(stack):
     assert len(providers) == len(stack.of(EKS)) == len(_aws(stack))
     issuers = {stack.region_of(c).key: c.outputs["identities"][0]["oidcs"][0]["issuer"] for c in stack.of(EKS)}
     irsa_roles = [r for r in stack.of(ROLE) if "AssumeRoleWithWebIdentity" in json.dumps(_json(r.inputs["assumeRolePolicy"]))]
-    # Triton, the VPC CNI, cluster-autoscaler and the gateway's secret reader in each region.
-    assert len(irsa_roles) == 4 * len(_aws(stack))
+    # Triton, the VPC CNI, cluster-autoscaler, the gateway's secret reader and the trace collector in each region.
+    assert len(irsa_roles) == 5 * len(_aws(stack))
     for provider in providers:
         region = stack.region_of(provider)
         assert provider.inputs["url"] == issuers[region.key]
         assert provider.inputs["clientIdLists"] == ["sts.amazonaws.com"]
         host = provider.inputs["url"].removeprefix("https://")
         mine = [r for r in irsa_roles if stack.region_of(r).key == region.key]
-        assert len(mine) == 4
+        assert len(mine) == 5
         for role in mine:
             (statement,) = _json(role.inputs["assumeRolePolicy"])["Statement"]
             assert statement["Principal"] == {"Federated": provider.outputs["arn"]}

@@ -56,6 +56,8 @@ def test_gke_regions_run_the_dcgm_exporter_the_gpu_alerts_read(stack, evaluated)
         assert [(v["hostPath"], mounts[v["name"]]) for v in values["extraHostVolumes"]] == [
             ("/home/kubernetes/bin/nvidia", "/usr/local/nvidia")]
         assert {"name": "LD_LIBRARY_PATH", "value": "/usr/local/nvidia/lib64"} in values["extraEnv"]
+        # GKE's device plugin names GPUs nvidia0..: the pod mapping must match by device name to label `pod`.
+        assert {"name": "DCGM_EXPORTER_KUBERNETES_GPU_ID_TYPE", "value": "device-name"} in values["extraEnv"]
         assert values["securityContext"]["privileged"] is True  # /dev/nvidia* without requesting a GPU
         gpu_pools = [p for p in region.pools if p.gpus_per_node]
         assert gpu_pools
@@ -142,8 +144,10 @@ def test_traces_go_to_the_clouds_trace_backend_with_write_only_grants(stack, eva
             assert values["config"]["exporters"]["googlecloud"] == {"project": plan.gcp_project}
             [gsa] = [a for a in of("gcp:serviceaccount/account:Account") if a.name == f"{region.key}-otel-collector"]
             assert account["annotations"] == {"iam.gke.io/gcp-service-account": gsa.outputs["email"]}
+            assert re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", gsa.inputs["accountId"])  # GCP's account id rule
             member = f"serviceAccount:{gsa.outputs['email']}"
-            project_roles = [m.inputs["role"] for m in of("gcp:projects/iAMMember:IAMMember") if m.inputs["member"] == member]
+            project_roles = [m.inputs["role"] for m in of("gcp:projects/iAMMember:IAMMember")
+                             if m.inputs["member"] == member]
             assert len(project_roles) == 1
             assert _needed("googlecloud") <= set().union(*(GCP_ROLE_PERMISSIONS[r] for r in project_roles))
             [binding] = [m for m in of("gcp:serviceaccount/iAMMember:IAMMember")
@@ -151,6 +155,9 @@ def test_traces_go_to_the_clouds_trace_backend_with_write_only_grants(stack, eva
             assert binding.inputs["role"] == "roles/iam.workloadIdentityUser"
             assert binding.inputs["member"] == (f"serviceAccount:{plan.gcp_project}.svc.id.goog"
                                                 "[monitoring/opentelemetry-collector]")
+    ids = [a.inputs["accountId"] for a in of("gcp:serviceaccount/account:Account")
+           if a.name.endswith("-otel-collector")]
+    assert len(ids) == len(set(ids)) == sum(r.cloud == "gcp" for r in plan.regions)
     assert "cloudtrace.googleapis.com" in plan.gcp_services
 
 

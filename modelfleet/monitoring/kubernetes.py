@@ -126,7 +126,10 @@ def dcgm_exporter_cloud_values(cloud: str) -> dict:
     return {
         "extraHostVolumes": [{"name": "nvidia-install-dir-host", "hostPath": GKE_DRIVER_HOST_PATH}],
         "extraVolumeMounts": [{"name": "nvidia-install-dir-host", "mountPath": GKE_DRIVER_MOUNT, "readOnly": True}],
-        "extraEnv": [{"name": "LD_LIBRARY_PATH", "value": f"{GKE_DRIVER_MOUNT}/lib64"}],
+        "extraEnv": [{"name": "LD_LIBRARY_PATH", "value": f"{GKE_DRIVER_MOUNT}/lib64"},
+                     # GKE's device plugin hands GPUs out by device name (nvidia0), not UUID: the exporter must map
+                     # the kubelet's pod resources by name, or no GPU series carries its pod (Google's manifest).
+                     {"name": "DCGM_EXPORTER_KUBERNETES_GPU_ID_TYPE", "value": "device-name"}],
         "securityContext": {"privileged": True, "runAsNonRoot": False, "runAsUser": 0},
     }
 

@@ -37,8 +37,9 @@ def xray_write_policy() -> dict:
 
 
 def gcp_account_id(environment: str, region: str) -> str:
-    """The collector's Google service account id (6-30 characters, like every account id modelfleet makes)."""
-    return f"otel-{environment}-{region}"[:30].rstrip("-")
+    """The collector's Google service account id: shorter than Triton's `<environment>-triton-<region>`, which the
+    plan checks fits GCP's 6-30 characters, so it fits too; never cut (two regions must not share an id)."""
+    return f"otel-{environment}-{region}"
 
 
 def workload_identity_member(project: str) -> str:
