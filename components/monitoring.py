@@ -11,6 +11,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.helm import pinned_release
+from components.tracing import AwsTraceIdentity, GcpTraceIdentity
 from modelfleet import versions
 from modelfleet.monitoring import kubernetes as mk8s
 from modelfleet.monitoring import tracing
@@ -21,8 +22,9 @@ from modelfleet.plan import FleetPlan, RegionPlan
 class Monitoring(pulumi.ComponentResource):
     """Prometheus, Alertmanager, Grafana and kube-state-metrics on one cluster, with modelfleet's rules."""
 
-    def __init__(self, fleet: FleetPlan, region: RegionPlan, kubernetes: pulumi.ProviderResource, trace_identity,
-                 needs: Sequence[pulumi.Resource] = (), opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, fleet: FleetPlan, region: RegionPlan, kubernetes: pulumi.ProviderResource,
+                 trace_identity: AwsTraceIdentity | GcpTraceIdentity, needs: Sequence[pulumi.Resource] = (),
+                 opts: pulumi.ResourceOptions | None = None):
         name = f"{region.key}-monitoring"
         super().__init__("modelfleet:monitoring:Monitoring", name, None,
                          pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(providers={"kubernetes": kubernetes})))

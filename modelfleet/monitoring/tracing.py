@@ -19,7 +19,8 @@ The exporters' API calls, and what they need:
 
 from __future__ import annotations
 
-from modelfleet import serving, versions
+from modelfleet import versions
+from modelfleet.monitoring.kubernetes import SYSTEM_POOL
 from modelfleet.plan import FleetPlan, RegionPlan
 
 NAMESPACE = versions.OPENTELEMETRY_COLLECTOR.namespace
@@ -28,7 +29,6 @@ IMAGE = "otel/opentelemetry-collector-contrib"  # tag: the chart's appVersion
 XRAY_ACTIONS = ("xray:PutTraceSegments",)
 CLOUD_TRACE_ROLE = "roles/cloudtrace.agent"
 CLOUD_TRACE_API = "cloudtrace.googleapis.com"
-SYSTEM_POOL = {serving.POOL_LABEL: "system"}
 
 
 def xray_write_policy() -> dict:
