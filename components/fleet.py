@@ -176,14 +176,24 @@ class DeployerAccess(pulumi.ComponentResource):
 
 
 def deploy(fleet: FleetPlan, root: Path | None = None) -> list[Region]:
+    """The stack's part of the fleet (`modelfleet:role`): every region and the global routing (all), one region
+    exporting its gateway entry (regional), or only the global routing over the regional stacks' entries (global)."""
+    if fleet.role == "global":
+        routing.deploy_global(fleet)
+        return []
     try:
         # Before any resource: missing artefacts stop the program, as a bad spec does.
         release = release_objects(fleet, root or Path.cwd())
     except ReleaseError as exc:
         raise pulumi.RunError(f"the release cannot be built:\n{exc}") from None
-    apis = GcpApis(fleet).services if fleet.gcp_services else []
+    deployed = [r for r in fleet.regions if fleet.role == "all" or r.ref == fleet.role_region]
+    keys = {r.key for r in deployed}
+    # A regional stack writes the model objects its region is the writer of; objects another region's stack
+    # writes are not waited for (no dependency crosses stacks: bring that stack up first).
+    release = tuple(o for o in release if o.writer in keys)
+    apis = GcpApis(fleet).services if fleet.gcp_services and any(r.cloud == "gcp" for r in deployed) else []
     published: dict[tuple[str, str], pulumi.Resource] = {}
-    regions = [Region(region, fleet, apis, release, published) for region in fleet.regions]
+    regions = [Region(region, fleet, apis, release, published) for region in deployed]
     if regions:
         Cost(fleet)
         DeployerAccess(fleet)

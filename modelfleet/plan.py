@@ -332,6 +332,10 @@ class FleetPlan:
     gateway: GatewayPlan | None = None  # modelfleet.gateway.plan: routes, auth, limits, inspection per model
     routing: RoutingPlan | None = None  # modelfleet.routing.plan: global records and health checks
     gateway_image_digest: str | None = None  # the inspection service image the cloud gateway runs (stack key)
+    # The scale path (stack keys role, role_region, region_stacks): which part of the fleet this stack deploys.
+    role: str = "all"
+    role_region: str | None = None
+    region_stacks: tuple[tuple[str, str], ...] = ()
 
     @property
     def monthly_usd(self) -> float:
@@ -366,6 +370,9 @@ def build_plan(fleet: Fleet) -> FleetPlan:
         gateway=gateway_plan(stack, fleet.models),
         routing=routing_plan(stack, fleet.models),
         gateway_image_digest=stack.gateway.inspector_image_digest,
+        role=stack.role,
+        role_region=stack.role_region,
+        region_stacks=tuple(sorted(stack.region_stacks.items())),
     )
     return FleetPlan(**{**plan.__dict__, "warnings": _warnings(plan)})
 
