@@ -154,6 +154,10 @@ class Cost(pulumi.ComponentResource):
                 {"region": region.key, "item": line.item, "quantity": line.quantity,
                  "hourlyUsdEach": line.hourly_usd_each, "monthlyUsd": line.monthly_usd}
                 for region in fleet.regions for line in region.cost
+            ] + [
+                {"region": "global", "item": line.item, "quantity": line.quantity,
+                 "hourlyUsdEach": line.hourly_usd_each, "monthlyUsd": line.monthly_usd}
+                for line in fleet.global_cost
             ],
         }
         super().__init__("modelfleet:fleet:Cost", "cost", props, opts)

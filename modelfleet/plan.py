@@ -339,7 +339,15 @@ class FleetPlan:
 
     @property
     def monthly_usd(self) -> float:
-        return round(sum(r.monthly_usd for r in self.regions), 2)
+        """Every region's cost and, with global routing, Route53's (`global_cost`)."""
+        return round(sum(r.monthly_usd for r in self.regions) + sum(line.monthly_usd for line in self.global_cost), 2)
+
+    @property
+    def global_cost(self) -> tuple[CostLine, ...]:
+        """What the fleet pays outside any region: Route53's zone and health checks (modelfleet.routing.cost)."""
+        from modelfleet.routing.cost import dns_cost_lines  # the routing package imports this module
+
+        return dns_cost_lines(self.routing, self.regions) if self.routing else ()
 
     def model(self, name: str) -> ModelSpec:
         return next(m for m in self.models if m.name == name)
@@ -408,7 +416,7 @@ def _region_plan(entry: RegionEntry, network: ipaddress.IPv4Network, stack: Stac
         endpoint_public_cidrs=endpoint_cidrs,
         pools=pools,
         placements=placements,
-        cost=_cost(cloud, pools, nat, len(interface_endpoints) * len(zones)),
+        cost=_cost(cloud, pools, nat, len(interface_endpoints) * len(zones), stack.routing_enabled),
         cluster_name=cluster_name(fleet.stack_name, entry),
         nat_routes=tuple(min(i, nat - 1) for i in range(len(zones))) if is_aws else (),
         master_cidr=master_cidr,
@@ -617,9 +625,12 @@ def _serving_pools(cloud: Cloud, placements: tuple[Placement, ...], models: tupl
 
 
 def _cost(cloud: Cloud, pools: tuple[PoolPlan, ...], nat_gateways: int,
-          interface_endpoint_zones: int) -> tuple[CostLine, ...]:
+          interface_endpoint_zones: int, routed: bool = False) -> tuple[CostLine, ...]:
     platform = getattr(hardware().platform, cloud)
     lines = [CostLine("cluster control plane", 1, platform.cluster_hourly_usd)]
+    if routed:  # global routing's internet-facing entry in front of the gateway (routing.endpoint)
+        lines.append(CostLine("global entry load balancer", 1,
+                              hardware().routing.entry_load_balancer_hourly_usd[cloud]))
     if platform.nat_gateway_hourly_usd:
         lines.append(CostLine("NAT gateways", nat_gateways, platform.nat_gateway_hourly_usd))
     if platform.interface_endpoint_hourly_usd and interface_endpoint_zones:

@@ -139,6 +139,9 @@ class Report:
                 }
                 for region in self.plan.regions
             },
+            # Outside any region: Route53 with global routing (modelfleet.routing.cost).
+            "global": [{"item": line.item, "quantity": line.quantity, "hourly_usd_each": line.hourly_usd_each,
+                        "monthly_usd": line.monthly_usd} for line in self.plan.global_cost],
             "monthly_usd_total": total,
             "budget_monthly_usd": self.plan.budget_monthly_usd,
             "within_budget": total <= self.plan.budget_monthly_usd,
