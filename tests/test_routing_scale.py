@@ -43,6 +43,9 @@ def test_the_global_stack_declares_the_single_stacks_dns_records(evaluated):
 def test_the_global_stack_declares_nothing_regional_and_regional_stacks_no_dns(evaluated):
     split = evaluated(GLOBAL).resources
     assert {r.type for r in split if r.custom and not r.is_provider} == set(ROUTE53)
+    [cost] = [r for r in split if r.type == "modelfleet:fleet:Cost"]
+    assert {line["region"] for line in cost.inputs["lines"]} == {"global"}
+    assert all(line["item"].startswith("Route53") for line in cost.inputs["lines"])
     for ref, stack in REGIONAL.items():
         resources = evaluated(stack).resources
         assert not [r for r in resources if r.type in ROUTE53]
@@ -51,6 +54,9 @@ def test_the_global_stack_declares_nothing_regional_and_regional_stacks_no_dns(e
         regions = {r.name.split("-", 2)[0] + ":" + r.name.split("-", 2)[1] for r in resources
                    if r.type == "modelfleet:fleet:Region"}
         assert len(regions) == 1
+        # Its cost is its region's alone; Route53's is the global stack's.
+        [cost] = [r for r in resources if r.type == "modelfleet:fleet:Cost"]
+        assert {line["region"] for line in cost.inputs["lines"]} == {ref.replace(":", "-")}
         # GCP's project APIs only where a GCP region is deployed.
         apis = [r for r in resources if r.type == "gcp:projects/service:Service"]
         assert bool(apis) is ref.startswith("gcp:")
