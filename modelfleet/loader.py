@@ -21,9 +21,8 @@ from pydantic import BaseModel, ValidationError
 
 from modelfleet.catalogue import hardware, regions
 from modelfleet.spec import (BUCKET_URI, DNS_LABEL, DNS_NAME, GCP_PROJECT_ID, HEALTH_PATH, HTTPS_URL, IAM_ROLE_ARN,
-                             IMAGE_DIGEST, KUBERNETES_MINOR, LABEL, LABEL_VALUE, MODEL_NAME, REGION_KEY, SCOPE, STACK_REF,
-                             TENSOR_NAME,
-                             ModelSpec, StackSpec)
+                             IMAGE_DIGEST, KUBERNETES_MINOR, LABEL, LABEL_VALUE, MODEL_NAME, REGION_KEY, SCOPE,
+                             STACK_REF, TENSOR_NAME, ModelSpec, StackSpec)
 from modelfleet.tuning.record import TuningRecord
 
 CONFIG_NAMESPACE = "modelfleet"

@@ -222,7 +222,8 @@ def test_every_route_is_authenticated_limited_and_inspected(declared):
                 assert sorted(policy["targetRefs"], key=lambda t: t["kind"]) == targets
             # With global routing the limits come in two halves, one per route kind, each with its own health check.
             halves = [p.inputs["spec"] for p in declared.kind("BackendTrafficPolicy")
-                      if declared.region_key(p) == region.key and p.inputs["metadata"]["name"] == f"triton-{model}-grpc"]
+                      if declared.region_key(p) == region.key
+                      and p.inputs["metadata"]["name"] == f"triton-{model}-grpc"]
             assert sorted((t for h in [limits, *halves] for t in h["targetRefs"]), key=lambda t: t["kind"]) == targets
             for half in halves:
                 assert half["rateLimit"] == limits["rateLimit"]
