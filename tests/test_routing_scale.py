@@ -94,3 +94,10 @@ def test_bad_role_keys_name_the_file_line_field_and_fix(project_copy, stack, key
     assert result.exit_code == 2, result.output
     assert f"stacks/Pulumi.{stack}.yaml:" in result.output and expected in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_plan_of_a_split_stack_says_which_part_it_deploys():
+    root = Path(__file__).resolve().parents[1]
+    result = CliRunner().invoke(app, ["plan", "--stack", "stg-use1", "--format", "markdown", "--root", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "role regional: this stack deploys aws:us-east-1 only" in result.output.splitlines()[0]
