@@ -280,7 +280,7 @@ def test_the_committed_policy_configs_fit_their_schemas():
 
     policies = load_pack()
     configs = sorted((PROJECT / "policies" / "config").glob("*.json"))
-    assert len(configs) == 3
+    assert len(configs) == 6  # dev, staging, prod and the split staging example (stg-use1, stg-euw4, stg-global)
     for path in configs:
         _settings(policies, read_policy_config(path), str(path))
 
