@@ -151,15 +151,24 @@ class Cost(pulumi.ComponentResource):
     """The plan's cost estimate as a resource of the stack, so policy packs see it under `pulumi preview` as
     they do offline: its props are its registered outputs (the contract in policies/README.md)."""
 
-    def __init__(self, fleet: FleetPlan, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, fleet: FleetPlan, regions: Sequence[RegionPlan] | None = None, dns: bool = True,
+                 opts: pulumi.ResourceOptions | None = None):
+        """`regions` and `dns`: the part of the fleet's cost this stack declares (modelfleet:role) — every region
+        and Route53 in one stack; a regional stack its region; the global stack Route53."""
+        regions = fleet.regions if regions is None else regions
+        global_cost = fleet.global_cost if dns else ()
         props = {
             "currency": "USD",
-            "monthlyUsd": fleet.monthly_usd,
+            "monthlyUsd": round(sum(r.monthly_usd for r in regions) + sum(l.monthly_usd for l in global_cost), 2),
             "budgetMonthlyUsd": fleet.budget_monthly_usd,
             "lines": [
                 {"region": region.key, "item": line.item, "quantity": line.quantity,
                  "hourlyUsdEach": line.hourly_usd_each, "monthlyUsd": line.monthly_usd}
-                for region in fleet.regions for line in region.cost
+                for region in regions for line in region.cost
+            ] + [
+                {"region": "global", "item": line.item, "quantity": line.quantity,
+                 "hourlyUsdEach": line.hourly_usd_each, "monthlyUsd": line.monthly_usd}
+                for line in global_cost
             ],
         }
         super().__init__("modelfleet:fleet:Cost", "cost", props, opts)
@@ -182,16 +191,27 @@ class DeployerAccess(pulumi.ComponentResource):
 
 
 def deploy(fleet: FleetPlan, root: Path | None = None) -> list[Region]:
+    """The stack's part of the fleet (`modelfleet:role`): every region and the global routing (all), one region
+    exporting its gateway entry (regional), or only the global routing over the regional stacks' entries (global)."""
+    if fleet.role == "global":
+        routing.deploy_global(fleet)
+        Cost(fleet, regions=(), dns=True)
+        return []
     try:
         # Before any resource: missing artefacts stop the program, as a bad spec does.
         release = release_objects(fleet, root or Path.cwd())
     except ReleaseError as exc:
         raise pulumi.RunError(f"the release cannot be built:\n{exc}") from None
-    apis = GcpApis(fleet).services if fleet.gcp_services else []
+    deployed = [r for r in fleet.regions if fleet.role == "all" or r.ref == fleet.role_region]
+    keys = {r.key for r in deployed}
+    # A regional stack writes the model objects its region is the writer of; objects another region's stack
+    # writes are not waited for (no dependency crosses stacks: bring that stack up first).
+    release = tuple(o for o in release if o.writer in keys)
+    apis = GcpApis(fleet).services if fleet.gcp_services and any(r.cloud == "gcp" for r in deployed) else []
     published: dict[tuple[str, str], pulumi.Resource] = {}
-    regions = [Region(region, fleet, apis, release, published) for region in fleet.regions]
+    regions = [Region(region, fleet, apis, release, published) for region in deployed]
     if regions:
-        Cost(fleet)
+        Cost(fleet, regions=deployed, dns=fleet.role == "all")
         DeployerAccess(fleet)
         routing.deploy(fleet, regions)  # global: its own provider, over every region's entry
     return regions

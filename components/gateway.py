@@ -34,6 +34,7 @@ from components.helm import pinned_release
 from modelfleet import serving, versions
 from modelfleet.gateway import manifests
 from modelfleet.plan import FleetPlan, RegionPlan
+from modelfleet.routing import peering
 
 REGISTRY_REPOSITORY = "modelfleet"  # ECR: modelfleet/gateway-inspector; Artifact Registry: .../modelfleet/gateway-inspector
 REDIS_TOKEN_CHARS = 64  # ElastiCache AUTH tokens: 16-128 printable characters
@@ -243,7 +244,7 @@ def _secret_ids(fleet: FleetPlan, region: RegionPlan) -> dict[str, str]:
            "redis-auth": manifests.secret_id(fleet, region, "redis-auth")}
     for scope in manifests.scopes(fleet.gateway):
         ids[f"api-keys-{manifests.scope_slug(scope)}"] = manifests.api_keys_secret_id(fleet, region, scope)
-    return ids
+    return ids | peering.secret_ids(fleet, region)
 
 
 class Gateway(pulumi.ComponentResource):
@@ -272,7 +273,8 @@ class Gateway(pulumi.ComponentResource):
             "nodeSelector": {serving.POOL_LABEL: "system"},
         }, charts)
         self.envoy_gateway = pinned_release(f"{region.key}-envoy-gateway", versions.ENVOY_GATEWAY,
-                                            manifests.envoy_gateway_values(plan), charts)
+                                            peering.with_backend_api(fleet, manifests.envoy_gateway_values(plan)),
+                                            charts)
         # The objects need the CRDs both charts install, and Triton's namespace.
         after = pulumi.ResourceOptions(parent=self, depends_on=[*needs, self.external_secrets, self.envoy_gateway])
         self.objects = [

@@ -56,7 +56,7 @@ class RegionEntry(pulumi.ComponentResource):
         self.register_outputs({ENTRY_HOSTNAME: self.address.hostname, ENTRY_IP: self.address.ip})
 
 
-def endpoints_from_stacks(stacks: Mapping[str, str], clouds: Mapping[str, str]) -> dict[str, EntryAddress]:
+def endpoints_from_stacks(stacks: Mapping[str, str]) -> dict[str, EntryAddress]:
     """The scale path: `aws:us-east-1` -> the regional stack `org/modelfleet/prod-aws-us-east-1` that exported
     ENTRY_HOSTNAME / ENTRY_IP (its RegionEntry's outputs)."""
     out = {}
@@ -146,7 +146,8 @@ class GlobalRouting(pulumi.ComponentResource):
 
 
 def deploy(fleet: FleetPlan, regions: list) -> GlobalRouting | None:
-    """From `components.fleet.deploy`: each Region's entry, then the global records over them."""
+    """From `components.fleet.deploy`: each Region's entry, then the global records over them (role all), or the
+    entry exported for the global stack (role regional)."""
     if fleet.routing is None:
         return None
     entries = {}
@@ -154,4 +155,15 @@ def deploy(fleet: FleetPlan, regions: list) -> GlobalRouting | None:
         entry = RegionEntry(fleet, region.plan, region.kubernetes, [region.gateway],
                             pulumi.ResourceOptions(parent=region))
         entries[region.plan.ref] = entry.address
+    if fleet.role == "regional":
+        [address] = entries.values()
+        pulumi.export(ENTRY_HOSTNAME, address.hostname)
+        pulumi.export(ENTRY_IP, address.ip)
+        return None
     return GlobalRouting(fleet.routing, entries, dict(fleet.tags))
+
+
+def deploy_global(fleet: FleetPlan) -> GlobalRouting:
+    """The global stack of a split fleet: the same records as role all, over the regional stacks' exports."""
+    assert fleet.routing is not None, "the spec refuses role global without routing"
+    return GlobalRouting(fleet.routing, endpoints_from_stacks(dict(fleet.region_stacks)), dict(fleet.tags))

@@ -67,9 +67,26 @@ class Platform(_Data):
     gcp: PlatformPrices
 
 
+class Route53Prices(_Data):
+    hosted_zone_monthly_usd: float
+    health_check_monthly_usd: dict[Literal["aws", "other"], float]
+    optional_feature_monthly_usd: dict[Literal["aws", "other"], float]
+    queries_per_million_usd: dict[Literal["latency", "geolocation", "weighted", "failover"], float]
+    price_date: str
+    price_source: str
+
+
+class RoutingPrices(_Data):
+    route53: Route53Prices
+    entry_load_balancer_hourly_usd: dict[Cloud, float]
+    entry_price_date: str
+    entry_price_source: str
+
+
 class HardwareCatalogue(_Data):
     hours_per_month: int
     platform: Platform
+    routing: RoutingPrices
     system_pool: SystemPool
     classes: dict[str, HardwareClass]
 

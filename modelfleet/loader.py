@@ -21,8 +21,8 @@ from pydantic import BaseModel, ValidationError
 
 from modelfleet.catalogue import hardware, regions
 from modelfleet.spec import (BUCKET_URI, DNS_LABEL, DNS_NAME, GCP_PROJECT_ID, HEALTH_PATH, HTTPS_URL, IAM_ROLE_ARN,
-                             IMAGE_DIGEST, KUBERNETES_MINOR, LABEL, LABEL_VALUE, MODEL_NAME, REGION_KEY, SCOPE, TENSOR_NAME,
-                             ModelSpec, StackSpec)
+                             IMAGE_DIGEST, KUBERNETES_MINOR, LABEL, LABEL_VALUE, MODEL_NAME, REGION_KEY, SCOPE,
+                             STACK_REF, TENSOR_NAME, ModelSpec, StackSpec)
 from modelfleet.tuning.record import TuningRecord
 
 CONFIG_NAMESPACE = "modelfleet"
@@ -46,6 +46,7 @@ _PATTERN_MEANING = {
     IMAGE_DIGEST: "an image digest: sha256: and 64 lowercase hex digits, as the registry printed it",
     REGION_KEY: "a region written cloud:region, such as aws:eu-west-1 or gcp:europe-west4",
     HEALTH_PATH: "Triton's open health path through the gateway: /v2/health/ready or /v2/health/live",
+    STACK_REF: "a fully qualified Pulumi stack name: organization/project/stack",
 }
 
 

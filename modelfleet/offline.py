@@ -114,6 +114,9 @@ class CloudMocks(pulumi_mocks.Mocks):
         self.current = threading.local()
         self.inputs: dict[str, dict] = {}  # urn -> inputs
         self.answers: dict[str, tuple[str, dict]] = {}  # urn -> (id, outputs)
+        # Fully qualified stack name -> that stack's outputs, for `pulumi.StackReference` (evaluate() fills it by
+        # evaluating the referenced stacks of this project first).
+        self.stack_outputs: dict[str, dict] = {}
 
     def _region(self, provider_ref: str | None) -> str:
         name = _name_of(provider_ref.rsplit("::", 1)[0]) if provider_ref else None
@@ -136,6 +139,13 @@ class CloudMocks(pulumi_mocks.Mocks):
             if args.inputs.get("project"):
                 self.provider_projects[args.name] = args.inputs["project"]
             return f"{args.name}-provider-id", state
+        if args.typ == "pulumi:pulumi:StackReference":
+            # What the backend answers: the referenced stack's outputs (the SDK reads the resource by its name).
+            name = args.inputs["name"]
+            if name not in self.stack_outputs:
+                raise RuntimeError(f"the offline plan cannot read stack {name}: add its stacks/Pulumi."
+                                   f"{name.rsplit('/', 1)[-1]}.yaml to this project")
+            return name, {"name": name, "outputs": self.stack_outputs[name], "secretOutputNames": []}
         region = self._region(args.provider)
         state.update(_outputs_for(args.typ, args.name, region, digest, args.inputs, self._project(args.provider)))
         resource_id = state.get("id") or f"{args.name}-{digest[:8]}"
@@ -363,7 +373,12 @@ def evaluate(root: Path, stack: str, program: Path | None = None) -> Evaluation:
     """Run `__main__.py` of the project at `root` for `stack` under mocks and return what it declared."""
     root = root.resolve()
     program = program or root / "__main__.py"
+    # A global stack reads its regional stacks' outputs (modelfleet:region_stacks): evaluate those first, from
+    # this project's own stack files, so the StackReferences get what those programs export.
+    references = {ref: evaluate(root, ref.rsplit("/", 1)[-1]).outputs for ref in _region_stacks(root, stack)
+                  if stack_file(root, ref.rsplit("/", 1)[-1]).exists()}
     mocks = CloudMocks(stack)
+    mocks.stack_outputs = references
     monitor = RecordingMonitor(mocks)
     settings.SETTINGS.rpc_manager.clear()
     settings.SETTINGS.outputs.clear()
@@ -375,6 +390,10 @@ def evaluate(root: Path, stack: str, program: Path | None = None) -> Evaluation:
     try:
         with offline_runtime():
             _sync_await(pulumi.runtime.stack.run_pulumi_func(lambda: runpy.run_path(str(program), run_name="__main__")))
+        # The program's `pulumi.export`s, on the root Stack (the engine would register them as its outputs).
+        root_stack = settings.get_root_resource()
+        exported = {name: _sync_await(pulumi.Output.from_input(value).future())
+                    for name, value in (getattr(root_stack, "outputs", None) or {}).items()}
     finally:
         os.chdir(cwd)
     resources = [
@@ -383,4 +402,13 @@ def evaluate(root: Path, stack: str, program: Path | None = None) -> Evaluation:
         for urn, record in monitor.records.items()
     ]
     resources.sort(key=lambda r: r.urn)
-    return Evaluation(stack=stack, resources=resources)
+    return Evaluation(stack=stack, resources=resources, outputs=exported)
+
+
+def _region_stacks(root: Path, stack: str) -> list[str]:
+    path = stack_file(root, stack)
+    if not path.exists():
+        return []
+    values, _ = stack_config_from_file(path, str(path.relative_to(root)))
+    stacks = values.get("region_stacks")
+    return sorted(set(stacks.values())) if isinstance(stacks, dict) else []

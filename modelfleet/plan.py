@@ -335,10 +335,22 @@ class FleetPlan:
     gateway: GatewayPlan | None = None  # modelfleet.gateway.plan: routes, auth, limits, inspection per model
     routing: RoutingPlan | None = None  # modelfleet.routing.plan: global records and health checks
     gateway_image_digest: str | None = None  # the inspection service image the cloud gateway runs (stack key)
+    # The scale path (stack keys role, role_region, region_stacks): which part of the fleet this stack deploys.
+    role: str = "all"
+    role_region: str | None = None
+    region_stacks: tuple[tuple[str, str], ...] = ()
 
     @property
     def monthly_usd(self) -> float:
-        return round(sum(r.monthly_usd for r in self.regions), 2)
+        """Every region's cost and, with global routing, Route53's (`global_cost`)."""
+        return round(sum(r.monthly_usd for r in self.regions) + sum(line.monthly_usd for line in self.global_cost), 2)
+
+    @property
+    def global_cost(self) -> tuple[CostLine, ...]:
+        """What the fleet pays outside any region: Route53's zone and health checks (modelfleet.routing.cost)."""
+        from modelfleet.routing.cost import dns_cost_lines  # the routing package imports this module
+
+        return dns_cost_lines(self.routing, self.regions) if self.routing else ()
 
     def model(self, name: str) -> ModelSpec:
         return next(m for m in self.models if m.name == name)
@@ -369,6 +381,9 @@ def build_plan(fleet: Fleet) -> FleetPlan:
         gateway=gateway_plan(stack, fleet.models),
         routing=routing_plan(stack, fleet.models),
         gateway_image_digest=stack.gateway.inspector_image_digest,
+        role=stack.role,
+        role_region=stack.role_region,
+        region_stacks=tuple(sorted(stack.region_stacks.items())),
     )
     return FleetPlan(**{**plan.__dict__, "warnings": _warnings(plan)})
 
@@ -404,7 +419,7 @@ def _region_plan(entry: RegionEntry, network: ipaddress.IPv4Network, stack: Stac
         endpoint_public_cidrs=endpoint_cidrs,
         pools=pools,
         placements=placements,
-        cost=_cost(cloud, pools, nat, len(interface_endpoints) * len(zones)),
+        cost=_cost(cloud, pools, nat, len(interface_endpoints) * len(zones), stack.routing_enabled),
         cluster_name=cluster_name(fleet.stack_name, entry),
         nat_routes=tuple(min(i, nat - 1) for i in range(len(zones))) if is_aws else (),
         master_cidr=master_cidr,
@@ -613,9 +628,12 @@ def _serving_pools(cloud: Cloud, placements: tuple[Placement, ...], models: tupl
 
 
 def _cost(cloud: Cloud, pools: tuple[PoolPlan, ...], nat_gateways: int,
-          interface_endpoint_zones: int) -> tuple[CostLine, ...]:
+          interface_endpoint_zones: int, routed: bool = False) -> tuple[CostLine, ...]:
     platform = getattr(hardware().platform, cloud)
     lines = [CostLine("cluster control plane", 1, platform.cluster_hourly_usd)]
+    if routed:  # global routing's internet-facing entry in front of the gateway (routing.endpoint)
+        lines.append(CostLine("global entry load balancer", 1,
+                              hardware().routing.entry_load_balancer_hourly_usd[cloud]))
     if platform.nat_gateway_hourly_usd:
         lines.append(CostLine("NAT gateways", nat_gateways, platform.nat_gateway_hourly_usd))
     if platform.interface_endpoint_hourly_usd and interface_endpoint_zones:

@@ -145,13 +145,15 @@ def _render_gateway(plan: FleetPlan, region, folder: Path, write) -> None:
     """The region's gateway objects (deploy-time values as placeholders, identity included) and its charts."""
     from modelfleet import versions
     from modelfleet.gateway import manifests
+    from modelfleet.routing import peering
 
     cloud = manifests.placeholder_cloud(plan, region)
     identity = {serving.IDENTITY_ANNOTATION[region.cloud]: f"<{region.cloud} identity of the gateway secret reader, set at deploy>"}
     for index, obj in enumerate(manifests.region_objects(plan, region, cloud, identity), start=1):
         serving.validate_manifest(obj, region.kubernetes_version)
         write(folder / f"{index:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml", to_yaml(obj))
-    for chart, values in ((versions.ENVOY_GATEWAY, manifests.envoy_gateway_values(cloud)),
+    gateway_values = peering.with_backend_api(plan, manifests.envoy_gateway_values(cloud))
+    for chart, values in ((versions.ENVOY_GATEWAY, gateway_values),
                           (versions.EXTERNAL_SECRETS, {"installCRDs": True})):
         write(folder / f"helm-{chart.chart}.yaml", to_yaml({
             "chart": chart.chart, "repository": chart.repository, "version": chart.version,

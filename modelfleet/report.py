@@ -139,6 +139,9 @@ class Report:
                 }
                 for region in self.plan.regions
             },
+            # Outside any region: Route53 with global routing (modelfleet.routing.cost).
+            "global": [{"item": line.item, "quantity": line.quantity, "hourly_usd_each": line.hourly_usd_each,
+                        "monthly_usd": line.monthly_usd} for line in self.plan.global_cost],
             "monthly_usd_total": total,
             "budget_monthly_usd": self.plan.budget_monthly_usd,
             "within_budget": total <= self.plan.budget_monthly_usd,
@@ -204,11 +207,20 @@ def _tree(report: Report) -> Tree:
     return root
 
 
+def _role(plan) -> str:
+    """A split fleet's stack (modelfleet:role) declares part of the plan it shows: say which."""
+    if plan.role == "regional":
+        return f"; role regional: this stack deploys {plan.role_region} only, the plan below is the fleet's"
+    if plan.role == "global":
+        return "; role global: this stack deploys the global routing only, the plan below is the fleet's"
+    return ""
+
+
 def render_text(report: Report, console: Console) -> None:
     plan, summary, cost = report.plan, report.summary(), report.cost()
     console.print(f"[bold]modelfleet plan[/] — stack [bold]{plan.stack}[/] ({plan.environment}), "
                   f"{len(plan.regions)} region(s), {len(plan.models)} model(s), "
-                  f"{summary['resource_count']} resources")
+                  f"{summary['resource_count']} resources" + _role(plan))
     console.print(_tree(report))
 
     counts = Table(title="Resources per region and type", title_justify="left")
@@ -270,7 +282,7 @@ def render_markdown(report: Report) -> str:
     out = io.StringIO()
     w = out.write
     status = "✅ within budget" if cost["within_budget"] else "❌ over budget"
-    w(f"## modelfleet plan — `{plan.stack}` ({plan.environment})\n\n")
+    w(f"## modelfleet plan — `{plan.stack}` ({plan.environment}){_role(plan)}\n\n")
     w(f"**{summary['resource_count']} resources** in {len(plan.regions)} region(s) for {len(plan.models)} model(s). "
       f"Estimated **{_money(cost['monthly_usd_total'])}/month** against a budget of "
       f"{_money(cost['budget_monthly_usd'])}: {status}.\n\n")

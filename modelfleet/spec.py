@@ -322,6 +322,7 @@ class MonitoringSpec(Strict):
 CONTINENTS = ("af", "an", "as", "eu", "na", "oc", "sa")
 Continent = Literal["af", "an", "as", "eu", "na", "oc", "sa"]
 REGION_KEY = r"^(aws|gcp):[a-z0-9-]+$"
+STACK_REF = r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$"  # Pulumi's fully qualified org/project/stack
 HEALTH_PATH = r"^/v2/health/(ready|live)$"
 
 
@@ -750,6 +751,15 @@ class StackSpec(Strict):
     capacity_headroom: Annotated[float, Field(ge=1.0, le=3.0)] = 1.3
     gateway: StackGatewaySpec = StackGatewaySpec()
     routing: StackRoutingSpec = StackRoutingSpec()
+    role: Literal["all", "regional", "global"] = Field(
+        "all", description="The scale path (docs/adr/0003-global-routing.md): all = every region and the global "
+                           "routing in this stack; regional = only `role_region`'s resources, exporting its gateway "
+                           "entry for a global stack; global = only the global routing, reading each region's entry "
+                           "from the stack in `region_stacks`. Every stack of a split fleet lists all its regions.")
+    role_region: Annotated[str, Field(pattern=REGION_KEY)] | None = Field(
+        None, description="role regional: the one region of `regions` this stack deploys.")
+    region_stacks: dict[Annotated[str, Field(pattern=REGION_KEY)], Annotated[str, Field(pattern=STACK_REF)]] = Field(
+        default_factory=dict, description="role global: each region's stack, fully qualified (org/project/stack).")
 
     @property
     def routing_enabled(self) -> bool:
@@ -774,6 +784,31 @@ class StackSpec(Strict):
             raise ValueError(f"modelfleet sets {' and '.join(own)} itself on every resource (managed-by: modelfleet, "
                              f"stack: the stack's name); remove {'it' if len(own) == 1 else 'them'} from required_tags")
         return tags
+
+    @model_validator(mode="after")
+    def _role_fits(self) -> StackSpec:
+        refs = [r.region for r in self.regions]
+        if self.role != "regional" and self.role_region is not None:
+            raise ValueError(f"role_region: only a regional stack names its region (role is {self.role}); remove it")
+        if self.role != "global" and self.region_stacks:
+            raise ValueError(f"region_stacks: only a global stack reads other stacks (role is {self.role}); "
+                             "remove it")
+        if self.role == "all":
+            return self
+        if not self.routing_enabled:
+            raise ValueError(f"role: {self.role} splits a fleet around its global routing, which this stack turns "
+                             "off (routing.enabled or environment); use role: all")
+        if self.role == "regional" and self.role_region not in refs:
+            raise ValueError(f"role_region: a regional stack deploys one of its regions ({', '.join(refs)}); "
+                             f"got {self.role_region or 'nothing'}: set role_region to one of them")
+        if self.role == "global" and set(self.region_stacks) != set(refs):
+            missing = sorted(set(refs) - set(self.region_stacks))
+            extra = sorted(set(self.region_stacks) - set(refs))
+            raise ValueError("region_stacks: a global stack reads every region's entry from its regional stack; "
+                             + (f"add {', '.join(missing)}" if missing else "")
+                             + ("; " if missing and extra else "")
+                             + (f"remove {', '.join(extra)} (not in regions)" if extra else ""))
+        return self
 
     @model_validator(mode="after")
     def _regions_fit_environment(self) -> StackSpec:

@@ -60,12 +60,20 @@ def test_every_gateway_object_passes_its_schema(stack):
     # Per region: 15 fixed objects (16 on GCP: Memorystore's CA), one ExternalSecret per scope, and the five
     # per-model kinds for each model placed there.
     expected = sum(15 + (r.cloud == "gcp") + len(scopes) + 5 * len(r.placements) for r in plan.regions)
+    if plan.routing:
+        # The second failover layer (routing.peering): per region the peer certificate and the peer listener's
+        # policy, a Backend and its TLS policy per peer region, and per model two peer routes and the gRPC half of
+        # its traffic policy.
+        pairs = [(m.model, region, peer) for m in plan.routing.models for region, peer in m.fallback]
+        expected += 2 * len({region for _, region, _ in pairs}) + 3 * len(pairs) + 2 * len({p[1:] for p in pairs})
     assert len(objects) == expected > 0
     kinds = set()
     for region, obj in objects:
         serving.validate_manifest(obj, region.kubernetes_version)
         kinds.add(obj["kind"])
     assert kinds >= PER_REGION | set(PER_MODEL) | {"ExternalSecret", "NetworkPolicy", "ServiceAccount"}
+    if plan.routing:
+        assert kinds >= {"Backend", "BackendTLSPolicy"}
 
 
 def _first(stack: str, kind: str) -> tuple:
@@ -98,8 +106,9 @@ def test_a_missing_required_field_and_an_unknown_kind_fail():
     del obj["spec"]["apiKeyAuth"]["credentialRefs"]
     with pytest.raises(serving.ManifestError, match="'credentialRefs' is a required property"):
         serving.validate_manifest(obj, region.kubernetes_version)
-    unknown = {"apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "Backend", "metadata": {"name": "x"}, "spec": {}}
-    with pytest.raises(serving.ManifestError, match="Backend/x"):
+    unknown = {"apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "HTTPRouteFilter", "metadata": {"name": "x"},
+               "spec": {}}
+    with pytest.raises(serving.ManifestError, match="HTTPRouteFilter/x"):
         serving.validate_manifest(unknown, region.kubernetes_version)
 
 
@@ -126,6 +135,12 @@ class Declared:
         return [r for r in self.resources if r.type.startswith("kubernetes:") and r.inputs.get("kind") == kind
                 and GATEWAY in r.urn]
 
+    def models_own(self, kind: str) -> list[Recorded]:
+        """The model's own objects of a kind, without the second failover layer's (routing.peering): its peer
+        routes and the gRPC half of its traffic policy."""
+        return [r for r in self.kind(kind) if not r.inputs["metadata"]["name"].startswith("peer-")
+                and not (kind == "BackendTrafficPolicy" and r.inputs["metadata"]["name"].endswith("-grpc"))]
+
     def region_key(self, r: Recorded) -> str:
         assert r.provider and r.provider.endswith("-k8s"), r.urn
         return r.provider.removesuffix("-k8s")
@@ -140,7 +155,7 @@ def test_one_gateway_per_region_through_its_clusters_provider(declared):
     gateways = declared.kind("Gateway")
     assert sorted(declared.region_key(g) for g in gateways) == sorted(r.key for r in declared.plan.regions)
     for kind in PER_MODEL:
-        recorded = declared.kind(kind)
+        recorded = declared.models_own(kind)
         placements = [(r.key, p.model) for r in declared.plan.regions for p in r.placements]
         assert len(recorded) == len(placements) > 0, kind
         assert sorted((declared.region_key(o), o.inputs["metadata"]["labels"]["modelfleet.io/model"])
@@ -173,14 +188,17 @@ def _route_of(declared: Declared, kind: str, region: str, model: str) -> Recorde
 
 
 def test_routes_reach_only_their_models_triton(declared):
-    routes = declared.kind("HTTPRoute") + declared.kind("GRPCRoute")
+    routes = declared.models_own("HTTPRoute") + declared.models_own("GRPCRoute")
     assert len(routes) == 2 * sum(len(r.placements) for r in declared.plan.regions) > 0
     for route in routes:
         model = route.inputs["metadata"]["labels"]["modelfleet.io/model"]
         [rule] = route.inputs["spec"]["rules"]
         port = 8000 if route.inputs["kind"] == "HTTPRoute" else 8001
-        assert rule["backendRefs"] == [{"group": "", "kind": "Service", "name": f"triton-{model}", "port": port,
-                                        "weight": 100}]
+        # Then, with global routing, the peer region's gateway as a fallback (tests/test_routing_peering.py).
+        assert rule["backendRefs"][0] == {"group": "", "kind": "Service", "name": f"triton-{model}", "port": port,
+                                          "weight": 100}
+        assert all(ref["kind"] == "Backend" for ref in rule["backendRefs"][1:])
+        assert len(rule["backendRefs"]) == 1 + bool(declared.plan.routing)
         if route.inputs["kind"] == "HTTPRoute":
             assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": f"/v2/models/{model}"}}]
         else:
@@ -200,8 +218,15 @@ def test_every_route_is_authenticated_limited_and_inspected(declared):
             security = _route_of(declared, "SecurityPolicy", region.key, model).inputs["spec"]
             limits = _route_of(declared, "BackendTrafficPolicy", region.key, model).inputs["spec"]
             extension = _route_of(declared, "EnvoyExtensionPolicy", region.key, model).inputs["spec"]
-            for policy in (security, limits, extension):
+            for policy in (security, extension):
                 assert sorted(policy["targetRefs"], key=lambda t: t["kind"]) == targets
+            # With global routing the limits come in two halves, one per route kind, each with its own health check.
+            halves = [p.inputs["spec"] for p in declared.kind("BackendTrafficPolicy")
+                      if declared.region_key(p) == region.key
+                      and p.inputs["metadata"]["name"] == f"triton-{model}-grpc"]
+            assert sorted((t for h in [limits, *halves] for t in h["targetRefs"]), key=lambda t: t["kind"]) == targets
+            for half in halves:
+                assert half["rateLimit"] == limits["rateLimit"]
 
             # API keys from this model's scope's Secret only; the key never reaches Triton.
             assert "jwt" not in security
@@ -235,7 +260,8 @@ def test_every_route_is_authenticated_limited_and_inspected(declared):
 
 
 def test_clients_cannot_set_their_own_identity_headers(declared):
-    policies = declared.kind("ClientTrafficPolicy")
+    policies = [p for p in declared.kind("ClientTrafficPolicy")
+                if "sectionName" not in p.inputs["spec"]["targetRefs"][0]]  # the peer listener's: peering tests
     assert len(policies) == len(declared.plan.regions)
     for policy in policies:
         spec = policy.inputs["spec"]
@@ -254,7 +280,8 @@ def test_the_load_balancer_is_internal_and_tls_terminates_at_envoy(declared):
                     else {"networking.gke.io/load-balancer-type": "Internal"})
         assert annotations == expected
     for gateway in declared.kind("Gateway"):
-        [listener] = gateway.inputs["spec"]["listeners"]
+        listener, *peer = gateway.inputs["spec"]["listeners"]
+        assert [p["name"] for p in peer] == (["peer"] if declared.plan.routing else [])
         assert (listener["protocol"], listener["port"], listener["tls"]["mode"]) == ("HTTPS", 443, "Terminate")
         assert listener["tls"]["certificateRefs"] == [{"group": "", "kind": "Secret", "name": "gateway-tls"}]
         assert listener["allowedRoutes"] == {"namespaces": {"from": "Same"}}
@@ -333,7 +360,9 @@ def test_gateway_pods_are_fenced_both_ways(declared):
         ports = {p["port"] for rule in envoy.inputs["spec"]["egress"] for p in rule["ports"]}
         assert {8000, 8001, manifests.INSPECTOR_PORT, 53} <= ports and 8002 not in ports
         assert declared.plan.gateway.jwt is None
-        assert not any("ipBlock" in peer for peer in _peers(envoy, "egress"))
+        # Other than to the peer regions' gateways, on their peer port only (routing.peering).
+        assert not any("ipBlock" in peer for rule in envoy.inputs["spec"]["egress"] for peer in rule["to"]
+                       if rule["ports"] != [{"protocol": "TCP", "port": 8443}])
         # The rate limit service reaches Redis on its port inside the region's own network only.
         redis = [rule for rule in ratelimit.inputs["spec"]["egress"]
                  if any("ipBlock" in peer for peer in rule["to"])]
@@ -369,6 +398,8 @@ def test_the_secret_reader_reads_only_the_gateways_secrets(declared):
     for region in declared.plan.regions:
         expected = {manifests.secret_id(declared.plan, region, w) for w in ("tls", "redis-auth")} | {
             manifests.api_keys_secret_id(declared.plan, region, f"infer:{m.name}") for m in declared.plan.models}
+        if declared.plan.routing:  # the region's peer certificate (routing.peering)
+            expected.add(manifests.secret_id(declared.plan, region, "peer-tls"))
         if region.cloud == "aws":
             secrets = [s for s in declared.of("aws:secretsmanager/secret:Secret") if s.name.startswith(region.key)]
             assert {s.inputs["name"] for s in secrets} == expected

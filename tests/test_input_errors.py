@@ -122,6 +122,10 @@ FORMS = [
     ("dev", "routing", "{enabled: false}"), ("dev", "routing", "'{enabled: false}'"),
     ("staging", "routing", "{ttl_s: 30, health_check: {request_interval_s: 10, failure_threshold: 2}}"),
     ("staging", "routing", "{existing_zone: example.com}"), ("staging", "routing", "{provider_region: mars-1}"),
+    ("stg-use1", "role", "regional"), ("stg-use1", "role", "'regional'"), ("staging", "role", "regional"),
+    ("stg-use1", "role_region", "aws:us-east-1"), ("stg-use1", "role_region", "'gcp:europe-west4'"),
+    ("stg-global", "region_stacks", "{aws:us-east-1: o/modelfleet/stg-use1, gcp:europe-west4: o/modelfleet/stg-euw4}"),
+    ("stg-global", "region_stacks", "'{aws:us-east-1: o/p/stg-use1}'"),
 ]
 
 
@@ -149,7 +153,10 @@ def test_the_engine_reads_what_validate_accepted(project_copy: Path, stack: str,
         evaluation = evaluate(project_copy, stack)
     except pulumi.RunError as exc:
         pytest.fail(f"validate accepted {key}: {raw}, the program refused it:\n{exc}")
-    assert any(r.type in ("aws:eks/cluster:Cluster", "gcp:container/cluster:Cluster") for r in evaluation.resources)
+    # A global stack (the scale path) declares the DNS records only; every other stack its clusters.
+    declared = ("aws:route53/record:Record",) if from_file.stack.role == "global" else (
+        "aws:eks/cluster:Cluster", "gcp:container/cluster:Cluster")
+    assert any(r.type in declared for r in evaluation.resources)
 
 
 def test_quoted_kubernetes_version_reaches_the_clusters(project_copy: Path):
@@ -273,7 +280,7 @@ def test_the_committed_policy_configs_fit_their_schemas():
 
     policies = load_pack()
     configs = sorted((PROJECT / "policies" / "config").glob("*.json"))
-    assert len(configs) == 3
+    assert len(configs) == 6  # dev, staging, prod and the split staging example (stg-use1, stg-euw4, stg-global)
     for path in configs:
         _settings(policies, read_policy_config(path), str(path))
 

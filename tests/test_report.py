@@ -72,6 +72,9 @@ def test_every_cost_line_is_catalogue_price_times_planned_nodes():
         nat = lines.pop("NAT gateways", None)
         if region.cloud == "aws":
             assert (nat.quantity, nat.hourly_usd_each) == (region.nat_gateways, platform.nat_gateway_hourly_usd)
+        entry = lines.pop("global entry load balancer")  # prod routes globally (routing.endpoint)
+        assert (entry.quantity, entry.hourly_usd_each) == (
+            1, catalogue.routing.entry_load_balancer_hourly_usd[region.cloud])
         endpoints = lines.pop("interface endpoints (per zone)", None)
         if region.cloud == "aws":
             assert (endpoints.quantity, endpoints.hourly_usd_each) == (
@@ -87,7 +90,8 @@ def test_every_cost_line_is_catalogue_price_times_planned_nodes():
             assert line.monthly_usd == pytest.approx(pool.desired_nodes * offering.hourly_usd * catalogue.hours_per_month,
                                                      abs=0.005)  # cents
         assert not lines, f"unexplained cost lines in {region.ref}: {sorted(lines)}"
-    assert plan.monthly_usd == pytest.approx(sum(l.monthly_usd for r in plan.regions for l in r.cost))
+    assert plan.monthly_usd == pytest.approx(sum(l.monthly_usd for r in plan.regions for l in r.cost)
+                                             + sum(l.monthly_usd for l in plan.global_cost))  # Route53
 
 
 def test_gpu_nodes_follow_replicas_and_gpus_per_node(prod_json):

@@ -66,7 +66,7 @@ def test_bad_spec_gets_a_clear_error(project_copy: Path, case: dict) -> None:
 def test_example_specs_are_valid(project_copy: Path) -> None:
     result = run_validate(project_copy)
     assert result.exit_code == 0, result.output
-    assert "ok: dev, local, prod, staging valid" in result.stdout
+    assert "ok: dev, local, prod, staging, stg-euw4, stg-global, stg-use1 valid" in result.stdout
 
 
 def test_minimal_model_gets_safe_defaults(tmp_path: Path) -> None:

@@ -649,7 +649,9 @@ def region_objects(plan: FleetPlan, region: RegionPlan, cloud: CloudGateway, sec
         if route.model in placed:
             objects += [http_route(plan, route), grpc_route(plan, route), security_policy(plan, route),
                         backend_traffic_policy(plan, route), extension_policy(plan, route)]
-    return objects
+    from modelfleet.routing import peering  # the second failover layer builds on these objects
+
+    return peering.with_peering(plan, region, objects)
 
 
 REDIS_CA_PATH = "/etc/redis-ca"

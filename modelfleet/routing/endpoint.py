@@ -15,6 +15,7 @@ from __future__ import annotations
 from modelfleet import serving
 from modelfleet.gateway import manifests, peers
 from modelfleet.plan import FleetPlan, RegionPlan
+from modelfleet.routing import peering
 
 ENTRY_SERVICE = "modelfleet-global-entry"
 HEALTH_PREFIX = "/health"
@@ -51,8 +52,12 @@ def entry_service(plan: FleetPlan, region: RegionPlan) -> dict:
             "type": "LoadBalancer",
             "externalTrafficPolicy": "Local",  # client addresses reach Envoy (audit, limits); no second hop
             "selector": peers.envoy_pod_labels(ns),
+            # The peer listener too: other regions' gateways fail over to this one through it (mTLS,
+            # routing.peering).
             "ports": [{"name": "https", "protocol": "TCP", "port": gw.http_port,
-                       "targetPort": gw.http_port + manifests.ENVOY_PORT_OFFSET}],
+                       "targetPort": peering.container_port(gw.http_port)},
+                      {"name": "peer", "protocol": "TCP", "port": peering.PEER_PORT,
+                       "targetPort": peering.container_port(peering.PEER_PORT)}],
         },
     }
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from modelfleet.routing.cost import routing_cost
 from modelfleet.routing.plan import ModelRouting, RoutingPlan, nearest
 from modelfleet.tuning import capacity
 
@@ -97,6 +98,9 @@ def simulate(plan: "FleetPlan", failed: str) -> dict:
         "models": models,
         "absorbed": False if False in verdicts else (None if None in verdicts else True),
         "headroom_monthly_usd": round(sum(m["headroom_monthly_usd"] for m in models.values()), 2),
+        # What the design costs whether or not a region fails: Route53 and the regions' entry load balancers.
+        "standing": {k: v for k, v in routing_cost(plan).items()
+                     if k in ("dns_monthly_usd", "entry_monthly_usd", "standing_monthly_usd")},
     }
 
 

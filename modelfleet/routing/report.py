@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
+from modelfleet.routing.cost import routing_cost
 from modelfleet.routing.failover import every_failure, simulate
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ def routing_json(plan: "FleetPlan", fail_region: str | None = None) -> dict | No
                              "gateway_fallback": dict(m.fallback),
                              "health_checks": [asdict(h) for h in m.health_checks]}
                    for m in routing.models},
+        "cost": routing_cost(plan),
         "failures": failures,
         "unabsorbed": sorted(f for f, r in failures.items() if r["absorbed"] is False),
         "unproven": sorted(f for f, r in failures.items() if r["absorbed"] is None),
@@ -44,9 +46,12 @@ def _verdict(value: bool | None) -> str:
 
 
 def _failure_lines(result: dict) -> list[str]:
+    standing = result["standing"]
     lines = [f"losing {result['failed_region']}: clients move within {result['clients_move_s']} s "
              f"({result['basis']}); {_verdict(result['absorbed'])}; headroom "
-             f"${result['headroom_monthly_usd']:,.0f}/month"]
+             f"${result['headroom_monthly_usd']:,.0f}/month (GPU replicas) + ${standing['standing_monthly_usd']:,.2f}"
+             f"/month standing (Route53 ${standing['dns_monthly_usd']:,.2f}, entry load balancers "
+             f"${standing['entry_monthly_usd']:,.2f})"]
     for model, m in result["models"].items():
         moves = ", ".join(f"{x['region']} +{x['rps']:g} rps" for x in m["moves_to"]) or "nowhere"
         lines.append(f"  {model}: {m['lost_rps']:g} rps -> {moves} ({m['why']}): {_verdict(m['absorbed'])}"
@@ -71,6 +76,12 @@ def routing_text(doc: dict | None, console) -> None:
                       + (f", residency {m['residency']}" if m["residency"] else "")
                       + (f", canary {m['canary']['region']} {m['canary']['percent']}%" if m["canary"] else ""),
                       markup=False, highlight=False)
+    cost = doc["cost"]
+    console.print(f"  cost: Route53 ${cost['dns_monthly_usd']:,.2f}/month ("
+                  + ", ".join(f"{x['quantity']} x {x['item']}" for x in cost["dns"])
+                  + f"), entry load balancers ${cost['entry_monthly_usd']:,.2f}/month; queries per million: "
+                  + ", ".join(f"{m} ${v:.2f}" for m, v in cost["queries_per_million_usd"].items()),
+                  markup=False, highlight=False, soft_wrap=True)
     if doc["fail_region"]:
         for line in _failure_lines(doc["fail_region"]):
             console.print(line, markup=False, highlight=False, soft_wrap=True)
@@ -85,7 +96,14 @@ def routing_markdown(doc: dict | None) -> str:
            "| name | policy | records | health checks |\n|---|---|---:|---:|\n")
     for m in doc["models"].values():
         out += f"| `{m['name']}` | {m['policy']} | {len(m['records'])} | {len(m['health_checks'])} |\n"
-    out += "\n| region lost | verdict | headroom $/month |\n|---|---|---:|\n"
+    cost = doc["cost"]
+    out += ("\n| routing cost | $/month |\n|---|---:|\n"
+            + "".join(f"| {x['quantity']} × {x['item']} | ${x['monthly_usd']:,.2f} |\n" for x in cost["dns"])
+            + "".join(f"| entry load balancer {x['region']} | ${x['monthly_usd']:,.2f} |\n"
+                      for x in cost["entry_load_balancers"])
+            + f"\n{cost['basis']}. Queries per million: "
+            + ", ".join(f"`{m}` ${v:.2f}" for m, v in cost["queries_per_million_usd"].items()) + ".\n")
+    out += "\n| region lost | verdict | headroom $/month (GPU) |\n|---|---|---:|\n"
     for failed, r in doc["failures"].items():
         out += f"| {failed} | {_verdict(r['absorbed'])} | ${r['headroom_monthly_usd']:,.0f} |\n"
     if doc["fail_region"]:
