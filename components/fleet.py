@@ -175,6 +175,18 @@ class DeployerAccess(pulumi.ComponentResource):
         self.register_outputs(props)
 
 
+class GatewayRelease(pulumi.ComponentResource):
+    """The inspection-service image the stack names for its gateways, for the policy pack to read (props are its
+    outputs, as for DeployerAccess): `gateway-image-released` flags the example stacks' all-zero digest. A plain
+    config value, so it is known in a preview where the registry (and so the Deployment's image) is not."""
+
+    def __init__(self, fleet: FleetPlan, opts: pulumi.ResourceOptions | None = None):
+        props = {"inspectorImageDigest": fleet.gateway_image_digest,
+                 "regions": [region.key for region in fleet.regions]}
+        super().__init__("modelfleet:fleet:GatewayRelease", "gateway-release", props, opts)
+        self.register_outputs(props)
+
+
 def deploy(fleet: FleetPlan, root: Path | None = None) -> list[Region]:
     try:
         # Before any resource: missing artefacts stop the program, as a bad spec does.
@@ -187,5 +199,7 @@ def deploy(fleet: FleetPlan, root: Path | None = None) -> list[Region]:
     if regions:
         Cost(fleet)
         DeployerAccess(fleet)
+        if fleet.gateway is not None and fleet.gateway_image_digest:
+            GatewayRelease(fleet)
         routing.deploy(fleet, regions)  # global: its own provider, over every region's entry
     return regions
