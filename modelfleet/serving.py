@@ -12,6 +12,7 @@ NetworkPolicy and a KEDA ScaledObject. Why KEDA: docs/adr/0002-autoscaling.md.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any, Mapping
 import yaml
 
 from modelfleet.catalogue import hardware
-from modelfleet import versions
+from modelfleet import canary, versions
 from modelfleet.gateway import peers
 from modelfleet.plan import LABEL_PREFIX, TRITON_SERVICE_ACCOUNT, FleetPlan, Placement, PoolPlan, RegionPlan
 from modelfleet.spec import ModelSpec
@@ -147,6 +148,23 @@ class Workload:
     queue_target_us: int
     config_sha256: str | None
     kubernetes_version: str
+    # The pods' `app.kubernetes.io/instance`: the model's Kubernetes name, or `<name>-canary` for its canary, so the
+    # stable Service, PDB and NetworkPolicy never select canary pods (and the two Deployments' selectors never
+    # overlap); what selects every Triton pod by `app.kubernetes.io/name: triton` (Envoy's egress, the PodMonitor)
+    # covers both.
+    instance: str = ""
+    version: int | None = None  # the Triton version these pods serve, when a canary splits the model's metrics
+    config_name: str | None = None  # Triton's --model-config-name (the canary's configs/canary.pbtxt)
+    extra_labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def selector(self) -> dict[str, str]:
+        return selector_labels(self.instance)
+
+
+def workload_labels(plan: FleetPlan, w: Workload) -> dict[str, str]:
+    """The model's labels, with the workload's own instance (stable or canary) and track."""
+    return dict(sorted((_labels(plan, w.model.kube_name) | w.selector | dict(w.extra_labels)).items()))
 
 
 def model_repository(model: ModelSpec, source: str) -> str:
@@ -178,7 +196,24 @@ def workload(plan: FleetPlan, region: RegionPlan, placement: Placement, config_t
         queue_target_us=int(model.slo.p99_ms * 1000 * QUEUE_SHARE_OF_P99),
         config_sha256=hashlib.sha256(config_text.encode()).hexdigest() if config_text is not None else None,
         kubernetes_version=region.kubernetes_version,
+        instance=model.kube_name,
+        version=model.version if placement.canary else None,
     )
+
+
+def canary_workload(plan: FleetPlan, region: RegionPlan, placement: Placement, config_text: str | None = None
+                    ) -> Workload:
+    """The canary Deployment of `placement` (modelfleet.canary): the same pods as the stable's but for the version
+    (Triton reads configs/canary.pbtxt), their own name and instance label, and replicas sized for their share."""
+    c = placement.canary
+    assert c is not None, "only a placement with a canary has a canary workload"
+    sized = dataclasses.replace(placement, rps=c.rps, min_replicas=c.min_replicas, max_replicas=c.max_replicas,
+                                desired_replicas=c.desired_replicas, needed_replicas=c.needed_replicas, canary=None)
+    w = workload(plan, region, sized, config_text)
+    kube = w.model.kube_name
+    return dataclasses.replace(w, name=workload_name(kube) + canary.SUFFIX, instance=kube + canary.SUFFIX,
+                               version=c.version, config_name=canary.CONFIG_NAME,
+                               extra_labels=((f"{LABEL_PREFIX}/track", "canary"),))
 
 
 # --- per region -------------------------------------------------------------------------------------------
@@ -253,6 +288,8 @@ def triton_args(w: Workload, served: list[ModelSpec] | None = None) -> list[str]
         "--allow-metrics=true",
         f"--allow-gpu-metrics={'true' if w.gpus else 'false'}",
     ]
+    if w.config_name:
+        args.append(f"--model-config-name={w.config_name}")  # configs/<name>.pbtxt: the canary's version
     args += server_flags(served)
     return args + trace_args(w.model.name, w.model.monitoring.trace_sample_rate)
 
@@ -288,8 +325,8 @@ def tolerations(pool: PoolPlan) -> list[dict]:
 
 
 def deployment(plan: FleetPlan, w: Workload) -> dict:
-    labels = _labels(plan, w.model.kube_name)
-    selector = selector_labels(w.model.kube_name)
+    labels = workload_labels(plan, w)
+    selector = w.selector
     requests: dict[str, Any] = {"cpu": w.cpu, "memory": w.memory}
     limits: dict[str, Any] = {"memory": w.memory}  # no CPU limit: throttling only adds latency
     if w.gpus:
@@ -388,10 +425,10 @@ def service(plan: FleetPlan, w: Workload) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(w.name, _labels(plan, w.model.kube_name), w.namespace),
+        "metadata": _meta(w.name, workload_labels(plan, w), w.namespace),
         "spec": {
             "type": "ClusterIP",
-            "selector": selector_labels(w.model.kube_name),
+            "selector": w.selector,
             "ports": [
                 {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"},
                 {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP",
@@ -408,13 +445,13 @@ def pod_disruption_budget(plan: FleetPlan, w: Workload) -> dict:
     replicas at a time. maxUnavailable, not minAvailable: a model scaled to one replica (KEDA may go that low
     for a scale-to-zero model) would block every drain of its node under a minAvailable of 1."""
     spec: dict[str, Any] = {"maxUnavailable": PDB_MAX_UNAVAILABLE,
-                            "selector": {"matchLabels": selector_labels(w.model.kube_name)}}
+                            "selector": {"matchLabels": w.selector}}
     if _version(w.kubernetes_version) >= (1, 31):  # GA in 1.31: a crash-looping pod must not block node drains
         spec["unhealthyPodEvictionPolicy"] = "AlwaysAllow"
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": _meta(w.name, _labels(plan, w.model.kube_name), w.namespace),
+        "metadata": _meta(w.name, workload_labels(plan, w), w.namespace),
         "spec": spec,
     }
 
@@ -442,9 +479,9 @@ def network_policy(plan: FleetPlan, w: Workload) -> dict:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": _meta(w.name, _labels(plan, w.model.kube_name), w.namespace),
+        "metadata": _meta(w.name, workload_labels(plan, w), w.namespace),
         "spec": {
-            "podSelector": {"matchLabels": selector_labels(w.model.kube_name)},
+            "podSelector": {"matchLabels": w.selector},
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [
                 {"from": [peers.envoy_peer(w.namespace)],
@@ -466,13 +503,14 @@ def queue_time_query(w: Workload) -> str:
     HPA sets ceil(metric / target) = ceil(current x average / target), the proportional rule of a Value trigger
     (docs/adr/0002-autoscaling.md). Without kube-state-metrics or Triton's series the result is empty (not NaN,
     as `scalar()` would give): with `ignoreNullValues: false` a scaler error, so the fallback."""
-    return (f"{queue_time_average_query(w.namespace, w.model.name)} * "
+    return (f"{queue_time_average_query(w.namespace, w.model.name, w.version)} * "
             f'sum(kube_deployment_status_replicas{{namespace="{w.namespace}",deployment="{w.name}"}})')
 
 
-def queue_time_average_query(namespace: str, model: str) -> str:
-    """Average queue time per request of `model` in `namespace`, microseconds, over all its replicas."""
-    match = f'namespace="{namespace}",model="{model}"'
+def queue_time_average_query(namespace: str, model: str, version: int | None = None) -> str:
+    """Average queue time per request of `model` in `namespace`, microseconds, over all its replicas; with a canary
+    each Deployment scales on its own version's series (Triton labels them `version`)."""
+    match = f'namespace="{namespace}",model="{model}"' + (f',version="{version}"' if version is not None else "")
     return (f"sum(rate(nv_inference_queue_duration_us{{{match}}}[{METRIC_WINDOW}])) / "
             f"clamp_min(sum(rate(nv_inference_request_success{{{match}}}[{METRIC_WINDOW}])), 0.001)")
 
@@ -495,7 +533,7 @@ def scaled_object(plan: FleetPlan, w: Workload) -> dict:
     }]
     if p.scale_to_zero:
         # At zero replicas Triton exports nothing: the gateway's request rate wakes the model up.
-        per_replica_rps = max(1.0, p.rps / max(p.desired_replicas, 1))
+        per_replica_rps = max(1.0, p.stable_rps / max(p.desired_replicas, 1))
         triggers.append({
             "type": "prometheus",
             "name": "gateway-demand",
@@ -510,7 +548,7 @@ def scaled_object(plan: FleetPlan, w: Workload) -> dict:
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
-        "metadata": _meta(w.name, _labels(plan, w.model.kube_name), w.namespace),
+        "metadata": _meta(w.name, workload_labels(plan, w), w.namespace),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": w.name},
             "minReplicaCount": p.min_replicas if p.scale_to_zero else max(p.min_replicas, 1),
@@ -541,12 +579,16 @@ def region_objects(plan: FleetPlan, region: RegionPlan, identity_annotations: Ma
                    configs: Mapping[str, str] | None = None) -> list[dict]:
     """Every Kubernetes object modelfleet declares in one region's cluster (KEDA's chart aside).
 
-    `configs` maps a model to its rendered config.pbtxt; its hash rolls the pods when the config changes.
+    `configs` maps a model to its rendered config.pbtxt (and `canary.config_key(model)` to its canary's); its hash
+    rolls the pods when the config changes.
     """
     objects = [namespace(plan), service_account(plan, identity_annotations)]
     for placement in region.placements:
         text = (configs or {}).get(placement.model)
         objects += model_objects(plan, workload(plan, region, placement, text))
+        if placement.canary:
+            text = (configs or {}).get(canary.config_key(placement.model))
+            objects += model_objects(plan, canary_workload(plan, region, placement, text))
     return objects
 
 

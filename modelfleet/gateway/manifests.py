@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 
-from modelfleet import serving
+from modelfleet import canary, serving
 from modelfleet.gateway import peers
 from modelfleet.gateway.plan import GatewayPlan, RoutePlan
 from modelfleet.plan import LABEL_PREFIX, FleetPlan, RegionPlan
@@ -339,8 +339,15 @@ def _parent() -> dict:
 
 
 def _backends(plan: FleetPlan, route: RoutePlan, port: int) -> list[dict]:
-    return [{"group": "", "kind": "Service", "name": serving.workload_name(_kube(plan, route)), "port": port,
-             "weight": 100}]
+    """The model's Service, or with a canary (modelfleet.canary) the stable and canary Services in the same rule,
+    weighted 100 - p and p: Gateway API splits a rule's requests in proportion to its backendRefs' weights, so the
+    split holds for every match of the rule (HTTP paths and gRPC methods alike)."""
+    name = serving.workload_name(_kube(plan, route))
+    if route.canary_version is None:
+        return [{"group": "", "kind": "Service", "name": name, "port": port, "weight": 100}]
+    stable, weight = canary.weights(route.canary_percent)
+    return [{"group": "", "kind": "Service", "name": name, "port": port, "weight": stable},
+            {"group": "", "kind": "Service", "name": name + canary.SUFFIX, "port": port, "weight": weight}]
 
 
 def http_route(plan: FleetPlan, route: RoutePlan) -> dict:
