@@ -233,8 +233,17 @@ def _rows(doc: dict):
         for region, e in data["regions"].items():
             tp = f"{e['throughput_per_replica']:,.0f}" if e["throughput_per_replica"] is not None else "—"
             p99 = f"{e['p99_ms']:g}" if e["p99_ms"] is not None else "—"
-            yield (model, region, f"{e['rps']:g}", str(e["replicas"]), str(e["gpus"]),
-                   "yes" if e["tuned"] else "no", tp, p99, f"${e['monthly_usd']:,.0f}")
+            c = e.get("canary")
+            if c is None:
+                yield (model, region, f"{e['rps']:g}", str(e["replicas"]), str(e["gpus"]),
+                       "yes" if e["tuned"] else "no", tp, p99, f"${e['monthly_usd']:,.0f}")
+                continue
+            # A canary: each Deployment with its share of the region's requests; the cost covers both.
+            yield (f"{model} v{c['stable_version']} {100 - c['percent']}%", region, f"{e['rps_stable']:g}",
+                   str(e["replicas"]), str(e["gpus"]), "yes" if e["tuned"] else "no", tp, p99,
+                   f"${e['monthly_usd']:,.0f} (both)")
+            yield (f"{model} v{c['version']} {c['percent']}% canary", region, f"{c['rps']:g}", str(c["replicas"]),
+                   str(c["gpus"]), "yes" if e["tuned"] else "no", tp, p99, "↑")
 
 
 _HEADERS = ("model", "region", "rps", "replicas", "GPUs", "tuned", "infer/s per replica", "p99 ms", "$/month")
