@@ -301,8 +301,9 @@ def test_the_offline_program_declares_the_canary(canary_root):
     canary = next(r for r in deployments if r.inputs["metadata"]["name"].endswith("-canary"))
     objects = {r.inputs.get("key") or r.inputs.get("name") for r in resources if r.type == "aws:s3/bucketObjectv2:BucketObjectv2"}
     assert f"{MODEL}/configs/canary.pbtxt" in objects and f"{MODEL}/{CANARY}/model.py" in objects
-    waits_for = set(canary.dependencies)
-    assert any(f"{MODEL}/configs/canary.pbtxt" in urn or "canary" in urn for urn in waits_for) or waits_for
+    # The canary's pods wait for the objects they read: its config and its version's files.
+    waits_for = {urn.rsplit("::", 1)[1] for urn in canary.dependencies if "bucketObjectv2" in urn}
+    assert {f"aws-us-east-1-{MODEL}-configs-canary.pbtxt", f"aws-us-east-1-{MODEL}-{CANARY}-model.py"} <= waits_for
 
 
 # ---------------------------------------------------------------- the local Envoy and the report
