@@ -301,6 +301,9 @@ def test_the_offline_program_declares_the_canary(canary_root):
     canary = next(r for r in deployments if r.inputs["metadata"]["name"].endswith("-canary"))
     objects = {r.inputs.get("key") or r.inputs.get("name") for r in resources if r.type == "aws:s3/bucketObjectv2:BucketObjectv2"}
     assert f"{MODEL}/configs/canary.pbtxt" in objects and f"{MODEL}/{CANARY}/model.py" in objects
+    from modelfleet.review import review
+
+    assert review(evaluate(canary_root, "dev")).mandatory == [], "the canary passes every policy of the pack"
     # The canary's pods wait for the objects they read: its config and its version's files.
     waits_for = {urn.rsplit("::", 1)[1] for urn in canary.dependencies if "bucketObjectv2" in urn}
     assert {f"aws-us-east-1-{MODEL}-configs-canary.pbtxt", f"aws-us-east-1-{MODEL}-{CANARY}-model.py"} <= waits_for
@@ -347,3 +350,24 @@ def test_the_plan_states_the_split(canary_root):
     assert re.search(rf"\| {MODEL} v{CANARY} 10% canary \| aws:us-east-1 \| 120 \| 1 \|", markdown), markdown
     capacity = report.to_json()["capacity"]["models"][MODEL]["regions"]["aws:us-east-1"]
     assert capacity["canary"]["rps"] == 120 and capacity["rps_stable"] == 1080
+
+
+def test_modelfleet_up_runs_a_second_triton_for_the_canaries(canary_root, tmp_path):
+    """`up`'s processes: the canary Triton on its own ports with the canary's flags, and Envoy's config pointing the
+    canary clusters at it."""
+    from modelfleet.local import default_ports, local_processes
+
+    plan = build_plan(load_fleet(canary_root, "local"))
+    ports = default_ports(plan)
+    processes = {p.name: p for p in local_processes(plan, canary_root, tmp_path, ports)}
+    canary = processes["triton-canary"]
+    assert "--model-config-name=canary" in canary.command and f"--load-model={MODEL}" in canary.command
+    assert [a for a in canary.command if a.startswith("--load-model")] == [f"--load-model={MODEL}"]
+    assert set(canary.ports.values()).isdisjoint(processes["triton"].ports.values())
+    repository = tmp_path / "model-repository" / MODEL
+    assert (repository / "configs" / "canary.pbtxt").is_file() and (repository / str(CANARY) / "model.py").is_file()
+    envoy = yaml.safe_load((tmp_path / "gateway" / "envoy.yaml").read_text())
+    ports_of = {c["name"]: c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+                ["socket_address"]["port_value"] for c in envoy["static_resources"]["clusters"]}
+    assert ports_of[f"triton-{MODEL}/canary"] == ports["triton-canary-http"]
+    assert ports_of[f"triton-{MODEL}/grpc/canary"] == ports["triton-canary-grpc"]
