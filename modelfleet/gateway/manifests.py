@@ -462,9 +462,13 @@ def extension_policy(plan: FleetPlan, route: RoutePlan) -> dict:
     """Request bodies always go to the inspector (tensors, sizes, deny patterns); response bodies only where the
     plan asks (PII in BYTES outputs). Envoy Gateway sends a phase's headers with it: no header-only phase is asked
     for. failOpen is the model's fail mode."""
-    # The inspector finds the model from the path (HTTP) or the model header (gRPC), sent as attributes.
-    attributes = ["request.path", f"request.headers['{route.grpc_model_header}']"]
-    mode: dict[str, Any] = {"request": {"body": "Buffered", "attributes": attributes}}
+    # The inspector finds the model from the path (HTTP) or the model header (gRPC). Envoy Gateway's CRD admits
+    # attributes matching `^(connection\.|source\.|destination\.|request\.|response\.|upstream\.|xds\.route_)
+    # [a-z_1-9]*$` only (api/v1alpha1/ext_proc_types.go, ProcessingModeOptions.Attributes, envoyproxy/gateway
+    # c78106ac7a4e1e477f2ae0671d4ba4de08aa5542), so `request.headers['x-modelfleet-model']` would be refused at
+    # apply: the path goes as an attribute, and the model header arrives with the request headers, which Envoy
+    # Gateway sends whenever `request` is set (modelfleet.gateway.service._from_headers).
+    mode: dict[str, Any] = {"request": {"body": "Buffered", "attributes": ["request.path"]}}
     if route.inspection.response_body:
         mode["response"] = {"body": "Buffered"}
     return {
