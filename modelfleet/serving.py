@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -656,6 +657,8 @@ def validate_manifest(obj: dict, kubernetes_version: str) -> None:
         spec = obj["spec"]
         if obj["kind"] == "ScaledObject" and spec.get("minReplicaCount", 0) > spec.get("maxReplicaCount", 100):
             raise ManifestError(f"{where} spec.minReplicaCount: must be <= maxReplicaCount")
+        if obj["kind"] in ("HTTPRoute", "GRPCRoute"):
+            _check_route_rules(spec, where)
         _check_metadata(obj, where)
         return
     import kubernetes_validate
@@ -670,8 +673,34 @@ def validate_manifest(obj: dict, kubernetes_version: str) -> None:
     _check_metadata(obj, where)
 
 
+# The route CRDs' CEL rules (x-kubernetes-validations) that JSON schema cannot say: Gateway API's standard
+# grpcroutes.yaml / httproutes.yaml (tests/data/crds/grpcroute-v1.yaml quotes them).
+_GRPC_SERVICE = re.compile(r"^\.?[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)*$", re.IGNORECASE)
+_GRPC_METHOD = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*$")
+MAX_ROUTE_MATCHES = 128
+
+
+def _check_route_rules(spec: dict, where: str) -> None:
+    rules = spec.get("rules", [])
+    if sum(len(rule.get("matches", [])) for rule in rules) > MAX_ROUTE_MATCHES:
+        raise ManifestError(f"{where} spec.rules: more than {MAX_ROUTE_MATCHES} matches across all rules")
+    for i, rule in enumerate(rules):
+        for j, ref in enumerate(rule.get("backendRefs", [])):
+            if ref.get("group", "") == "" and ref.get("kind", "Service") == "Service" and "port" not in ref:
+                raise ManifestError(f"{where} spec.rules.{i}.backendRefs.{j}: Must have port for Service reference")
+        for j, match in enumerate(rule.get("matches", [])):
+            method = match.get("method")
+            if method is None or method.get("type", "Exact") != "Exact":
+                continue
+            if "service" in method and not _GRPC_SERVICE.match(method["service"]):
+                raise ManifestError(f"{where} spec.rules.{i}.matches.{j}.method.service: must only contain valid "
+                                    f"characters, got {method['service']!r}")
+            if "method" in method and not _GRPC_METHOD.match(method["method"]):
+                raise ManifestError(f"{where} spec.rules.{i}.matches.{j}.method.method: must only contain valid "
+                                    f"characters, got {method['method']!r}")
+
+
 def _check_metadata(obj: dict, where: str) -> None:
-    import re
 
     name = obj["metadata"]["name"]
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name):
