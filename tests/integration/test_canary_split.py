@@ -56,14 +56,9 @@ def _within_binomial(canary_count: float, n: int, percent: int) -> tuple[bool, s
 
 @pytest.fixture(scope="module")
 def split_stack(tmp_path_factory, triton_install):
-    from tests.conftest import PROJECT, copy_artefacts
+    from tests.project import copy_project
 
-    root = tmp_path_factory.mktemp("canary-project")
-    for name in ("Pulumi.yaml", "__main__.py"):
-        shutil.copy(PROJECT / name, root / name)
-    for folder in ("models", "stacks"):
-        shutil.copytree(PROJECT / folder, root / folder)
-    copy_artefacts(root)
+    root = copy_project(tmp_path_factory.mktemp("canary-project"))  # artefacts copied: the canary's is added
     source = root / "build" / "model-artifacts" / MODEL
     shutil.copytree(source / str(STABLE), source / str(CANARY))
     spec = root / "models" / f"{MODEL}.yaml"
