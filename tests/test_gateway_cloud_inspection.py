@@ -51,7 +51,13 @@ def _run(inspector, *messages) -> list:
     async def collect():
         return [r async for r in inspector.process(stream(), None)]
 
-    return asyncio.run(collect())
+    # A loop of its own, never installed as the current one: asyncio.run would leave none current afterwards, and
+    # later tests (Pulumi's mocks) ask for it.
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(collect())
+    finally:
+        loop.close()
 
 
 FRAUD = json.dumps({"inputs": [{"name": "features", "shape": [1, 32], "datatype": "FP32",
