@@ -58,7 +58,7 @@ def canary_server(plan: FleetPlan, repository: Path):
 
     if not canary_models(plan):
         return contextlib.nullcontext()
-    return TritonServer(repository, *(DEFAULT_PORTS[f"triton-canary-{n}"] for n in ("http", "grpc", "metrics")),
+    return TritonServer(repository, *(CANARY_PORTS[f"triton-canary-{n}"] for n in ("http", "grpc", "metrics")),
                         models=[m.name for m in canary_models(plan)], extra_args=canary_triton_args(plan))
 
 
@@ -71,13 +71,17 @@ def canary_triton_args(plan: FleetPlan) -> tuple[str, ...]:
 # Where the local stack listens unless `modelfleet up --port NAME=PORT` says otherwise; all on 127.0.0.1. The
 # gateway's listeners are the plan's (8080/8081 unless the stack says otherwise).
 DEFAULT_PORTS = {"triton-http": 8000, "triton-grpc": 8001, "triton-metrics": 8002,
-                 "triton-canary-http": 8010, "triton-canary-grpc": 8011, "triton-canary-metrics": 8012,  # with a canary
                  "gateway-http": 8080, "gateway-grpc": 8081, "gateway-admin": 9901, "gateway-authz": 9001,
                  "gateway-extproc": 9002, "drift-metrics": 9102, "prometheus": 9090, "alertmanager": 9093}
 
 
+# The canaries' Triton (modelfleet.canary), only in a stack whose models have one; the gateway's default config
+# points its canary clusters here (envoy_config.CANARY_TRITON_*_PORT).
+CANARY_PORTS = {"triton-canary-http": 8010, "triton-canary-grpc": 8011, "triton-canary-metrics": 8012}
+
+
 def default_ports(plan: FleetPlan) -> dict[str, int]:
-    ports = dict(DEFAULT_PORTS)
+    ports = dict(DEFAULT_PORTS) | (CANARY_PORTS if canary_models(plan) else {})
     if plan.gateway is not None:
         ports.update({"gateway-http": plan.gateway.http_port, "gateway-grpc": plan.gateway.grpc_port})
     return ports

@@ -371,3 +371,10 @@ def test_modelfleet_up_runs_a_second_triton_for_the_canaries(canary_root, tmp_pa
                 ["socket_address"]["port_value"] for c in envoy["static_resources"]["clusters"]}
     assert ports_of[f"triton-{MODEL}/canary"] == ports["triton-canary-http"]
     assert ports_of[f"triton-{MODEL}/grpc/canary"] == ports["triton-canary-grpc"]
+    # `serve` and `render` use the gateway's own defaults: the same canary ports as `up`'s.
+    from modelfleet.gateway.envoy_config import default_ports as gateway_defaults
+
+    defaults = gateway_defaults(plan.gateway)
+    assert (defaults.canary_triton_http, defaults.canary_triton_grpc) == (
+        ports["triton-canary-http"], ports["triton-canary-grpc"])
+    assert "triton-canary-http" not in default_ports(build_plan(load_fleet(Path(__file__).parent.parent, "local")))
