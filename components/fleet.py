@@ -77,7 +77,7 @@ class Region(pulumi.ComponentResource):
         # The gateway's charts come after the node pools like every add-on; its objects live in Triton's namespace.
         self.gateway = Gateway(fleet, region, self.kubernetes, self.gateway_cloud,
                                needs=[*self.serving_needs, self.serving.namespace],
-                               opts=pulumi.ResourceOptions(parent=self))
+                               opts=pulumi.ResourceOptions(parent=self), backends=self.serving.by_model)
         self.register_outputs({
             "clusterName": self.cluster.name,
             "endpoint": self.cluster.endpoint,

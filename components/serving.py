@@ -33,6 +33,7 @@ class TritonService(pulumi.ComponentResource):
                  canary: bool = False):
         """`canary`: the placement's canary Deployment (modelfleet.canary) instead of its stable one."""
         super().__init__("modelfleet:serving:TritonService", name, None, opts)
+        self.model_kube_name = fleet.model(placement.model).kube_name
         child = pulumi.ResourceOptions(parent=self, depends_on=depends_on)
         w = (serving.canary_workload if canary else serving.workload)(fleet, region, placement, config_text)
 
@@ -108,4 +109,8 @@ class Serving(pulumi.ComponentResource):
             for placement in region.placements
             for track in ((False, True) if placement.canary else (False,))
         ]
+        # Per model's Kubernetes name: its Triton services (stable, and canary), for what must wait on them.
+        self.by_model: dict[str, list[TritonService]] = {}
+        for service in self.models:
+            self.by_model.setdefault(service.model_kube_name, []).append(service)
         self.register_outputs({"namespace": ns["metadata"]["name"]})

@@ -304,6 +304,13 @@ def test_the_offline_program_declares_the_canary(canary_root):
     from modelfleet.review import review
 
     assert review(evaluate(canary_root, "dev")).mandatory == [], "the canary passes every policy of the pack"
+    # The model's routes wait for both Deployments: the canary's weight arrives once its pods are ready.
+    routes = [r for r in resources if r.type.startswith("kubernetes:gateway.networking.k8s.io/v1:")
+              and r.inputs["metadata"]["name"] == f"triton-{MODEL}"]
+    assert len(routes) == 2
+    for route in routes:
+        assert canary.urn in route.dependencies and next(
+            d.urn for d in deployments if not d.inputs["metadata"]["name"].endswith("-canary")) in route.dependencies
     # The canary's pods wait for the objects they read: its config and its version's files.
     waits_for = {urn.rsplit("::", 1)[1] for urn in canary.dependencies if "bucketObjectv2" in urn}
     assert {f"aws-us-east-1-{MODEL}-configs-canary.pbtxt", f"aws-us-east-1-{MODEL}-{CANARY}-model.py"} <= waits_for
