@@ -78,7 +78,7 @@ class Region(pulumi.ComponentResource):
         # The gateway's charts come after the node pools like every add-on; its objects live in Triton's namespace.
         self.gateway = Gateway(fleet, region, self.kubernetes, self.gateway_cloud,
                                needs=[*self.serving_needs, self.serving.namespace],
-                               opts=pulumi.ResourceOptions(parent=self))
+                               opts=pulumi.ResourceOptions(parent=self), backends=self.serving.by_model)
         self.register_outputs({
             "clusterName": self.cluster.name,
             "endpoint": self.cluster.endpoint,
@@ -190,6 +190,18 @@ class DeployerAccess(pulumi.ComponentResource):
         self.register_outputs(props)
 
 
+class GatewayRelease(pulumi.ComponentResource):
+    """The inspection-service image the stack names for its gateways, for the policy pack to read (props are its
+    outputs, as for DeployerAccess): `gateway-image-released` flags the example stacks' all-zero digest. A plain
+    config value, so it is known in a preview where the registry (and so the Deployment's image) is not."""
+
+    def __init__(self, fleet: FleetPlan, opts: pulumi.ResourceOptions | None = None):
+        props = {"inspectorImageDigest": fleet.gateway_image_digest,
+                 "regions": [region.key for region in fleet.regions]}
+        super().__init__("modelfleet:fleet:GatewayRelease", "gateway-release", props, opts)
+        self.register_outputs(props)
+
+
 def deploy(fleet: FleetPlan, root: Path | None = None) -> list[Region]:
     """The stack's part of the fleet (`modelfleet:role`): every region and the global routing (all), one region
     exporting its gateway entry (regional), or only the global routing over the regional stacks' entries (global)."""
@@ -213,5 +225,7 @@ def deploy(fleet: FleetPlan, root: Path | None = None) -> list[Region]:
     if regions:
         Cost(fleet, regions=deployed, dns=fleet.role == "all")
         DeployerAccess(fleet)
+        if fleet.gateway is not None and fleet.gateway_image_digest:
+            GatewayRelease(fleet)
         routing.deploy(fleet, regions)  # global: its own provider, over every region's entry
     return regions

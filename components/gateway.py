@@ -21,7 +21,7 @@ secret version, picked up within the ExternalSecret's refresh interval without a
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -33,7 +33,7 @@ from components.cluster_aws import EksCluster, irsa_role
 from components.helm import pinned_release
 from modelfleet import serving, versions
 from modelfleet.gateway import manifests
-from modelfleet.plan import FleetPlan, RegionPlan
+from modelfleet.plan import LABEL_PREFIX, FleetPlan, RegionPlan
 from modelfleet.routing import peering
 
 REGISTRY_REPOSITORY = "modelfleet"  # ECR: modelfleet/gateway-inspector; Artifact Registry: .../modelfleet/gateway-inspector
@@ -251,9 +251,12 @@ class Gateway(pulumi.ComponentResource):
     """Envoy in front of Triton on one cluster, configured from the gateway plan."""
 
     def __init__(self, fleet: FleetPlan, region: RegionPlan, kubernetes: pulumi.ProviderResource,
-                 cloud: GatewayCloud, needs: Sequence[pulumi.Resource], opts: pulumi.ResourceOptions | None = None):
+                 cloud: GatewayCloud, needs: Sequence[pulumi.Resource], opts: pulumi.ResourceOptions | None = None,
+                 backends: Mapping[str, Sequence[pulumi.Resource]] | None = None):
         """`needs`: what must exist first — the cluster's nodes, and Triton's namespace (the Gateway, routes and
-        policies live beside the Services they route to)."""
+        policies live beside the Services they route to). `backends`: per model's Kubernetes name, its Triton
+        services; a model's routes wait for them, so a new canary's weight reaches the route only once its pods
+        are ready (Pulumi awaits the Deployment), never a share of requests sent to a Service without endpoints."""
         super().__init__("modelfleet:gateway:Gateway", f"{region.key}-gateway", None,
                          pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(providers={"kubernetes": kubernetes})))
         assert fleet.gateway is not None and fleet.gateway_image_digest, "the spec requires a digest in the cloud"
@@ -277,8 +280,14 @@ class Gateway(pulumi.ComponentResource):
                                             charts)
         # The objects need the CRDs both charts install, and Triton's namespace.
         after = pulumi.ResourceOptions(parent=self, depends_on=[*needs, self.external_secrets, self.envoy_gateway])
+        def options(obj: dict) -> pulumi.ResourceOptions:
+            if obj["kind"] not in ("HTTPRoute", "GRPCRoute"):
+                return after
+            waits = (backends or {}).get(obj["metadata"].get("labels", {}).get(f"{LABEL_PREFIX}/model", ""), [])
+            return pulumi.ResourceOptions.merge(after, pulumi.ResourceOptions(depends_on=list(waits)))
+
         self.objects = [
-            declare(f"{region.key}-gateway-{obj['kind'].lower()}-{obj['metadata']['name']}", obj, after)
+            declare(f"{region.key}-gateway-{obj['kind'].lower()}-{obj['metadata']['name']}", obj, options(obj))
             for obj in manifests.region_objects(fleet, region, plan, cloud.secrets_annotations)
         ]
         self.register_outputs({"hostname": fleet.gateway.hostname, "objects": len(self.objects)})

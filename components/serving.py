@@ -15,7 +15,7 @@ import pulumi_kubernetes as k8s
 
 from components.helm import pinned_release
 
-from modelfleet import serving, versions
+from modelfleet import canary, serving, versions
 from modelfleet.plan import FleetPlan, Placement, RegionPlan
 from modelfleet.render import cloud_configs
 
@@ -29,10 +29,13 @@ class TritonService(pulumi.ComponentResource):
 
     def __init__(self, name: str, fleet: FleetPlan, region: RegionPlan, placement: Placement,
                  config_text: str | None, depends_on: list[pulumi.Resource],
-                 opts: pulumi.ResourceOptions | None = None, scaler_needs: Sequence[pulumi.Resource] = ()):
+                 opts: pulumi.ResourceOptions | None = None, scaler_needs: Sequence[pulumi.Resource] = (),
+                 canary: bool = False):
+        """`canary`: the placement's canary Deployment (modelfleet.canary) instead of its stable one."""
         super().__init__("modelfleet:serving:TritonService", name, None, opts)
+        self.model_kube_name = fleet.model(placement.model).kube_name
         child = pulumi.ResourceOptions(parent=self, depends_on=depends_on)
-        w = serving.workload(fleet, region, placement, config_text)
+        w = (serving.canary_workload if canary else serving.workload)(fleet, region, placement, config_text)
 
         deployment = serving.deployment(fleet, w)
         wait = f"{placement.deploy_timeout_s}s"
@@ -97,11 +100,17 @@ class Serving(pulumi.ComponentResource):
         )
         self.keda = pinned_release(f"{region.key}-keda", versions.KEDA, serving.keda_release_values(), child)
         self.models = [
-            TritonService(f"{region.key}-{fleet.model(placement.model).kube_name}", fleet, region, placement,
-                          configs.get(placement.model),
+            TritonService(f"{region.key}-{fleet.model(placement.model).kube_name}{canary.SUFFIX if track else ''}",
+                          fleet, region, placement,
+                          configs.get(canary.config_key(placement.model) if track else placement.model),
                           depends_on=[*needs, self.namespace, self.service_account, self.keda, *grants,
                                       *(release or {}).get(placement.model, ())],
-                          opts=child, scaler_needs=prometheus)
+                          opts=child, scaler_needs=prometheus, canary=track)
             for placement in region.placements
+            for track in ((False, True) if placement.canary else (False,))
         ]
+        # Per model's Kubernetes name: its Triton services (stable, and canary), for what must wait on them.
+        self.by_model: dict[str, list[TritonService]] = {}
+        for service in self.models:
+            self.by_model.setdefault(service.model_kube_name, []).append(service)
         self.register_outputs({"namespace": ns["metadata"]["name"]})

@@ -262,7 +262,7 @@ def serve(
 
     from modelfleet.cli_gateway import local_gateway
     from modelfleet.gateway.local import GatewayStartupError
-    from modelfleet.local import build_local_repository, repository_dir
+    from modelfleet.local import build_local_repository, canary_server, repository_dir
     from modelfleet.monitoring.local import MonitoringStartupError, local_monitoring, parse_ports
     from modelfleet.triton.config import ArtefactMissingError, ModelConfigError, server_flags
     from modelfleet.triton.runtime import TritonNotInstalled, TritonServer, TritonStartupError
@@ -288,6 +288,7 @@ def serve(
     try:
         with TritonServer(repository, http_port, grpc_port, metrics_port,
                           extra_args=server_flags(fleet_plan.models)) as server, \
+                canary_server(fleet_plan, repository), \
                 local_gateway(fleet_plan, root, stack, http_port, grpc_port, console, gateway_ports,
                               drift_metrics=monitor_ports[2] if monitor_ports else 0) as gateway, \
                 local_monitoring(fleet_plan, root, stack, metrics_port, gateway.ports, monitor_ports, console):

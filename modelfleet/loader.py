@@ -456,6 +456,7 @@ def load_fleet(root: Path, stack_name: str, config_map: dict[str, Any] | None = 
 
     problems.extend(_cross_check(stack, specs, files, display, loaded, broken, model_line))
     problems.extend(_traffic_regions(root, stack, specs, files, model_line))
+    problems.extend(_canary_versions(root, stack, specs, files, model_line))
     records, record_problems = load_tuning_records(root, [n for n in stack.models if n in specs])
     problems.extend(record_problems)
     if problems:
@@ -641,6 +642,27 @@ def region_networks(stack: StackSpec) -> dict[str, ipaddress.IPv4Network]:
         entry.region: entry.cidr or ipaddress.IPv4Network(f"10.{regions()[entry.cloud][entry.name].network_index}.0.0/16")
         for entry in stack.regions
     }
+
+
+def _canary_versions(root: Path, stack: StackSpec, specs: dict[str, ModelSpec], files: dict[str, str],
+                     model_line: Callable[[str, tuple], int | None]) -> list[Problem]:
+    """A canary serves a version the release uploads from source.local (modelfleet.canary): once the model's
+    artefacts are there (its stable version built), the canary's version directory must be too."""
+    problems = []
+    for name in stack.models:
+        spec = specs.get(name)
+        if spec is None or spec.rollout.canary_version is None or not spec.source.local:
+            continue
+        source = Path(spec.source.local) if Path(spec.source.local).is_absolute() else root / spec.source.local
+        wanted = source / str(spec.rollout.canary_version)
+        if (source / str(spec.version)).is_dir() and not wanted.is_dir():
+            have = sorted(p.name for p in source.iterdir() if p.is_dir() and p.name.isdigit()) if source.is_dir() else []
+            problems.append(Problem(files[name], model_line(name, ("rollout", "canary_version")),
+                                    "rollout.canary_version",
+                                    f"{spec.rollout.canary_version} has no version directory {wanted} (versions there: "
+                                    f"{', '.join(have) or 'none'}); put the canary's model files in it, or name one "
+                                    "of those"))
+    return problems
 
 
 def _check_ensembles(stack: StackSpec, specs: dict[str, ModelSpec], files: dict[str, str],

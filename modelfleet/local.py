@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from modelfleet import canary
 from modelfleet.localstack import LocalProcess
 from modelfleet.plan import FleetPlan
 from modelfleet.spec import ModelSpec
 from modelfleet.render import model_configs
-from modelfleet.triton.config import CPU, build_repository, local_source
+from modelfleet.triton.config import (CPU, ArtefactMissingError, build_repository, check_artefacts, local_source,
+                                      server_flags)
 
 
 def repository_dir(root: Path, stack: str) -> Path:
@@ -19,11 +21,51 @@ def build_local_repository(plan: FleetPlan, root: Path, repository: Path) -> Pat
     """Lay out every model of the stack with exactly the config `modelfleet render` writes for CPU, and its
     artefacts linked from `source.local`. Raises ModelConfigError or ArtefactMissingError naming the file."""
     configs = model_configs(plan)
-    return build_repository(
+    build_repository(
         repository,
         [(model, configs[(model.name, CPU)], local_source(model, root)) for model in plan.models],
         link=True,
     )
+    for model in canary_models(plan):
+        # The bucket's layout (modelfleet.release): the canary's version beside the stable's, and its config where
+        # `--model-config-name=canary` looks for it.
+        source = local_source(model, root)
+        spec = canary.canary_spec(model)
+        try:
+            check_artefacts(spec, source)
+        except ArtefactMissingError as exc:
+            raise ArtefactMissingError(f"{exc}; rollout.canary_version names a version directory under "
+                                       "source.local: build or copy it there, or fix the number") from None
+        target = repository / model.name / str(spec.version)
+        target.symlink_to((source / str(spec.version)).resolve(), target_is_directory=True)
+        config = repository / canary.config_key(model.name)
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(configs[(canary.config_key(model.name), CPU)])
+    return repository
+
+
+def canary_models(plan: FleetPlan) -> list[ModelSpec]:
+    """The models whose canary (modelfleet.canary) the local stack serves from its second Triton."""
+    return [m for m in plan.models if m.rollout.canary_version is not None]
+
+
+def canary_server(plan: FleetPlan, repository: Path):
+    """`serve`'s second Triton for the canaries, on the canary ports the gateway's default config names; a no-op
+    context without a canary."""
+    import contextlib
+
+    from modelfleet.triton.runtime import TritonServer
+
+    if not canary_models(plan):
+        return contextlib.nullcontext()
+    return TritonServer(repository, *(CANARY_PORTS[f"triton-canary-{n}"] for n in ("http", "grpc", "metrics")),
+                        models=[m.name for m in canary_models(plan)], extra_args=canary_triton_args(plan))
+
+
+def canary_triton_args(plan: FleetPlan) -> tuple[str, ...]:
+    """The canary Triton's flags beyond the stable's: it reads each canary's configs/canary.pbtxt, as the canary
+    Deployment does (serving.triton_args)."""
+    return (f"--model-config-name={canary.CONFIG_NAME}", *server_flags(canary_models(plan)))
 
 
 # Where the local stack listens unless `modelfleet up --port NAME=PORT` says otherwise; all on 127.0.0.1. The
@@ -33,8 +75,13 @@ DEFAULT_PORTS = {"triton-http": 8000, "triton-grpc": 8001, "triton-metrics": 800
                  "gateway-extproc": 9002, "drift-metrics": 9102, "prometheus": 9090, "alertmanager": 9093}
 
 
+# The canaries' Triton (modelfleet.canary), only in a stack whose models have one; the gateway's default config
+# points its canary clusters here (envoy_config.CANARY_TRITON_*_PORT).
+CANARY_PORTS = {"triton-canary-http": 8010, "triton-canary-grpc": 8011, "triton-canary-metrics": 8012}
+
+
 def default_ports(plan: FleetPlan) -> dict[str, int]:
-    ports = dict(DEFAULT_PORTS)
+    ports = dict(DEFAULT_PORTS) | (CANARY_PORTS if canary_models(plan) else {})
     if plan.gateway is not None:
         ports.update({"gateway-http": plan.gateway.http_port, "gateway-grpc": plan.gateway.grpc_port})
     return ports
@@ -59,11 +106,22 @@ def local_processes(plan: FleetPlan, root: Path, folder: Path, ports: dict[str, 
         ready_url=f"http://{triton.http_url}/v2/health/ready",
         env={key: environment[key] for key in ("PATH", "LD_LIBRARY_PATH", "VIRTUAL_ENV")},
     )]
+    canaries = canary_models(plan)
+    if canaries:
+        names = ("triton-canary-http", "triton-canary-grpc", "triton-canary-metrics")
+        second = TritonServer(repository, *(ports[n] for n in names), models=[m.name for m in canaries],
+                              log_path=folder / "logs" / "triton-canary.log", extra_args=canary_triton_args(plan))
+        processes.append(LocalProcess(
+            name="triton-canary", command=tuple(second.command()), ports={n: ports[n] for n in names},
+            ready_url=f"http://{second.http_url}/v2/health/ready",
+            env={key: environment[key] for key in ("PATH", "LD_LIBRARY_PATH", "VIRTUAL_ENV")}))
     if plan.gateway is not None:
         gateway_ports = LocalPorts(http=ports["gateway-http"], grpc=ports["gateway-grpc"], admin=ports["gateway-admin"],
                                    triton_http=ports["triton-http"], triton_grpc=ports["triton-grpc"],
                                    authz=ports["gateway-authz"], extproc=ports["gateway-extproc"],
-                                   extproc_metrics=ports["drift-metrics"])
+                                   extproc_metrics=ports["drift-metrics"],
+                                   canary_triton_http=ports["triton-canary-http"] if canaries else 0,
+                                   canary_triton_grpc=ports["triton-canary-grpc"] if canaries else 0)
         jwt = plan.gateway.jwt
         gateway = LocalGateway(plan.gateway, gateway_ports, root, plan.stack, keyfile.key_file(root, plan.stack),
                                folder / "gateway", str(root / jwt.jwks_file) if jwt and jwt.jwks_file else None)

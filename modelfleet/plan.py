@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from modelfleet.canary import max_replicas as canary_max_replicas, share as canary_share
 from modelfleet.catalogue import Cloud, hardware, regions
 from modelfleet.gateway.plan import GatewayPlan, gateway_plan
 from modelfleet.loader import Fleet, region_networks
@@ -169,8 +170,24 @@ class PoolPlan:
 
 
 @dataclass(frozen=True)
+class CanaryPlan:
+    """The canary Deployment of one model in one region (modelfleet.canary): the version it serves, its share of the
+    region's requests, and its replicas, sized from that share like the stable's from the rest."""
+
+    version: int
+    stable_version: int
+    percent: int
+    rps: float
+    min_replicas: int
+    max_replicas: int
+    desired_replicas: int
+    needed_replicas: int | None = None
+
+
+@dataclass(frozen=True)
 class Placement:
-    """One model in one region: where it runs and how many replicas."""
+    """One model in one region: where it runs and how many replicas (the stable Deployment's, when a canary takes
+    a share of `rps`)."""
 
     model: str
     pool: str
@@ -196,6 +213,17 @@ class Placement:
     p99_ms: float | None = None
     record: str = ""
     refused: str = ""
+    canary: CanaryPlan | None = None
+
+    @property
+    def stable_rps(self) -> float:
+        """The stable Deployment's requests per second: all of `rps` unless a canary takes its share."""
+        return canary_share(self.rps, self.canary.percent)[0] if self.canary else self.rps
+
+    def replicas(self, of: str) -> int:
+        """`min_replicas`, `max_replicas` or `desired_replicas` of the stable and the canary together: what the node
+        pool must hold."""
+        return getattr(self, of) + (getattr(self.canary, of) if self.canary else 0)
 
 
 @dataclass(frozen=True)
@@ -510,10 +538,23 @@ def _placement(model: ModelSpec, entry: RegionEntry, stack: StackSpec | None = N
                tuning: dict[tuple[str, str], TuningRecord] | None = None) -> Placement:
     scaling = model.scaling
     rps = model.traffic.rps_in(entry.region)
+    headroom = stack.capacity_headroom if stack else 1.0
+    rollout = model.rollout
+    canary = None
+    stable_rps = rps
+    if rollout.canary_version is not None:
+        # Each Deployment is sized for the share the routes send it (modelfleet.canary.weights).
+        stable_rps, canary_rps = canary_share(rps, rollout.canary_percent)
+        ceiling = canary_max_replicas(scaling.max_replicas, rollout.canary_percent)
+        floor = min(scaling.min_replicas, 1)  # one canary replica, or none for a model that may scale to zero
+        sized_canary = capacity.size(model, model.hardware.gpu_class, canary_rps, headroom, tuning or {},
+                                     bounds=(floor, ceiling))
+        canary = CanaryPlan(version=rollout.canary_version, stable_version=model.version,
+                            percent=rollout.canary_percent, rps=canary_rps, min_replicas=floor, max_replicas=ceiling,
+                            desired_replicas=sized_canary.desired, needed_replicas=sized_canary.needed)
     # Tuned: from the measured throughput per replica at the SLO; untuned: the declared bounds, running at least
     # one replica while there is traffic (modelfleet.tuning.capacity).
-    sized = capacity.size(model, model.hardware.gpu_class, rps, stack.capacity_headroom if stack else 1.0,
-                          tuning or {})
+    sized = capacity.size(model, model.hardware.gpu_class, stable_rps, headroom, tuning or {})
     return Placement(
         model=model.name,
         pool=pool_name(model.hardware.gpu_class, model.hardware.capacity),
@@ -535,6 +576,7 @@ def _placement(model: ModelSpec, entry: RegionEntry, stack: StackSpec | None = N
         p99_ms=sized.p99_ms,
         record=sized.record,
         refused=sized.refused,
+        canary=canary,
     )
 
 
@@ -610,9 +652,9 @@ def _serving_pools(cloud: Cloud, placements: tuple[Placement, ...], models: tupl
             instance_type=offering.instance_type,
             accelerator=offering.accelerator,
             gpus_per_node=offering.gpus_per_node,
-            min_nodes=nodes(lambda p: p.min_replicas),
-            max_nodes=nodes(lambda p: p.max_replicas),
-            desired_nodes=nodes(lambda p: p.desired_replicas),
+            min_nodes=nodes(lambda p: p.replicas("min_replicas")),
+            max_nodes=nodes(lambda p: p.replicas("max_replicas")),
+            desired_nodes=nodes(lambda p: p.replicas("desired_replicas")),
             capacity="spot" if pool.endswith("-spot") else "on-demand",
             disk_gib=max(MIN_ROOT_VOLUME_GIB, IMAGE_CACHE_GIB + MODEL_CACHE_GIB_PER_MODEL * len(members)),
             hourly_usd_per_node=offering.hourly_usd,
@@ -621,7 +663,7 @@ def _serving_pools(cloud: Cloud, placements: tuple[Placement, ...], models: tupl
             # taint per key and effect, as Kubernetes requires. EKS adds none, so the plan's is the only one there.
             taints=(Taint(GPU_TAINT_KEY, GPU_TAINT_VALUE[cloud], "NoSchedule"),) if is_gpu else (),
             node_image=_node_image(cloud, is_gpu),
-            initial_nodes_per_zone=_per_zone(nodes(lambda p: p.min_replicas), zones),
+            initial_nodes_per_zone=_per_zone(nodes(lambda p: p.replicas("min_replicas")), zones),
             location_policy=_location_policy(cloud, is_gpu, "spot" if pool.endswith("-spot") else "on-demand"),
         ))
     return tuple(pools)

@@ -2,7 +2,8 @@
 
 Per model repository (`source.aws` of each AWS region, `source.gcp`): `<prefix>/config.pbtxt` with exactly the
 text `modelfleet render` writes (its sha256 is the Deployment's `modelfleet.io/config-sha256` annotation), and every
-file of `source.local/<version>/` under `<prefix>/<version>/`. `components/release.py` declares them as bucket
+file of `source.local/<version>/` under `<prefix>/<version>/`; with a canary also `<prefix>/configs/canary.pbtxt` and
+`<prefix>/<canary_version>/` (modelfleet.canary). `components/release.py` declares them as bucket
 objects, and each Triton Deployment waits for its model's objects, so `pulumi up` never starts a pod on an empty
 or stale repository.
 
@@ -15,6 +16,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelfleet import canary
 from modelfleet.plan import FleetPlan, Placement, RegionPlan
 from modelfleet.render import cloud_configs
 from modelfleet.triton.config import ArtefactMissingError, check_artefacts, local_source
@@ -60,9 +62,17 @@ def release_objects(plan: FleetPlan, root: Path) -> tuple[ReleaseObject, ...]:
             bucket, prefix = _bucket_and_prefix(placement.source)
             if model.name not in artefacts:
                 artefacts[model.name] = _artefacts(model, root)
+                if model.rollout.canary_version is not None:
+                    # The canary's version directory beside the stable's, and its config (modelfleet.canary).
+                    artefacts[model.name] += _artefacts(canary.canary_spec(model), root, canary=True)
             config = configs[model.name]
             entries = [ReleaseObject(region.cloud, region.key, model.name, bucket, f"{prefix}/{CONFIG_FILE}",
                                      hashlib.sha256(config.encode()).hexdigest(), content=config)]
+            if canary.config_key(model.name) in configs:
+                text = configs[canary.config_key(model.name)]
+                entries.append(ReleaseObject(region.cloud, region.key, model.name, bucket,
+                                             f"{prefix}/{canary.CONFIG_KEY}", hashlib.sha256(text.encode()).hexdigest(),
+                                             content=text))
             entries += [ReleaseObject(region.cloud, region.key, model.name, bucket, f"{prefix}/{relative}", digest,
                                       path=str(path)) for relative, path, digest in artefacts[model.name]]
             for entry in entries:
@@ -77,13 +87,14 @@ def objects_read_by(release: tuple[ReleaseObject, ...], region: RegionPlan, plac
     return [o for o in release if o.bucket == bucket and o.key.startswith(f"{prefix}/")]
 
 
-def _artefacts(model, root: Path) -> list[tuple[str, Path, str]]:
+def _artefacts(model, root: Path, canary: bool = False) -> list[tuple[str, Path, str]]:
     """(key relative to the model's prefix, absolute path, sha256) of each file of `source.local/<version>/`."""
     try:
         source = local_source(model, root)
         check_artefacts(model, source)
     except ArtefactMissingError as exc:
-        raise ReleaseError(f"{exc}; the release uploads the model's artefacts from source.local") from None
+        field = " (rollout.canary_version: build or copy that version there, or fix the number)" if canary else ""
+        raise ReleaseError(f"{exc}; the release uploads the model's artefacts from source.local{field}") from None
     version_dir = source / str(model.version)
     files = sorted(p for p in version_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     return [(f"{model.version}/{p.relative_to(version_dir).as_posix()}", _portable(p, root),

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from modelfleet import serving, versions
+from modelfleet import canary, serving, versions
 from modelfleet.monitoring.kubernetes import region_monitoring_objects, stack_values
 from modelfleet.monitoring.rules import monitoring_plan
 from modelfleet.monitoring.render import render_monitoring
@@ -44,20 +44,29 @@ def model_configs(plan: FleetPlan, tuning: dict[tuple[str, str], TunedSettings] 
     """Every model's validated config.pbtxt in this stack, keyed `(model, hardware_class)`.
 
     `tuning` maps `(model, hardware_class)` to measured settings; default: the plan's usable tuning records.
+    A model with a canary also has its canary's config under `(canary.config_key(model), hardware_class)`: the same
+    settings at the canary's version (modelfleet.canary).
     """
     tuning = capacity.tuned_settings(plan) if tuning is None else tuning
-    return {
-        (model.name, hw): render_config(model, hw, tuning.get((model.name, hw)))
-        for model in plan.models
-        for hw in hardware_classes(plan, model)
-    }
+    configs = {}
+    for model in plan.models:
+        for hw in hardware_classes(plan, model):
+            configs[(model.name, hw)] = render_config(model, hw, tuning.get((model.name, hw)))
+            if model.rollout.canary_version is not None:
+                configs[(canary.config_key(model.name), hw)] = render_config(
+                    canary.canary_spec(model), hw, tuning.get((model.name, hw)))
+    return configs
 
 
 def cloud_configs(plan: FleetPlan) -> dict[str, str]:
     """Each model's config as its clusters run it (on its spec's hardware class), keyed by model."""
     configs = model_configs(plan)
-    return {m.name: configs[(m.name, m.hardware.gpu_class)] for m in plan.models
-            if (m.name, m.hardware.gpu_class) in configs}
+    out = {}
+    for m in plan.models:
+        for key in (m.name, canary.config_key(m.name)):
+            if (key, m.hardware.gpu_class) in configs:
+                out[key] = configs[(key, m.hardware.gpu_class)]
+    return out
 
 
 class OutputError(ValueError):
@@ -106,6 +115,8 @@ def render(plan: FleetPlan, out_dir: str | Path) -> list[Path]:
         for hw in classes:
             folder = out / "models" / model.name / (hw if len(classes) > 1 else "")
             write(folder / "config.pbtxt", configs[(model.name, hw)])
+            if (canary.config_key(model.name), hw) in configs:
+                write(folder / canary.CONFIG_KEY, configs[(canary.config_key(model.name), hw)])
 
     if plan.environment == "local" and plan.gateway is not None:
         from modelfleet.gateway.envoy_config import AUDIT_LOG, default_ports, envoy_bootstrap

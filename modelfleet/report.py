@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
+from modelfleet.canary import weights as canary_weights
 from modelfleet.gateway import manifests as gateway_manifests
 from modelfleet.offline import Evaluation, Recorded
 from modelfleet.plan import FleetPlan
@@ -119,6 +120,7 @@ class Report:
                     "limits": ", ".join(f"{rule.requests}/{rule.unit.lower()}" for rule in r.rate_limits),
                     "fail_mode": r.inspection.fail_mode,
                     "inspects": "request+response" if r.inspection.response_body else "request",
+                    "versions": _split(r),
                 } for r in gw.routes if r.model in placed],
             })
         return out
@@ -175,6 +177,20 @@ class Report:
             "gateways": self.gateways(),
             **self.extra,
         }
+
+
+def _split(route) -> list[dict]:
+    """Which Triton version gets which share of the model's requests (modelfleet.canary): the routes' weights."""
+    if route.canary_version is None:
+        return [{"version": route.version, "track": "stable", "weight": 100}]
+    stable, canary = canary_weights(route.canary_percent)
+    return [{"version": route.version, "track": "stable", "weight": stable},
+            {"version": route.canary_version, "track": "canary", "weight": canary}]
+
+
+def _split_text(versions: list[dict]) -> str:
+    return " · ".join(f"v{v['version']} {v['weight']}%" + (" canary" if v["track"] == "canary" else "")
+                      for v in versions)
 
 
 def _cloud_of(resource_type: str) -> str:
@@ -258,14 +274,14 @@ def render_text(report: Report, console: Console) -> None:
     routing_text(routing_json(plan, report.fail_region), console)
 
     gateways = Table(title="Gateway per region (Envoy Gateway; limits per tenant)", title_justify="left")
-    for column in ("region", "endpoint", "LB", "limits counted in", "model", "auth", "limits", "inspects",
-                   "inspector down"):
+    for column in ("region", "endpoint", "LB", "limits counted in", "model", "versions", "auth", "limits",
+                   "inspects", "inspector down"):
         gateways.add_column(column)
     for g in report.gateways():
         for route in g["routes"]:
             gateways.add_row(g["region"], f"https://{g['hostname']}:{g['port']}", g["load_balancer"],
-                             g["rate_limit_store"], route["model"], route["auth"], route["limits"],
-                             route["inspects"], f"fail {route['fail_mode']}")
+                             g["rate_limit_store"], route["model"], _split_text(route["versions"]), route["auth"],
+                             route["limits"], route["inspects"], f"fail {route['fail_mode']}")
     if report.gateways():
         console.print(gateways)
 
@@ -300,13 +316,13 @@ def render_markdown(report: Report) -> str:
     w(_quotas_markdown(report.quotas()))
     w(routing_markdown(routing_json(plan, report.fail_region)))
     if report.gateways():
-        w("\n### Gateway\n\n| region | endpoint | LB | limits counted in | model | auth | limits | inspects | "
-          "inspector down |\n|---|---|---|---|---|---|---|---|---|\n")
+        w("\n### Gateway\n\n| region | endpoint | LB | limits counted in | model | versions | auth | limits | "
+          "inspects | inspector down |\n|---|---|---|---|---|---|---|---|---|---|\n")
         for g in report.gateways():
             for route in g["routes"]:
                 w(f"| {g['region']} | `https://{g['hostname']}:{g['port']}` | {g['load_balancer']} | "
-                  f"{g['rate_limit_store']} | {route['model']} | {route['auth']} | {route['limits']} | "
-                  f"{route['inspects']} | fail {route['fail_mode']} |\n")
+                  f"{g['rate_limit_store']} | {route['model']} | {_split_text(route['versions'])} | {route['auth']} | "
+                  f"{route['limits']} | {route['inspects']} | fail {route['fail_mode']} |\n")
     if plan.warnings:
         w("\n### Warnings\n\n" + "".join(f"- {warning}\n" for warning in plan.warnings))
     w(_policies_markdown(report.extra.get("policies")))

@@ -12,8 +12,10 @@ NetworkPolicy and a KEDA ScaledObject. Why KEDA: docs/adr/0002-autoscaling.md.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -22,7 +24,7 @@ from typing import Any, Mapping
 import yaml
 
 from modelfleet.catalogue import hardware
-from modelfleet import versions
+from modelfleet import canary, versions
 from modelfleet.gateway import peers
 from modelfleet.plan import LABEL_PREFIX, TRITON_SERVICE_ACCOUNT, FleetPlan, Placement, PoolPlan, RegionPlan
 from modelfleet.spec import ModelSpec
@@ -147,6 +149,23 @@ class Workload:
     queue_target_us: int
     config_sha256: str | None
     kubernetes_version: str
+    # The pods' `app.kubernetes.io/instance`: the model's Kubernetes name, or `<name>-canary` for its canary, so the
+    # stable Service, PDB and NetworkPolicy never select canary pods (and the two Deployments' selectors never
+    # overlap); what selects every Triton pod by `app.kubernetes.io/name: triton` (Envoy's egress, the PodMonitor)
+    # covers both.
+    instance: str = ""
+    version: int | None = None  # the Triton version these pods serve, when a canary splits the model's metrics
+    config_name: str | None = None  # Triton's --model-config-name (the canary's configs/canary.pbtxt)
+    extra_labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def selector(self) -> dict[str, str]:
+        return selector_labels(self.instance)
+
+
+def workload_labels(plan: FleetPlan, w: Workload) -> dict[str, str]:
+    """The model's labels, with the workload's own instance (stable or canary) and track."""
+    return dict(sorted((_labels(plan, w.model.kube_name) | w.selector | dict(w.extra_labels)).items()))
 
 
 def model_repository(model: ModelSpec, source: str) -> str:
@@ -178,7 +197,24 @@ def workload(plan: FleetPlan, region: RegionPlan, placement: Placement, config_t
         queue_target_us=int(model.slo.p99_ms * 1000 * QUEUE_SHARE_OF_P99),
         config_sha256=hashlib.sha256(config_text.encode()).hexdigest() if config_text is not None else None,
         kubernetes_version=region.kubernetes_version,
+        instance=model.kube_name,
+        version=model.version if placement.canary else None,
     )
+
+
+def canary_workload(plan: FleetPlan, region: RegionPlan, placement: Placement, config_text: str | None = None
+                    ) -> Workload:
+    """The canary Deployment of `placement` (modelfleet.canary): the same pods as the stable's but for the version
+    (Triton reads configs/canary.pbtxt), their own name and instance label, and replicas sized for their share."""
+    c = placement.canary
+    assert c is not None, "only a placement with a canary has a canary workload"
+    sized = dataclasses.replace(placement, rps=c.rps, min_replicas=c.min_replicas, max_replicas=c.max_replicas,
+                                desired_replicas=c.desired_replicas, needed_replicas=c.needed_replicas, canary=None)
+    w = workload(plan, region, sized, config_text)
+    kube = w.model.kube_name
+    return dataclasses.replace(w, name=workload_name(kube) + canary.SUFFIX, instance=kube + canary.SUFFIX,
+                               version=c.version, config_name=canary.CONFIG_NAME,
+                               extra_labels=((f"{LABEL_PREFIX}/track", "canary"),))
 
 
 # --- per region -------------------------------------------------------------------------------------------
@@ -253,6 +289,8 @@ def triton_args(w: Workload, served: list[ModelSpec] | None = None) -> list[str]
         "--allow-metrics=true",
         f"--allow-gpu-metrics={'true' if w.gpus else 'false'}",
     ]
+    if w.config_name:
+        args.append(f"--model-config-name={w.config_name}")  # configs/<name>.pbtxt: the canary's version
     args += server_flags(served)
     return args + trace_args(w.model.name, w.model.monitoring.trace_sample_rate)
 
@@ -288,8 +326,8 @@ def tolerations(pool: PoolPlan) -> list[dict]:
 
 
 def deployment(plan: FleetPlan, w: Workload) -> dict:
-    labels = _labels(plan, w.model.kube_name)
-    selector = selector_labels(w.model.kube_name)
+    labels = workload_labels(plan, w)
+    selector = w.selector
     requests: dict[str, Any] = {"cpu": w.cpu, "memory": w.memory}
     limits: dict[str, Any] = {"memory": w.memory}  # no CPU limit: throttling only adds latency
     if w.gpus:
@@ -388,10 +426,10 @@ def service(plan: FleetPlan, w: Workload) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(w.name, _labels(plan, w.model.kube_name), w.namespace),
+        "metadata": _meta(w.name, workload_labels(plan, w), w.namespace),
         "spec": {
             "type": "ClusterIP",
-            "selector": selector_labels(w.model.kube_name),
+            "selector": w.selector,
             "ports": [
                 {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"},
                 {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP",
@@ -408,13 +446,13 @@ def pod_disruption_budget(plan: FleetPlan, w: Workload) -> dict:
     replicas at a time. maxUnavailable, not minAvailable: a model scaled to one replica (KEDA may go that low
     for a scale-to-zero model) would block every drain of its node under a minAvailable of 1."""
     spec: dict[str, Any] = {"maxUnavailable": PDB_MAX_UNAVAILABLE,
-                            "selector": {"matchLabels": selector_labels(w.model.kube_name)}}
+                            "selector": {"matchLabels": w.selector}}
     if _version(w.kubernetes_version) >= (1, 31):  # GA in 1.31: a crash-looping pod must not block node drains
         spec["unhealthyPodEvictionPolicy"] = "AlwaysAllow"
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": _meta(w.name, _labels(plan, w.model.kube_name), w.namespace),
+        "metadata": _meta(w.name, workload_labels(plan, w), w.namespace),
         "spec": spec,
     }
 
@@ -442,9 +480,9 @@ def network_policy(plan: FleetPlan, w: Workload) -> dict:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": _meta(w.name, _labels(plan, w.model.kube_name), w.namespace),
+        "metadata": _meta(w.name, workload_labels(plan, w), w.namespace),
         "spec": {
-            "podSelector": {"matchLabels": selector_labels(w.model.kube_name)},
+            "podSelector": {"matchLabels": w.selector},
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [
                 {"from": [peers.envoy_peer(w.namespace)],
@@ -466,13 +504,14 @@ def queue_time_query(w: Workload) -> str:
     HPA sets ceil(metric / target) = ceil(current x average / target), the proportional rule of a Value trigger
     (docs/adr/0002-autoscaling.md). Without kube-state-metrics or Triton's series the result is empty (not NaN,
     as `scalar()` would give): with `ignoreNullValues: false` a scaler error, so the fallback."""
-    return (f"{queue_time_average_query(w.namespace, w.model.name)} * "
+    return (f"{queue_time_average_query(w.namespace, w.model.name, w.version)} * "
             f'sum(kube_deployment_status_replicas{{namespace="{w.namespace}",deployment="{w.name}"}})')
 
 
-def queue_time_average_query(namespace: str, model: str) -> str:
-    """Average queue time per request of `model` in `namespace`, microseconds, over all its replicas."""
-    match = f'namespace="{namespace}",model="{model}"'
+def queue_time_average_query(namespace: str, model: str, version: int | None = None) -> str:
+    """Average queue time per request of `model` in `namespace`, microseconds, over all its replicas; with a canary
+    each Deployment scales on its own version's series (Triton labels them `version`)."""
+    match = f'namespace="{namespace}",model="{model}"' + (f',version="{version}"' if version is not None else "")
     return (f"sum(rate(nv_inference_queue_duration_us{{{match}}}[{METRIC_WINDOW}])) / "
             f"clamp_min(sum(rate(nv_inference_request_success{{{match}}}[{METRIC_WINDOW}])), 0.001)")
 
@@ -495,7 +534,7 @@ def scaled_object(plan: FleetPlan, w: Workload) -> dict:
     }]
     if p.scale_to_zero:
         # At zero replicas Triton exports nothing: the gateway's request rate wakes the model up.
-        per_replica_rps = max(1.0, p.rps / max(p.desired_replicas, 1))
+        per_replica_rps = max(1.0, p.stable_rps / max(p.desired_replicas, 1))
         triggers.append({
             "type": "prometheus",
             "name": "gateway-demand",
@@ -510,7 +549,7 @@ def scaled_object(plan: FleetPlan, w: Workload) -> dict:
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
-        "metadata": _meta(w.name, _labels(plan, w.model.kube_name), w.namespace),
+        "metadata": _meta(w.name, workload_labels(plan, w), w.namespace),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": w.name},
             "minReplicaCount": p.min_replicas if p.scale_to_zero else max(p.min_replicas, 1),
@@ -541,12 +580,16 @@ def region_objects(plan: FleetPlan, region: RegionPlan, identity_annotations: Ma
                    configs: Mapping[str, str] | None = None) -> list[dict]:
     """Every Kubernetes object modelfleet declares in one region's cluster (KEDA's chart aside).
 
-    `configs` maps a model to its rendered config.pbtxt; its hash rolls the pods when the config changes.
+    `configs` maps a model to its rendered config.pbtxt (and `canary.config_key(model)` to its canary's); its hash
+    rolls the pods when the config changes.
     """
     objects = [namespace(plan), service_account(plan, identity_annotations)]
     for placement in region.placements:
         text = (configs or {}).get(placement.model)
         objects += model_objects(plan, workload(plan, region, placement, text))
+        if placement.canary:
+            text = (configs or {}).get(canary.config_key(placement.model))
+            objects += model_objects(plan, canary_workload(plan, region, placement, text))
     return objects
 
 
@@ -614,6 +657,8 @@ def validate_manifest(obj: dict, kubernetes_version: str) -> None:
         spec = obj["spec"]
         if obj["kind"] == "ScaledObject" and spec.get("minReplicaCount", 0) > spec.get("maxReplicaCount", 100):
             raise ManifestError(f"{where} spec.minReplicaCount: must be <= maxReplicaCount")
+        if obj["kind"] in ("HTTPRoute", "GRPCRoute"):
+            _check_route_rules(spec, where)
         _check_metadata(obj, where)
         return
     import kubernetes_validate
@@ -628,8 +673,34 @@ def validate_manifest(obj: dict, kubernetes_version: str) -> None:
     _check_metadata(obj, where)
 
 
+# The route CRDs' CEL rules (x-kubernetes-validations) that JSON schema cannot say: Gateway API's standard
+# grpcroutes.yaml / httproutes.yaml (tests/data/crds/grpcroute-v1.yaml quotes them).
+_GRPC_SERVICE = re.compile(r"^\.?[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)*$", re.IGNORECASE)
+_GRPC_METHOD = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*$")
+MAX_ROUTE_MATCHES = 128
+
+
+def _check_route_rules(spec: dict, where: str) -> None:
+    rules = spec.get("rules", [])
+    if sum(len(rule.get("matches", [])) for rule in rules) > MAX_ROUTE_MATCHES:
+        raise ManifestError(f"{where} spec.rules: more than {MAX_ROUTE_MATCHES} matches across all rules")
+    for i, rule in enumerate(rules):
+        for j, ref in enumerate(rule.get("backendRefs", [])):
+            if ref.get("group", "") == "" and ref.get("kind", "Service") == "Service" and "port" not in ref:
+                raise ManifestError(f"{where} spec.rules.{i}.backendRefs.{j}: Must have port for Service reference")
+        for j, match in enumerate(rule.get("matches", [])):
+            method = match.get("method")
+            if method is None or method.get("type", "Exact") != "Exact":
+                continue
+            if "service" in method and not _GRPC_SERVICE.match(method["service"]):
+                raise ManifestError(f"{where} spec.rules.{i}.matches.{j}.method.service: must only contain valid "
+                                    f"characters, got {method['service']!r}")
+            if "method" in method and not _GRPC_METHOD.match(method["method"]):
+                raise ManifestError(f"{where} spec.rules.{i}.matches.{j}.method.method: must only contain valid "
+                                    f"characters, got {method['method']!r}")
+
+
 def _check_metadata(obj: dict, where: str) -> None:
-    import re
 
     name = obj["metadata"]["name"]
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name):

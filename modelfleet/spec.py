@@ -363,10 +363,27 @@ class RoutingSpec(Strict):
 
 
 class RolloutSpec(Strict):
+    """How a new model version reaches clients. rolling: the Deployment's rolling update of `version`. canary: a
+    second Deployment serves `canary_version` (another version directory of the same model repository) beside the
+    stable `version`, and the gateway's routes split each model's traffic between them by weight (modelfleet.canary)."""
+
     strategy: Literal["rolling", "canary"] = "rolling"
     max_unavailable: Annotated[int, Field(ge=0, le=INT32_MAX)] = 0
     max_surge: Annotated[int, Field(ge=1, le=INT32_MAX)] = 1
-    canary_percent: Annotated[int, Field(ge=1, le=50)] = 10
+    canary_percent: Annotated[int, Field(ge=1, le=50)] = Field(
+        10, description="strategy canary: the canary's share of requests, in percent (the stable keeps the rest).")
+    canary_version: Annotated[int, Field(ge=1, le=INT64_MAX)] | None = Field(
+        None, description="strategy canary: the Triton version the canary serves: a directory source.local/<n>/ "
+                          "released beside the stable `version`.")
+
+    @model_validator(mode="after")
+    def _canary_named(self) -> RolloutSpec:
+        if self.strategy == "canary" and self.canary_version is None:
+            raise ValueError("canary_version: strategy canary needs the Triton version the canary serves (a "
+                             "version directory under source.local, e.g. canary_version: 2)")
+        if self.strategy != "canary" and self.canary_version is not None:
+            raise ValueError("canary_version: only with strategy: canary; set strategy: canary or remove it")
+        return self
 
 
 class ConcurrencyRange(Strict):

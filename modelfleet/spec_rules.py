@@ -19,6 +19,20 @@ def check_model(spec: ModelSpec) -> None:
     _check_backend_sections(spec)
     _check_batching(spec)
     _check_warmup(spec)
+    _check_canary(spec)
+
+
+def _check_canary(spec: ModelSpec) -> None:
+    """A canary serves another version of the same model: Triton must load exactly one version per Deployment."""
+    canary = spec.rollout.canary_version
+    if canary is None:
+        return
+    if canary == spec.version:
+        raise ValueError(f"rollout.canary_version: {canary} is the stable version itself; name the new version "
+                         "directory the canary serves (or use strategy: rolling)")
+    if spec.triton.version_policy != "specific":
+        raise ValueError(f"triton.version_policy: {spec.triton.version_policy} would load every released version in "
+                         "the stable Deployment too (the canary's included); a canary needs version_policy: specific")
 
 
 def _check_tensors(spec: ModelSpec) -> None:

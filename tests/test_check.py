@@ -40,34 +40,40 @@ def check(root: Path, stack: str):
 
 
 PLACEHOLDER = "    placeholder: true\n"
+ZERO_DIGEST = "inspector_image_digest: sha256:" + "0" * 64 + "\n"
+RELEASED_DIGEST = "inspector_image_digest: sha256:" + "4f" * 32 + "\n"
 
 
-def test_the_dev_example_passes_the_check_with_its_placeholder_flagged():
+def test_the_dev_example_passes_the_check_with_its_placeholders_flagged():
     result = check(Path(__file__).resolve().parent.parent, "dev")
     assert result.exit_code == 0, result.output
     assert "0 mandatory violation(s)" in result.output
     assert "advisory deployer-access-decided " in result.output
+    assert "advisory gateway-image-released modelfleet:fleet:GatewayRelease::gateway-release" in result.output
 
 
 @pytest.mark.parametrize("stack", ["staging", "prod"])
-def test_staging_and_prod_examples_fail_only_on_the_undecided_deployer_access(stack):
-    """The examples are not deployable as committed: their deployer access is a marked placeholder."""
+def test_staging_and_prod_examples_fail_only_on_their_marked_placeholders(stack):
+    """The examples are not deployable as committed: their deployer access and the gateway's inspector image are
+    marked placeholders."""
     result = check(Path(__file__).resolve().parent.parent, stack)
     assert result.exit_code == 1, result.output
-    assert "1 mandatory violation(s)" in result.output
+    assert "2 mandatory violation(s)" in result.output
     assert "mandatory deployer-access-decided modelfleet:fleet:DeployerAccess::deployer-access" in result.output
+    assert "mandatory gateway-image-released modelfleet:fleet:GatewayRelease::gateway-release" in result.output
 
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
-def test_example_stacks_pass_the_check_once_the_deployer_access_is_decided(project_copy: Path, stack):
+def test_example_stacks_pass_the_check_once_the_placeholders_are_decided(project_copy: Path, stack):
     stack_file = project_copy / "stacks" / f"Pulumi.{stack}.yaml"
     text = stack_file.read_text()
-    assert PLACEHOLDER in text
-    stack_file.write_text(text.replace(PLACEHOLDER, ""))
+    assert PLACEHOLDER in text and ZERO_DIGEST in text
+    stack_file.write_text(text.replace(PLACEHOLDER, "").replace(ZERO_DIGEST, RELEASED_DIGEST))
     result = check(project_copy, stack)
     assert result.exit_code == 0, result.output
     assert "0 mandatory violation(s)" in result.output
     assert "deployer-access-decided" not in result.output
+    assert "gateway-image-released" not in result.output
 
 
 def test_a_mutated_stack_fails_with_the_right_messages(project_copy: Path):
@@ -174,6 +180,7 @@ def test_a_prod_stack_that_breaks_each_hardening_rule_fails_on_each(project_copy
                  if line.startswith(f"mandatory {policy} ") and line.rstrip().endswith(f"::{resource}")]
         assert any(words in message and "Fix:" in message for message in found), (policy, resource, found)
     # Only the rogue resources fail: the example prod stack itself passes every rule but its marked deployer-access
-    # placeholder (tests: test_staging_and_prod_examples_fail_only_on_the_undecided_deployer_access).
-    failing = {line.split("::")[-1].strip() for line in lines if line.startswith("mandatory ")} - {"deployer-access"}
+    # placeholders (tests: test_staging_and_prod_examples_fail_only_on_their_marked_placeholders).
+    failing = {line.split("::")[-1].strip() for line in lines if line.startswith("mandatory ")} - {
+        "deployer-access", "gateway-release"}
     assert failing and all(name.startswith("rogue") or name == "" for name in failing), failing

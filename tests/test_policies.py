@@ -502,6 +502,12 @@ STACK_CASES = [
      [("modelfleet:fleet:DeployerAccess", "deployer-access",
        {"placeholder": False, "privateOnly": False, "publicAccessCidrs": ["34.120.10.0/28"]})],
      ["still the example's placeholder", "private only", "modelfleet:cluster_endpoint.placeholder"]),
+    ("gateway-image-released",
+     [("modelfleet:fleet:GatewayRelease", "gateway-release",
+       {"inspectorImageDigest": "sha256:" + "0" * 64, "regions": ["aws-us-east-1", "gcp-us-central1"]})],
+     [("modelfleet:fleet:GatewayRelease", "gateway-release",
+       {"inspectorImageDigest": "sha256:" + "0" * 63 + "1", "regions": ["aws-us-east-1", "gcp-us-central1"]})],
+     ["inspector_image_digest is the example's placeholder", "aws-us-east-1, gcp-us-central1", "crane digest"]),
     ("triton-scraped-and-alerted", [DEP, SVC, MONITOR, NOT_SLO, slo_rule("fraud-detectorx"),
                                     slo_rule("fraud-detector", ("latency",))],
      [DEP, SVC, MONITOR, NOT_SLO, slo_rule("fraud-detector")],
@@ -677,18 +683,24 @@ def _recorded(stack: str, t: str, name: str, inputs: dict, provider: str | None 
                     provider=provider, custom=not t.startswith("modelfleet:"), inputs=inputs)
 
 
+# The example stacks' marked placeholders: mandatory in staging and prod, advisory in dev (policies/config/dev.json).
+PLACEHOLDER_POLICIES = {"deployer-access-decided", "gateway-image-released"}
 # Dev and staging are rebuilt at will, so deletion protection (which makes `pulumi destroy` fail) is off there.
 DISABLED = {"dev": {"deletion-protection"}, "staging": {"deletion-protection"}, "prod": set()}
 
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
 def test_example_stacks_have_no_mandatory_violation(stack, evaluated):
-    """Apart from the marked deployer-access placeholder (mandatory outside dev: tests/test_check.py)."""
+    """Apart from the marked placeholders, deployer access and the gateway image (mandatory outside dev:
+    tests/test_check.py), each flagged once."""
     result = review(evaluated(stack))
     assert result.evaluated == sorted(set(POLICIES) - DISABLED[stack])
-    others = [v for v in result.mandatory if v.policy != "deployer-access-decided"]
+    others = [v for v in result.mandatory if v.policy not in PLACEHOLDER_POLICIES]
     assert others == [], "\n".join(f"{v.policy} {v.urn}: {v.message}" for v in others)
-    assert len(result.mandatory) - len(others) == (0 if stack == "dev" else 1)
+    flagged = sorted(v.policy for v in result.mandatory if v.policy in PLACEHOLDER_POLICIES)
+    assert flagged == ([] if stack == "dev" else sorted(PLACEHOLDER_POLICIES))
+    assert sorted(v.policy for v in result.advisory if v.policy in PLACEHOLDER_POLICIES) == (
+        sorted(PLACEHOLDER_POLICIES) if stack == "dev" else [])
 
 
 def test_review_json_shape_is_deterministic(evaluated):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from modelfleet.canary import weights as canary_weights
 from modelfleet.gateway.plan import (
     API_KEY_HEADER,
     MODEL_HEADER,
@@ -56,6 +57,10 @@ class LocalPorts:
     extproc: int  # the service process answering ext_proc: its own process, so inspection can fail (open or
                   # closed, per model) while authorization keeps working
     extproc_metrics: int = 0  # the ext_proc process's /metrics (drift gauges, modelfleet.monitoring); 0: off
+    # The canaries' Triton (modelfleet.canary: `--model-config-name=canary` over the same repository); 0: none runs,
+    # which a plan with a canary refuses.
+    canary_triton_http: int = 0
+    canary_triton_grpc: int = 0
 
 
 # `modelfleet serve`'s defaults beside the plan's listeners: Triton's own ports, Envoy Gateway's usual ext_proc port.
@@ -63,9 +68,15 @@ TRITON_HTTP_PORT, TRITON_GRPC_PORT, AUTHZ_PORT, EXTPROC_PORT, ADMIN_PORT = 8000,
 AUDIT_LOG = "audit.log"  # beside envoy.yaml; `modelfleet serve` runs Envoy from that folder
 
 
+# The canaries' Triton, when a model has one (modelfleet.local.DEFAULT_PORTS).
+CANARY_TRITON_HTTP_PORT, CANARY_TRITON_GRPC_PORT = 8010, 8011
+
+
 def default_ports(plan: GatewayPlan) -> LocalPorts:
+    canaries = any(r.canary_version is not None for r in plan.routes)
     return LocalPorts(plan.http_port, plan.grpc_port, ADMIN_PORT, TRITON_HTTP_PORT, TRITON_GRPC_PORT, AUTHZ_PORT,
-                      EXTPROC_PORT)
+                      EXTPROC_PORT, canary_triton_http=CANARY_TRITON_HTTP_PORT if canaries else 0,
+                      canary_triton_grpc=CANARY_TRITON_GRPC_PORT if canaries else 0)
 
 
 _MF_MAP = "metadata.filter_metadata.modelfleet"
@@ -120,6 +131,8 @@ def envoy_bootstrap(plan: GatewayPlan, ports: LocalPorts, audit_path: str, jwks_
                 # so Envoy's per-cluster stats carry the model: the SLO metrics (modelfleet.monitoring.metrics).
                 *(_cluster(model_cluster(r.model, grpc), ports.triton_grpc if grpc else ports.triton_http, http2=grpc)
                   for r in plan.routes for grpc in (False, True)),
+                *(_cluster(canary_cluster(r.model, grpc), _canary_port(ports, grpc), http2=grpc)
+                  for r in plan.routes if r.canary_version is not None for grpc in (False, True)),
                 _cluster(AUTHZ_CLUSTER, ports.authz, http2=True),
                 _cluster(EXTPROC_CLUSTER, ports.extproc, http2=True),
             ],
@@ -132,6 +145,36 @@ def envoy_bootstrap(plan: GatewayPlan, ports: LocalPorts, audit_path: str, jwks_
 
 def model_cluster(model: str, grpc: bool) -> str:
     return f"triton-{model}/grpc" if grpc else f"triton-{model}"
+
+
+def canary_cluster(model: str, grpc: bool) -> str:
+    """The canary's cluster: under the model's name (`triton-<model>/...`), so the SLO metrics, which match the
+    model's clusters by that prefix (modelfleet.monitoring.metrics), count the canary's requests too."""
+    return f"{model_cluster(model, grpc)}/canary"
+
+
+def _canary_port(ports: LocalPorts, grpc: bool) -> int:
+    port = ports.canary_triton_grpc if grpc else ports.canary_triton_http
+    if not port:
+        raise ValueError("a model has a canary (rollout.canary_version), but no canary Triton runs: give LocalPorts "
+                         "canary_triton_http/canary_triton_grpc (modelfleet.local starts it)")
+    return port
+
+
+def _upstream(route: RoutePlan, grpc: bool) -> dict:
+    """Where the route sends its requests. With a canary: both Tritons in one route, weighted 100 - p / p, the same
+    split the cloud's HTTPRoute/GRPCRoute make with backendRef weights, by the same mechanism (a weighted choice per
+    request between two upstreams). Locally the canary is a second Triton reading the same repository with
+    `--model-config-name=canary`, as the canary Deployment does, rather than a path rewrite to
+    `/versions/<v>/` on the one Triton: a rewrite cannot reach gRPC, whose version is a field of the protobuf body,
+    and would make the local stack load both versions in one server where the cloud never does."""
+    stable = model_cluster(route.model, grpc)
+    if route.canary_version is None:
+        return {"cluster": stable}
+    stable_weight, canary_weight = canary_weights(route.canary_percent)
+    return {"weighted_clusters": {"clusters": [
+        {"name": stable, "weight": stable_weight},
+        {"name": canary_cluster(route.model, grpc), "weight": canary_weight}]}}
 
 
 def _addr(port: int) -> dict:
@@ -288,11 +331,9 @@ def _model_route(route: RoutePlan, plan: GatewayPlan, grpc: bool) -> dict:
         match = {"safe_regex": {"regex": rf"^/{re.escape(route.grpc_service)}/({methods})$"},
                  "headers": [{"name": route.grpc_model_header, "string_match": {"exact": route.model}}],
                  "grpc": {}}
-        cluster = model_cluster(route.model, grpc=True)
     else:
         match = {"safe_regex": {"regex": rf"^{re.escape(route.http_path_prefix)}(/versions/[0-9]+)?"
                                          r"(/(ready|config|infer|stats))?$"}}
-        cluster = model_cluster(route.model, grpc=False)
     per_filter = {
         EXT_AUTHZ: {"@type": TYPE + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
                     "check_settings": {"context_extensions": {
@@ -313,7 +354,7 @@ def _model_route(route: RoutePlan, plan: GatewayPlan, grpc: bool) -> dict:
     return {
         "name": f"{route.model}/{'grpc' if grpc else 'http'}",
         "match": match,
-        "route": {"cluster": cluster, "timeout": "60s"},
+        "route": {**_upstream(route, grpc), "timeout": "60s"},
         "metadata": {"filter_metadata": {"modelfleet": {
             "model": route.model, "version": str(route.version), "protocol": "grpc" if grpc else "http"}}},
         "typed_per_filter_config": per_filter,

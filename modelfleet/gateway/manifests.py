@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 
-from modelfleet import serving
+from modelfleet import canary, serving
 from modelfleet.gateway import peers
 from modelfleet.gateway.plan import GatewayPlan, RoutePlan
 from modelfleet.plan import LABEL_PREFIX, FleetPlan, RegionPlan
@@ -339,8 +339,15 @@ def _parent() -> dict:
 
 
 def _backends(plan: FleetPlan, route: RoutePlan, port: int) -> list[dict]:
-    return [{"group": "", "kind": "Service", "name": serving.workload_name(_kube(plan, route)), "port": port,
-             "weight": 100}]
+    """The model's Service, or with a canary (modelfleet.canary) the stable and canary Services in the same rule,
+    weighted 100 - p and p: Gateway API splits a rule's requests in proportion to its backendRefs' weights, so the
+    split holds for every match of the rule (HTTP paths and gRPC methods alike)."""
+    name = serving.workload_name(_kube(plan, route))
+    if route.canary_version is None:
+        return [{"group": "", "kind": "Service", "name": name, "port": port, "weight": 100}]
+    stable, weight = canary.weights(route.canary_percent)
+    return [{"group": "", "kind": "Service", "name": name, "port": port, "weight": stable},
+            {"group": "", "kind": "Service", "name": name + canary.SUFFIX, "port": port, "weight": weight}]
 
 
 def http_route(plan: FleetPlan, route: RoutePlan) -> dict:
@@ -455,9 +462,13 @@ def extension_policy(plan: FleetPlan, route: RoutePlan) -> dict:
     """Request bodies always go to the inspector (tensors, sizes, deny patterns); response bodies only where the
     plan asks (PII in BYTES outputs). Envoy Gateway sends a phase's headers with it: no header-only phase is asked
     for. failOpen is the model's fail mode."""
-    # The inspector finds the model from the path (HTTP) or the model header (gRPC), sent as attributes.
-    attributes = ["request.path", f"request.headers['{route.grpc_model_header}']"]
-    mode: dict[str, Any] = {"request": {"body": "Buffered", "attributes": attributes}}
+    # The inspector finds the model from the path (HTTP) or the model header (gRPC). Envoy Gateway's CRD admits
+    # attributes matching `^(connection\.|source\.|destination\.|request\.|response\.|upstream\.|xds\.route_)
+    # [a-z_1-9]*$` only (api/v1alpha1/ext_proc_types.go, ProcessingModeOptions.Attributes, envoyproxy/gateway
+    # c78106ac7a4e1e477f2ae0671d4ba4de08aa5542), so `request.headers['x-modelfleet-model']` would be refused at
+    # apply: the path goes as an attribute, and the model header arrives with the request headers, which Envoy
+    # Gateway sends whenever `request` is set (modelfleet.gateway.service._from_headers).
+    mode: dict[str, Any] = {"request": {"body": "Buffered", "attributes": ["request.path"]}}
     if route.inspection.response_body:
         mode["response"] = {"body": "Buffered"}
     return {

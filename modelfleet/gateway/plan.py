@@ -192,6 +192,9 @@ class RoutePlan:
     rate_limits: tuple[RateLimitRule, ...]
     inspection: InspectionPlan
     max_request_bytes: int
+    # A canary (modelfleet.canary): this share of the model's requests goes to the Triton serving canary_version.
+    canary_version: int | None = None
+    canary_percent: int = 0
 
 
 @dataclass(frozen=True)
@@ -286,4 +289,6 @@ def _route(model: ModelSpec) -> RoutePlan:
         rate_limits=tuple(limits),
         inspection=inspection,
         max_request_bytes=g.max_request_bytes,
+        canary_version=model.rollout.canary_version,
+        canary_percent=model.rollout.canary_percent if model.rollout.canary_version is not None else 0,
     )

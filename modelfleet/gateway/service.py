@@ -144,10 +144,14 @@ class Inspector:
 
     async def process(self, requests, context) -> None:
         plan = grpc_call = method = None
+        seen = ("", "")  # path and model header from the request headers, where Envoy sends them first
         async for req in requests:
             phase = _phase(req)
+            if phase == "request_headers":
+                seen = _from_headers(req, _attributes(req))
             if phase == "request_body":
                 path, header_model = _attributes(req)
+                path, header_model = path or seen[0], header_model or seen[1]
                 plan, grpc_call, method = self._plan_for(path, header_model)
                 yield self._request(plan, grpc_call, method, header_model, path, req.request_body.body)
             elif phase == "response_body":
@@ -211,6 +215,21 @@ def _attributes(req: ProcessingRequest) -> tuple[str, str]:
     path = fields["request.path"].string_value if "request.path" in fields else ""
     key = f"request.headers['{MODEL_HEADER}']"
     return path, fields[key].string_value if key in fields else ""
+
+
+def _from_headers(req: ProcessingRequest, attributes: tuple[str, str]) -> tuple[str, str]:
+    """Path and model header from a request_headers message. Envoy Gateway always sends the request's headers
+    before its body (its processingMode has no header-skipping mode), with the attributes on that first message;
+    its CRD admits only `request.path`-style attributes (no `request.headers[...]`), so in the cloud the model
+    header is read from the headers themselves (modelfleet.gateway.manifests.extension_policy)."""
+    path, model = attributes
+    for header in req.request_headers.headers.headers:
+        value = header.raw_value.decode(errors="replace") if header.raw_value else header.value
+        if header.key == ":path" and not path:
+            path = value
+        elif header.key == MODEL_HEADER and not model:
+            model = value
+    return path, model
 
 
 def _pass_through(phase: str) -> ProcessingResponse:

@@ -57,10 +57,12 @@ def untuned_replicas(rps: float, min_replicas: int, max_replicas: int) -> int:
 
 
 def size(model: ModelSpec, hardware_class: str, rps: float, headroom: float,
-         records: dict[tuple[str, str], TuningRecord]) -> Sizing:
-    scaling = model.scaling
+         records: dict[tuple[str, str], TuningRecord], bounds: tuple[int, int] | None = None) -> Sizing:
+    """Replicas for `rps` within `bounds` (min, max): the model's scaling bounds unless given (a canary's are its
+    own)."""
+    low, high = bounds or (model.scaling.min_replicas, model.scaling.max_replicas)
     record = records.get((model.name, hardware_class))
-    fallback = untuned_replicas(rps, scaling.min_replicas, scaling.max_replicas)
+    fallback = untuned_replicas(rps, low, high)
     if record is None:
         return Sizing(fallback, None, False, None, None, "")
     path = record_file(model.name, hardware_class)
@@ -68,8 +70,7 @@ def size(model: ModelSpec, hardware_class: str, rps: float, headroom: float,
         why = (f"its best variant missed the p99 SLO of {record.slo_p99_ms:g} ms (p99 {record.p99_ms:g} ms); "
                f"set tuning.accept_unmet_slo: true to size from it anyway")
         return Sizing(fallback, None, False, record.throughput_per_replica, record.p99_ms, path, why)
-    desired, needed = replicas_for(rps, headroom, record.throughput_per_replica, scaling.min_replicas,
-                                   scaling.max_replicas)
+    desired, needed = replicas_for(rps, headroom, record.throughput_per_replica, low, high)
     return Sizing(desired, needed, True, record.throughput_per_replica, record.p99_ms, path)
 
 
@@ -136,7 +137,7 @@ def capacity_json(plan: "FleetPlan") -> dict:
             for p in region.placements:
                 if p.model != model.name:
                     continue
-                monthly = round(p.desired_replicas * _replica_share_usd(p, region.cloud) * hours, 2)
+                monthly = round(p.replicas("desired_replicas") * _replica_share_usd(p, region.cloud) * hours, 2)
                 total += monthly
                 regions[region.ref] = {
                     "hardware_class": p.hardware_class,
@@ -151,8 +152,17 @@ def capacity_json(plan: "FleetPlan") -> dict:
                     "throughput_per_replica": p.throughput_per_replica,
                     "p99_ms": p.p99_ms,
                     "record": p.record or None,
-                    "monthly_usd": monthly,
+                    "monthly_usd": monthly,  # the canary's replicas included
                 }
+                if p.canary:
+                    # The split as the routes make it: the stable's figures above are for its share.
+                    regions[region.ref]["rps_stable"] = p.stable_rps
+                    regions[region.ref]["canary"] = {
+                        "version": p.canary.version, "stable_version": p.canary.stable_version,
+                        "percent": p.canary.percent, "rps": p.canary.rps, "replicas": p.canary.desired_replicas,
+                        "needed_replicas": p.canary.needed_replicas, "min_replicas": p.canary.min_replicas,
+                        "max_replicas": p.canary.max_replicas,
+                        "gpus": p.canary.desired_replicas * p.gpus_per_replica}
         if not plan.regions:  # the local stack: one Triton on this machine's CPU
             regions[LOCAL] = _local_entry(plan, model)
         models[model.name] = {
@@ -189,7 +199,7 @@ def warnings(plan: "FleetPlan") -> list[str]:
         for p in region.placements:
             if p.tuned and p.needed_replicas is not None and p.needed_replicas > p.max_replicas:
                 served = p.max_replicas * p.throughput_per_replica / plan.capacity_headroom
-                out.append(f"{p.model} in {region.ref} needs {p.needed_replicas} replicas for {p.rps:g} rps "
+                out.append(f"{p.model} in {region.ref} needs {p.needed_replicas} replicas for {p.stable_rps:g} rps "
                            f"x {plan.capacity_headroom:g} headroom but max_replicas is {p.max_replicas}: capped, "
                            f"serves about {served:,.0f} rps with headroom")
             if p.refused:
@@ -223,8 +233,17 @@ def _rows(doc: dict):
         for region, e in data["regions"].items():
             tp = f"{e['throughput_per_replica']:,.0f}" if e["throughput_per_replica"] is not None else "—"
             p99 = f"{e['p99_ms']:g}" if e["p99_ms"] is not None else "—"
-            yield (model, region, f"{e['rps']:g}", str(e["replicas"]), str(e["gpus"]),
-                   "yes" if e["tuned"] else "no", tp, p99, f"${e['monthly_usd']:,.0f}")
+            c = e.get("canary")
+            if c is None:
+                yield (model, region, f"{e['rps']:g}", str(e["replicas"]), str(e["gpus"]),
+                       "yes" if e["tuned"] else "no", tp, p99, f"${e['monthly_usd']:,.0f}")
+                continue
+            # A canary: each Deployment with its share of the region's requests; the cost covers both.
+            yield (f"{model} v{c['stable_version']} {100 - c['percent']}%", region, f"{e['rps_stable']:g}",
+                   str(e["replicas"]), str(e["gpus"]), "yes" if e["tuned"] else "no", tp, p99,
+                   f"${e['monthly_usd']:,.0f} (both)")
+            yield (f"{model} v{c['version']} {c['percent']}% canary", region, f"{c['rps']:g}", str(c["replicas"]),
+                   str(c["gpus"]), "yes" if e["tuned"] else "no", tp, p99, "↑")
 
 
 _HEADERS = ("model", "region", "rps", "replicas", "GPUs", "tuned", "infer/s per replica", "p99 ms", "$/month")

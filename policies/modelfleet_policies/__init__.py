@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from . import cost, deployer, encryption, governance, gpu, identity, kubernetes, monitoring, network, nodes, routing
+from . import cost, deployer, encryption, gateway, governance, gpu, identity, kubernetes, monitoring, network, nodes, routing
 
 PACK_NAME = "modelfleet-policies"
 
@@ -18,6 +18,7 @@ AREAS = {
     "governance": governance.POLICIES,
     "monitoring": monitoring.POLICIES,
     "deployer": deployer.POLICIES,
+    "gateway": gateway.POLICIES,
     "routing": routing.POLICIES,
 }
 
