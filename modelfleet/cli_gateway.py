@@ -104,10 +104,10 @@ def local_gateway(plan, root: Path, stack: str, triton_http: int, triton_grpc: i
     chosen = {"triton_http": triton_http, "triton_grpc": triton_grpc, "extproc_metrics": drift_metrics}
     if gateway_ports:
         try:
-            http, grpc, authz, extproc, admin = (int(p) for p in gateway_ports.split(","))
+            http, grpc, extproc, admin = (int(p) for p in gateway_ports.split(","))
         except ValueError:
-            _bad(f"--gateway-ports: write five ports HTTP,GRPC,AUTHZ,EXTPROC,ADMIN, got {gateway_ports!r}")
-        chosen.update(http=http, grpc=grpc, authz=authz, extproc=extproc, admin=admin)
+            _bad(f"--gateway-ports: write four ports HTTP,GRPC,EXTPROC,ADMIN, got {gateway_ports!r}")
+        chosen.update(http=http, grpc=grpc, extproc=extproc, admin=admin)
     ports = type(ports)(**{**ports.__dict__, **chosen})
     key_path, new_key = dev_key(root, stack)
     workdir = root / "build" / "serve" / stack / "gateway"

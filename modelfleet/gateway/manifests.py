@@ -495,7 +495,7 @@ def inspector_service_account(plan: FleetPlan) -> dict:
 def inspector_deployment(plan: FleetPlan, image: Any) -> dict:
     """The same ext_proc service the local stack runs (modelfleet.gateway.run_service, role extproc; auth is Envoy
     Gateway's own here), from an image of this repository at the release's commit: its rules are the specs of that
-    commit, and a new digest rolls the pods. It keeps no keys (`--keys /dev/null`: the extproc role reads none)."""
+    commit, and a new digest rolls the pods. It keeps no keys."""
     labels = _labels(plan, "gateway") | inspector_selector()
     probe = {"tcpSocket": {"port": "grpc"}, "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3}
     container = {
@@ -503,8 +503,7 @@ def inspector_deployment(plan: FleetPlan, image: Any) -> dict:
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["python", "-m", "modelfleet.gateway.run_service"],
-        "args": ["--root", INSPECTOR_ROOT, "--stack", plan.stack, "--keys", "/dev/null",
-                 "--listen", f"0.0.0.0:{INSPECTOR_PORT}", "--role", "extproc",
+        "args": ["--root", INSPECTOR_ROOT, "--stack", plan.stack, "--listen", f"0.0.0.0:{INSPECTOR_PORT}",
                  "--metrics-port", str(INSPECTOR_METRICS_PORT)],
         "ports": [{"name": "grpc", "containerPort": INSPECTOR_PORT, "protocol": "TCP"},
                   {"name": "metrics", "containerPort": INSPECTOR_METRICS_PORT, "protocol": "TCP"}],

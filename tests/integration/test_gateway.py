@@ -1,4 +1,5 @@
-"""The local gateway end to end: real Envoy 1.40, the real ext_authz/ext_proc service processes, real Triton.
+"""The local gateway end to end: real Envoy 1.40 (authentication inside it), the real ext_proc service process,
+real Triton.
 
 One Triton and one gateway per module (they take seconds to start); each test uses its own tenant, so rate
 limits and quotas never leak between tests.
@@ -6,6 +7,7 @@ limits and quotas never leak between tests.
 
 from __future__ import annotations
 
+import datetime as dt
 import http.client
 import json
 import os
@@ -46,10 +48,20 @@ class Stack:
         self.key_path = gateway.key_path
         self.secrets: list[str] = []  # every key and token handed out: none may appear in a log
 
-    def key(self, tenant: str, *scopes: str) -> str:
-        api_key, _ = keyfile.create(self.key_path, tenant, list(scopes) or ["infer:*"])
+    def key(self, tenant: str, *scopes: str, expires: str | None = None) -> str:
+        before = self.gateway.auth_reloads()
+        api_key, _ = keyfile.create(self.key_path, tenant, list(scopes) or ["infer:*"], expires)
         self.secrets.append(api_key)
+        self.wait_for_keys(before)
         return api_key
+
+    def wait_for_keys(self, before: int, timeout_s: float = 2.0) -> float:
+        """Seconds until Envoy applied the key files written after `before` (a file watch, no restart)."""
+        start = time.monotonic()
+        while self.gateway.auth_reloads() <= before:
+            assert time.monotonic() - start < timeout_s, "Envoy did not apply the key files within 2 s"
+            time.sleep(0.005)
+        return time.monotonic() - start
 
     def jwt(self, *args, **kwargs) -> str:
         value = token(self.signing_key, *args, **kwargs)
@@ -106,9 +118,8 @@ def stack(tmp_path_factory, triton_install):
     root = project["root"]
     plan = build_plan(load_fleet(root, "local"))
     repository = build_local_repository(plan, root, root / "build" / "repository")
-    th, tg, tm, http, grpc, admin, authz, extproc = free_ports(8)
-    ports = LocalPorts(http=http, grpc=grpc, admin=admin, triton_http=th, triton_grpc=tg, authz=authz,
-                       extproc=extproc)
+    th, tg, tm, http, grpc, admin, extproc = free_ports(7)
+    ports = LocalPorts(http=http, grpc=grpc, admin=admin, triton_http=th, triton_grpc=tg, extproc=extproc)
     key_path = keyfile.key_file(root, "local")
     with TritonServer(repository, th, tg, tm) as triton:
         triton.metrics_port = tm
@@ -124,11 +135,15 @@ def test_auth_matrix(stack):
     other_scope = stack.key("auth-scope", "infer:notes")
     revoked = stack.key("auth-revoked", "infer:sentiment")
     revoked_id = revoked.split("_")[1]
+    body = sentiment_body("fine")
+    assert stack.infer("sentiment", body, revoked)[0] == 200
+    before = stack.gateway.auth_reloads()
     cli = subprocess.run([sys.executable, "-m", "modelfleet.cli", "keys", "revoke", revoked_id, "--stack", "local",
                           "--root", str(stack.root)], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     assert cli.returncode == 0, cli.stderr
-    body = sentiment_body("fine")
+    # The running Envoy applies it from its file watch, without a restart.
+    assert stack.wait_for_keys(before) < 2.0
     cases = [
         ("no key", {}, 401, "missing_credentials"),
         ("malformed key", {"x-api-key": "let-me-in"}, 401, "malformed_key"),
@@ -209,6 +224,20 @@ def test_daily_quota_is_exact_under_concurrency(stack):
     assert {r[1]["retry-after"] for r in results if r[0] == 429} == {"86400"}
     assert stack.infer("notes", sentiment_body("hello"), api_key)[0] == 429
     assert stack.infer("notes", sentiment_body("hello"), stack.key("quota-other", "infer:notes"))[0] == 200
+    # That new key reloaded the key filters; the buckets live in the routes, which stayed: still spent.
+    assert stack.infer("notes", sentiment_body("hello"), api_key)[0] == 429
+
+
+def test_a_key_stops_at_its_expiry_without_a_reload(stack):
+    """Expiry is checked on each request against the clock (no file changes when a key expires)."""
+    expires = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=3)).replace(microsecond=0)
+    api_key = stack.key("expiring", "infer:sentiment", expires=expires.isoformat().replace("+00:00", "Z"))
+    assert stack.infer("sentiment", sentiment_body("hi"), api_key)[0] == 200
+    reloads = stack.gateway.auth_reloads()
+    time.sleep(max(0.0, (expires - dt.datetime.now(dt.timezone.utc)).total_seconds()) + 1.1)
+    status, _, payload = stack.infer("sentiment", sentiment_body("hi"), api_key)
+    assert status == 401 and json.loads(payload)["code"] == "expired_key", payload
+    assert stack.gateway.auth_reloads() == reloads
 
 
 # --- inspection ------------------------------------------------------------------------------------------------
@@ -415,7 +444,7 @@ def test_ext_proc_down_follows_each_models_fail_mode(stack):
         # sentiment keeps the default, closed: refused while the inspection service is down.
         status, _, payload = stack.infer("sentiment", sentiment_body("hi"), api_key)
         assert status == 503, payload
-        # Authorization is its own process and never fails open.
+        # Authentication is inside Envoy: the inspection service being down does not open it.
         assert stack.infer("fraud-detector", fraud_body(), None)[0] == 401
     finally:
         stack.gateway.start_service("extproc")
