@@ -1,5 +1,6 @@
 """What the gateway costs: perf_analyzer against Triton directly, through a plain Envoy route, through the full
-gateway without inspection (auth + rate limit), and with inspection (+ ext_proc), at concurrency 1 and 16.
+gateway without inspection (auth + rate limit, all inside Envoy), and with inspection (+ ext_proc), at concurrency
+1 and 16.
 
     PYTHONPATH=$PWD .venv/bin/python bench/gateway.py              # fraud-detector over HTTP, one run
     PYTHONPATH=$PWD .venv/bin/python bench/gateway.py --model sentiment --interval-ms 3000
@@ -89,21 +90,22 @@ def main() -> None:
     parser.add_argument("--model", default="fraud-detector")
     parser.add_argument("--interval-ms", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--stability", type=int, default=50,
+                        help="perf_analyzer --stability-percentage (loosen it on a busy machine)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
         work = Path(tmp)
         plan = build_plan(load_fleet(ROOT, "local"))
         repository = build_local_repository(plan, ROOT, work / "repository")
-        th, tg, tm, plain, plain_admin, lean, lean_admin, http, grpc, admin, authz, extproc = free_ports(12)
-        ports = LocalPorts(http=http, grpc=grpc, admin=admin, triton_http=th, triton_grpc=tg, authz=authz,
-                           extproc=extproc)
+        th, tg, tm, plain, plain_admin, lean, lean_admin, http, grpc, admin, extproc = free_ports(11)
+        ports = LocalPorts(http=http, grpc=grpc, admin=admin, triton_http=th, triton_grpc=tg, extproc=extproc)
         key_path = work / "keys.json"
         api_key, _ = keyfile.create(key_path, "bench", ["infer:*"])
         header = ["-H", f"x-api-key:{api_key}"]
         results = {}
         with TritonServer(repository, th, tg, tm) as triton, \
                 LocalGateway(plan.gateway, ports, ROOT, "local", key_path, work / "gateway") as gateway:
-            full = envoy_bootstrap(plan.gateway, ports, str(work / "audit-lean.log"))
+            full = envoy_bootstrap(plan.gateway, ports, str(work / "audit-lean.log"), auth_folder=gateway.auth_folder)
             lean_config = without_inspection(full)
             lean_listener = lean_config["static_resources"]["listeners"][0]
             lean_listener["address"]["socket_address"]["port_value"] = lean
@@ -118,7 +120,7 @@ def main() -> None:
                 for name, url, extra in paths:
                     results[name] = run_perf_analyzer(
                         args.model, url, args.concurrency, protocol="http",
-                        measurement_interval_ms=args.interval_ms, max_trials=10, stability_percentage=50,
+                        measurement_interval_ms=args.interval_ms, max_trials=10, stability_percentage=args.stability,
                         extra_args=extra, timeout_s=300)
             finally:
                 for proc in envoys:

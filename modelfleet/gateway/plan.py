@@ -50,16 +50,6 @@ KEY_ID_HEX = 12
 KEY_SECRET_MIN = 40
 
 
-def key_id_of(api_key: str) -> str | None:
-    """The public id inside a well-formed key, else None."""
-    parts = api_key.split("_", 2)
-    if len(parts) != 3 or parts[0] != KEY_PREFIX or len(parts[1]) != KEY_ID_HEX:
-        return None
-    if any(c not in "0123456789abcdef" for c in parts[1]) or len(parts[2]) < KEY_SECRET_MIN:
-        return None
-    return parts[1]
-
-
 def key_hash(api_key: str) -> str:
     """htpasswd's `{SHA}` form (what basic_auth compares): keys made before it (`sha256:`) must be re-created."""
     return "{SHA}" + base64.b64encode(hashlib.sha1(api_key.encode()).digest()).decode()

@@ -7,6 +7,7 @@ limits and quotas never leak between tests.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import http.client
 import json
@@ -149,6 +150,11 @@ def test_auth_matrix(stack):
         ("malformed key", {"x-api-key": "let-me-in"}, 401, "malformed_key"),
         ("unknown key", {"x-api-key": "mf_0123456789ab_" + "x" * 43}, 401, "unknown_key"),
         ("forged secret", {"x-api-key": good[:-4] + "AAAA"}, 401, "unknown_key"),
+        ("upper-case id", {"x-api-key": "mf_ABCDEF012345_" + "A" * 43}, 401, "malformed_key"),
+        ("short secret", {"x-api-key": "_".join(good.split("_")[:2]) + "_" + "A" * 39}, 401, "malformed_key"),
+        # The header the Lua filter hands basic_auth is the gateway's own: a client's copy is dropped.
+        ("basic credential sent directly", {"x-modelfleet-basic": "Basic " + base64.b64encode(
+            f"{good.split('_')[1]}:{good}".encode()).decode()}, 401, "missing_credentials"),
         ("revoked key", {"x-api-key": revoked}, 401, "revoked_key"),
         ("other model's scope", {"x-api-key": other_scope}, 403, "scope_denied"),
         ("token without the scope", {"authorization": "Bearer " + stack.jwt("infer:notes")}, 403, "scope_denied"),
@@ -402,6 +408,35 @@ def test_fuzzed_requests_through_envoy_get_no_5xx(stack):
     one()
     assert len(seen) >= 300 and stack.gateway.envoy.poll() is None
     assert all(p.poll() is None for p in stack.gateway.services.values())
+
+
+def test_hostile_credentials_are_refused_by_envoys_filters(stack):
+    """Generated key, token and identity headers against the Lua and basic_auth filters: a 401/403 JSON refusal
+    every time (none is a valid key), never a 5xx, and Envoy stays up."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    real = stack.key("hostile", "infer:sentiment")
+    key_id = real.split("_")[1]
+    near = st.sampled_from([f"mf_{key_id}_" + "A" * 43, real[:-1] + ("B" if real[-1] != "B" else "C"), real + "x",
+                            real.upper(), real.replace("_", "-"), f"mf_{key_id}_{real}", "mf_" + "g" * 12 + "_" + "A" * 43])
+
+    @settings(max_examples=200, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.dictionaries(st.sampled_from(["x-api-key", "authorization", "x-modelfleet-tenant",
+                                            "x-modelfleet-key-id", "x-modelfleet-basic"]),
+                           st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=80) | near,
+                           max_size=4))
+    def one(headers):
+        if headers.get("x-api-key") == real:
+            headers["x-api-key"] += "x"
+        status, _, payload = stack.request("POST", "/v2/models/sentiment/infer", sentiment_body("hi"), headers)
+        assert status in (401, 403), (headers, status, payload)
+        if not payload.startswith(b"Jwt"):  # jwt_authn's own refusals are plain text; ours are JSON
+            assert json.loads(payload)["code"], payload
+
+    one()
+    assert stack.gateway.envoy.poll() is None
 
 
 # --- tools through the gateway, unchanged --------------------------------------------------------------------
