@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,7 +33,7 @@ from modelfleet.gateway.local import ENVOY_CONCURRENCY, LocalGateway, envoy_bina
 from modelfleet.loader import load_fleet  # noqa: E402
 from modelfleet.local import build_local_repository  # noqa: E402
 from modelfleet.plan import build_plan  # noqa: E402
-from modelfleet.triton.runtime import TritonServer, free_ports, run_perf_analyzer  # noqa: E402
+from modelfleet.triton.runtime import PerfPoint, TritonServer, free_ports, run_perf_analyzer  # noqa: E402
 
 
 def plain_envoy(listen: int, admin: int, triton_http: int) -> dict:
@@ -85,13 +87,31 @@ def run_envoy(config: dict, workdir: Path, admin: int) -> subprocess.Popen:
     raise RuntimeError("envoy did not start")
 
 
+def service_cpu(gateway: LocalGateway) -> float:
+    """CPU seconds (user + system) the inspection service process has used so far."""
+    fields = Path(f"/proc/{gateway.services['extproc'].pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def median_point(points: list[PerfPoint]) -> PerfPoint:
+    """Each figure's median over the rounds (throughput, p50 and p99 separately)."""
+    return PerfPoint(points[0].concurrency, statistics.median(p.throughput_infer_per_s for p in points),
+                     statistics.median(p.p99_latency_ms for p in points),
+                     statistics.median(p.p50_latency_ms for p in points))
+
+
+def extproc_calls(gateway: LocalGateway) -> int:
+    return sum(gateway.stats("cluster.modelfleet_extproc.upstream_rq_total").values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="fraud-detector")
     parser.add_argument("--interval-ms", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--stability", type=int, default=50,
-                        help="perf_analyzer --stability-percentage (loosen it on a busy machine)")
+    parser.add_argument("--rounds", type=int, default=3, help="measure every path this many times, in turn")
+    parser.add_argument("--stability", type=int, default=100,
+                        help="perf_analyzer --stability-percentage; loose by default: the rounds' median steadies the figures")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
         work = Path(tmp)
@@ -102,7 +122,6 @@ def main() -> None:
         key_path = work / "keys.json"
         api_key, _ = keyfile.create(key_path, "bench", ["infer:*"])
         header = ["-H", f"x-api-key:{api_key}"]
-        results = {}
         with TritonServer(repository, th, tg, tm) as triton, \
                 LocalGateway(plan.gateway, ports, ROOT, "local", key_path, work / "gateway") as gateway:
             full = envoy_bootstrap(plan.gateway, ports, str(work / "audit-lean.log"), auth_folder=gateway.auth_folder)
@@ -117,17 +136,29 @@ def main() -> None:
                 paths = [("direct", triton.http_url, []), ("plain envoy", f"127.0.0.1:{plain}", []),
                          ("gateway: auth+ratelimit", f"127.0.0.1:{lean}", header),
                          ("gateway: +inspection", gateway.http_url, header)]
-                for name, url, extra in paths:
-                    results[name] = run_perf_analyzer(
-                        args.model, url, args.concurrency, protocol="http",
-                        measurement_interval_ms=args.interval_ms, max_trials=10, stability_percentage=args.stability,
-                        extra_args=extra, timeout_s=300)
+                # Rounds over all paths in turn, so a burst of load from elsewhere on a shared machine hits every
+                # path alike; each figure is the median of its rounds.
+                rounds: dict[str, list] = {name: [] for name, _, _ in paths}
+                cpu_ms, calls = 0.0, 0
+                for _ in range(args.rounds):
+                    for name, url, extra in paths:
+                        cpu, before = service_cpu(gateway), extproc_calls(gateway)
+                        rounds[name].extend(run_perf_analyzer(
+                            args.model, url, args.concurrency, protocol="http",
+                            measurement_interval_ms=args.interval_ms, max_trials=10,
+                            stability_percentage=args.stability, extra_args=extra, timeout_s=300))
+                        if name == paths[-1][0]:  # the inspecting path: what each ext_proc stream costs
+                            cpu_ms += (service_cpu(gateway) - cpu) * 1000
+                            calls += extproc_calls(gateway) - before
+                cpu_per_call_ms = cpu_ms / max(calls, 1)
+                results = {name: [median_point([p for p in points if p.concurrency == c]) for c in args.concurrency]
+                           for name, points in rounds.items()}
             finally:
                 for proc in envoys:
                     proc.terminate()
                     proc.wait()
     print(f"model {args.model}, HTTP, perf_analyzer time windows of {args.interval_ms} ms, Envoy "
-          f"--concurrency {ENVOY_CONCURRENCY}, one run\n")
+          f"--concurrency {ENVOY_CONCURRENCY}, one run: medians of {args.rounds} rounds over the paths in turn\n")
     print(f"{'path':<26}{'conc':>5}{'infer/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs envoy':>10}{'+p50 ms':>9}")
     base = {p.concurrency: p for p in results["plain envoy"]}
     for name, points in results.items():
@@ -136,6 +167,8 @@ def main() -> None:
             added = p.p50_latency_ms - base[p.concurrency].p50_latency_ms
             print(f"{name:<26}{p.concurrency:>5}{p.throughput_infer_per_s:>10.1f}{p.p50_latency_ms:>9.2f}"
                   f"{p.p99_latency_ms:>9.2f}{ratio:>9.0%}{added:>+9.2f}")
+    print(f"\ninspection service: {cpu_per_call_ms:.2f} ms of CPU per ext_proc stream ({calls} streams; one "
+          "Python process, measured from /proc during the last path)")
     low, high = min(args.concurrency), max(args.concurrency)
     for name, p50_target, tput_target in (("gateway: auth+ratelimit", 0.5, 0.85), ("gateway: +inspection", 2.0, 0.60)):
         at = {p.concurrency: p for p in results[name]}
