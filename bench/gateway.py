@@ -111,7 +111,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--rounds", type=int, default=3, help="measure every path this many times, in turn")
     parser.add_argument("--stability", type=int, default=100,
-                        help="perf_analyzer --stability-percentage; loose by default: the rounds' median steadies the figures")
+                        help="perf_analyzer --stability-percentage; loose by default: the rounds' median "
+                             "steadies the figures")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
         work = Path(tmp)

@@ -66,7 +66,8 @@ def test_filter_order_and_fail_modes():
         assert source == {"path": f"/run/auth/{name}.yaml", "watched_directory": {"path": "/run/auth"}}
         assert filters[name]["config_discovery"]["type_urls"] == [
             f"type.googleapis.com/envoy.extensions.filters.http.{type_url}"]
-    assert filters["modelfleet.keys.infer-sentiment"]["disabled"] is True and "disabled" not in filters["modelfleet.authn"]
+    assert filters["modelfleet.keys.infer-sentiment"]["disabled"] is True
+    assert "disabled" not in filters["modelfleet.authn"]
     routes = {r["name"]: r for r in hcm["route_config"]["virtual_hosts"][0]["routes"] if "name" in r}
     assert sorted(routes) == ["fraud-detector/http", "sentiment/http"]
     for model, route in routes.items():

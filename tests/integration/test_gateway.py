@@ -419,7 +419,8 @@ def test_hostile_credentials_are_refused_by_envoys_filters(stack):
     real = stack.key("hostile", "infer:sentiment")
     key_id = real.split("_")[1]
     near = st.sampled_from([f"mf_{key_id}_" + "A" * 43, real[:-1] + ("B" if real[-1] != "B" else "C"), real + "x",
-                            real.upper(), real.replace("_", "-"), f"mf_{key_id}_{real}", "mf_" + "g" * 12 + "_" + "A" * 43])
+                            real.upper(), real.replace("_", "-"), f"mf_{key_id}_{real}",
+                            "mf_" + "g" * 12 + "_" + "A" * 43])
 
     @settings(max_examples=200, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
