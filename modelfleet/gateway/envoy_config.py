@@ -21,6 +21,7 @@ from pathlib import Path
 
 from modelfleet.gateway import native_auth
 from modelfleet.gateway.plan import (
+    KEY_ID_HEADER,
     MODEL_HEADER,
     TENANT_HEADER,
     GatewayPlan,
@@ -78,13 +79,13 @@ BASIC_AUTH_DENIED = "invalid_credential_for_basic_auth"
 
 def audit_format(plan: GatewayPlan) -> dict:
     """The audit line (Envoy access log json_format); see plan.AUDIT_FIELDS. Tenant and key id come from the
-    authentication filter's metadata, so denied requests name their (revoked, out-of-scope) key too."""
-    authn = f"DYNAMIC_METADATA({native_auth.AUTHN_FILTER}"
+    authentication filter's headers (set on refusals too, so denied requests name their revoked or out-of-scope key;
+    clients' copies are always replaced or removed)."""
     fields = {
         "time": "%START_TIME(%Y-%m-%dT%H:%M:%S.%3fZ)%",
         "request_id": "%REQ(X-REQUEST-ID)%",
-        "tenant": f"%{authn}:tenant)%",
-        "key_id": f"%{authn}:key_id)%",
+        "tenant": f"%REQ({TENANT_HEADER})%",
+        "key_id": f"%REQ({KEY_ID_HEADER})%",
         "model": "%METADATA(ROUTE:modelfleet:model)%",
         "version": "%METADATA(ROUTE:modelfleet:version)%",
         "protocol": "%METADATA(ROUTE:modelfleet:protocol)%",
@@ -178,6 +179,13 @@ def _listener(kind: str, port: int, plan: GatewayPlan, audit_path: str, jwks_fil
         "preserve_external_request_id": False,
         "route_config": {"name": f"models_{kind}", "virtual_hosts": [
             {"name": "models", "domains": ["*"], "routes": health + routes}]},
+        # Identity headers are the gateway's to set: a client's copies go before any filter (as the cloud's
+        # ClientTrafficPolicy does), so neither the audit line nor a limit can see them.
+        "early_header_mutation_extensions": [{
+            "name": "envoy.http.early_header_mutation.header_mutation",
+            "typed_config": {
+                "@type": TYPE + "envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
+                "mutations": [{"remove": h} for h in (TENANT_HEADER, KEY_ID_HEADER, native_auth.BASIC_HEADER)]}}],
         "http_filters": _filters(plan, jwks_file, auth_folder),
         "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {
             "@type": TYPE + "envoy.extensions.access_loggers.file.v3.FileAccessLog",

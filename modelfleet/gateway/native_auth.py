@@ -117,23 +117,20 @@ def lua_source(records: dict[str, KeyRecord]) -> str:
 
 
 _LUA_BODY = r"""
-local function note(h, tenant, key_id, reason)
-  local md = h:streamInfo():dynamicMetadata()
-  md:set(NS, "tenant", tenant)
-  md:set(NS, "key_id", key_id)
-  if reason then md:set(NS, "reason", reason) end
-end
-
-local function deny(h, status, reason, message, tenant, key_id)
-  note(h, tenant or "", key_id or "", reason)
+-- The audit line reads tenant and key id from the request headers (a refused request's too), and the reason of
+-- a refusal from this filter's metadata: one metadata write on refusals only, none on the hot path.
+-- Clients' copies of these headers are gone before any filter (the listener's early header mutation).
+local function deny(h, headers, status, reason, message, tenant, key_id)
+  if tenant then headers:replace(TENANT, tenant) end
+  if key_id then headers:replace(KEY_ID, key_id) end
+  h:streamInfo():dynamicMetadata():set(NS, "reason", reason)
   h:respond({[":status"] = tostring(status), ["content-type"] = "application/json"},
             '{"error": "' .. message .. '", "code": "' .. reason .. '"}')
 end
 
-local function allow(h, headers, tenant, key_id)
+local function allow(headers, tenant, key_id)
   headers:replace(TENANT, tenant)
   headers:replace(KEY_ID, key_id)
-  note(h, tenant, key_id, nil)
 end
 
 local function granted(claim, scope)
@@ -150,13 +147,10 @@ local function granted(claim, scope)
 end
 
 function envoy_on_request(h)
+  local headers = h:headers()
   local route = h:metadata()
   local scope = route:get("scope")
   if scope == nil then return end  -- open routes (health, server metadata) and unrouted paths
-  local headers = h:headers()
-  headers:remove(TENANT)
-  headers:remove(KEY_ID)
-  headers:remove(BASIC)
   local methods = route:get("methods") or ""
   local by_key = methods:find("api-key", 1, true) ~= nil
   if methods:find("jwt", 1, true) then
@@ -166,13 +160,13 @@ function envoy_on_request(h)
       local tenant = claims[route:get("tenant_claim")]
       local key_id = "jwt:" .. tostring(claims["jti"] or "-")
       if tenant == nil or tenant == "" then
-        return deny(h, 401, "no_tenant_claim", "the token has no " .. route:get("tenant_claim") .. " claim")
+        return deny(h, headers, 401, "no_tenant_claim", "the token has no " .. route:get("tenant_claim") .. " claim")
       end
       if not granted(claims[route:get("scope_claim")], scope) then
-        return deny(h, 403, "scope_denied", "the token lacks scope " .. scope, tostring(tenant), key_id)
+        return deny(h, headers, 403, "scope_denied", "the token lacks scope " .. scope, tostring(tenant), key_id)
       end
       headers:remove(API_KEY)
-      return allow(h, headers, tostring(tenant), key_id)
+      return allow(headers, tostring(tenant), key_id)
     end
   end
   local key = headers:get(API_KEY)
@@ -180,30 +174,31 @@ function envoy_on_request(h)
     headers:remove(API_KEY)  -- the key stops here: basic_auth gets it in BASIC, which no route forwards
     local key_id, secret = key:match(KEY_PATTERN)
     if key_id == nil or #key_id ~= KEY_ID_LEN or #secret < SECRET_MIN then
-      return deny(h, 401, "malformed_key", "the API key is malformed")
+      return deny(h, headers, 401, "malformed_key", "the API key is malformed")
     end
     local rec = KEYS[key_id]
     if rec == nil or not rec.current then
-      return deny(h, 401, "unknown_key", "the API key is not valid")
+      return deny(h, headers, 401, "unknown_key", "the API key is not valid")
     end
     if rec.revoked then
-      return deny(h, 401, "revoked_key", "the API key has been revoked", rec.tenant, key_id)
+      return deny(h, headers, 401, "revoked_key", "the API key has been revoked", rec.tenant, key_id)
     end
     if rec.expires and rec.expires <= os.time() then
-      return deny(h, 401, "expired_key", "the API key has expired", rec.tenant, key_id)
+      return deny(h, headers, 401, "expired_key", "the API key has expired", rec.tenant, key_id)
     end
     if not (rec.scopes[scope] or rec.scopes["infer:*"]) then
-      return deny(h, 403, "scope_denied", "the API key does not grant " .. scope, rec.tenant, key_id)
+      return deny(h, headers, 403, "scope_denied", "the API key does not grant " .. scope, rec.tenant, key_id)
     end
     headers:replace(BASIC, "Basic " .. h:base64Escape(key_id .. ":" .. key))
-    return allow(h, headers, rec.tenant, key_id)
+    return allow(headers, rec.tenant, key_id)
   end
+  local wanted = "a bearer token"
   if by_key and methods:find("jwt", 1, true) then
-    return deny(h, 401, "missing_credentials", "this model needs an " .. API_KEY .. " header or a bearer token")
+    wanted = "an " .. API_KEY .. " header or a bearer token"
   elseif by_key then
-    return deny(h, 401, "missing_credentials", "this model needs an " .. API_KEY .. " header")
+    wanted = "an " .. API_KEY .. " header"
   end
-  return deny(h, 401, "missing_credentials", "this model needs a bearer token")
+  return deny(h, headers, 401, "missing_credentials", "this model needs " .. wanted)
 end
 """
 
