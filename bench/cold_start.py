@@ -26,7 +26,7 @@ from modelfleet.cli_gateway import dev_key  # noqa: E402
 from modelfleet.gateway.plan import API_KEY_HEADER  # noqa: E402
 from modelfleet.local import DEFAULT_PORTS, smoke_request  # noqa: E402
 from modelfleet.loader import load_fleet  # noqa: E402
-from modelfleet.localstack import port_is_free  # noqa: E402
+from modelfleet.triton.runtime import port_is_free  # noqa: E402
 from modelfleet.triton.runtime import free_ports  # noqa: E402
 
 TARGET_FIRST_INFERENCE_S = 20.0

@@ -7,6 +7,8 @@ name) are parameters, so the same functions serve `pulumi up` and the offline pl
 
 from __future__ import annotations
 
+import re
+
 from modelfleet.plan import BucketGrant, IdentityPlan
 
 # What Triton's storage clients call, from triton-inference-server/core src/filesystem/implementations/:
@@ -75,6 +77,17 @@ def irsa_trust_policy(oidc_provider_arn: str, issuer_url: str, namespace: str, s
     }
 
 
+def _statement_id(model: str, taken: set[str]) -> str:
+    """IAM accepts only [A-Za-z0-9] in a Sid and wants them unique within a policy (IAM User Guide, "IAM JSON
+    policy elements: Sid"); model names may also hold '_' and '.', and `a-b` and `ab` would otherwise collide."""
+    base = "".join(part[:1].upper() + part[1:] for part in re.split(r"[^A-Za-z0-9]+", model) if part)
+    sid, n = base, 2
+    while sid in taken:
+        sid, n = f"{base}{n}", n + 1
+    taken.add(sid)
+    return sid
+
+
 def s3_read_policy(identity: IdentityPlan) -> dict:
     """GetObject under each model's prefix only; ListBucket for Triton's HeadBucket and its listings of that
     prefix. No write, no object of another prefix.
@@ -83,8 +96,9 @@ def s3_read_policy(identity: IdentityPlan) -> dict:
     (s3.h CheckClient/IsDirectory). StringLikeIfExists lets a request without a prefix through (HeadBucket, and
     an unprefixed listing: key names only, never contents) and holds every prefixed listing to the model's."""
     statements = []
+    sids: set[str] = set()
     for grant in identity.grants:
-        sid = "".join(part.capitalize() for part in grant.model.split("-"))
+        sid = _statement_id(grant.model, sids)
         statements.append({
             "Sid": f"Read{sid}",
             "Effect": "Allow",

@@ -19,7 +19,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from supervisor.xmlrpc import SupervisorTransport
+
+from modelfleet.triton.runtime import port_is_free
 
 # supervisord's process states (supervisor/states.py): these mean a process will not come up by itself.
 _GAVE_UP = {"FATAL", "EXITED", "STOPPED", "UNKNOWN"}
@@ -137,18 +138,6 @@ def supervisor_running(folder: Path) -> bool:
         return _proxy(folder).supervisor.getState()["statename"] == "RUNNING"
     except (OSError, xmlrpc.client.Error):
         return False
-
-
-def port_is_free(port: int) -> bool:
-    """Nothing listens on 127.0.0.1:`port`. Connections in TIME_WAIT after a server stopped do not count: the
-    servers we start set SO_REUSEADDR too, so they can bind over them."""
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def check_ports(processes: list[LocalProcess]) -> None:

@@ -11,13 +11,12 @@ VENV=$(cd "${1:-.venv}" 2>/dev/null && pwd) || { echo "error: venv '${1:-.venv}'
 PY="$VENV/bin/python"
 [ -x "$PY" ] || { echo "error: $PY not found: '$VENV' is not a virtualenv" >&2; exit 1; }
 
-# Exact versions that install together and pass `pip check` (onnx/onnxruntime/numpy: the newest that did).
+# Exact versions that install together and pass `pip check`. The example models are numpy-only (python
+# backend), so no ONNX toolchain: a model that needs one brings its artefacts built.
 PINS=(
   "nvidia-pytriton==0.7.0"           # tritonserver 2.51.0 + python backend + bundled libs
   "tritonclient[all]==2.73.0"
   "triton-model-analyzer==1.58.0"
-  "onnx==1.23.2"
-  "onnxruntime==1.32.0"
   "numpy==1.26.4"                    # pytriton 0.7.0 needs numpy<2
 )
 # The only perf_analyzer binary on PyPI that runs on glibc 2.36; taken from the wheel, never installed

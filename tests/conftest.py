@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
+
+from tests.project import copy_project
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -13,20 +14,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def project_copy(tmp_path: Path) -> Path:
     """A throwaway copy of the example project's specs and program, safe to edit."""
-    for name in ("Pulumi.yaml", "__main__.py"):
-        shutil.copy(PROJECT / name, tmp_path / name)
-    for folder in ("models", "stacks"):
-        shutil.copytree(PROJECT / folder, tmp_path / folder)
-    copy_artefacts(tmp_path)
-    return tmp_path
-
-
-def copy_artefacts(target: Path) -> None:
-    """The program uploads the models' artefacts (source.local, under build/model-artifacts): give the copy its
-    own, copied (a link would let a test that rebuilds or writes under build/ touch the project's)."""
-    artefacts = PROJECT / "build" / "model-artifacts"
-    if artefacts.is_dir():
-        shutil.copytree(artefacts, target / "build" / "model-artifacts", symlinks=False)
+    return copy_project(tmp_path)
 
 
 @pytest.fixture(scope="session")

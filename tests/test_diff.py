@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import yaml
 
 from modelfleet.cli_diff import _head_plan
 from modelfleet.diff import classify, diff_plans, render_json, render_markdown, render_text
+from tests.project import copy_project
 
 PROJECT = Path(__file__).resolve().parent.parent
 HARDWARE = yaml.safe_load((PROJECT / "modelfleet/data/hardware.yaml").read_text())
@@ -24,13 +24,7 @@ HOURS = HARDWARE["hours_per_month"]
 
 
 def _copy(tmp: Path) -> Path:
-    for name in ("Pulumi.yaml", "__main__.py"):
-        shutil.copy(PROJECT / name, tmp / name)
-    for folder in ("models", "stacks"):
-        shutil.copytree(PROJECT / folder, tmp / folder)
-    # The release uploads the built artefacts (build/ is not in git, as in the project): a copy of the project's.
-    if (PROJECT / "build" / "model-artifacts").is_dir():
-        shutil.copytree(PROJECT / "build" / "model-artifacts", tmp / "build" / "model-artifacts")
+    copy_project(tmp)
     (tmp / ".gitignore").write_text("build/\n")
     return tmp
 

@@ -47,8 +47,8 @@ def run_validate(root: Path, *args: str):
     return CliRunner().invoke(app, ["validate", "--root", str(root), *args])
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c["case"] for c in CASES])
-def test_bad_spec_gets_a_clear_error(project_copy: Path, case: dict) -> None:
+def check_case(project_copy: Path, case: dict) -> None:
+    """Apply one corpus case to the project copy: `validate` exits 2 with exactly the case's lines."""
     _apply(project_copy, case["files"])
     result = run_validate(project_copy, *(["--stack", case["stack"]] if "stack" in case else []))
     assert result.exit_code == 2, f"expected exit 2, got {result.exit_code}:\n{result.output}"
@@ -56,6 +56,11 @@ def test_bad_spec_gets_a_clear_error(project_copy: Path, case: dict) -> None:
     lines = result.stderr.splitlines()
     assert lines[-1] == f"{len(case['expect'])} problem(s) found.", result.stderr
     assert sorted(lines[:-1]) == sorted(case["expect"]), result.stderr
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["case"] for c in CASES])
+def test_bad_spec_gets_a_clear_error(project_copy: Path, case: dict) -> None:
+    check_case(project_copy, case)
 
 
 def test_example_specs_are_valid(project_copy: Path) -> None:

@@ -155,3 +155,15 @@ def test_without_the_bucket_metadata_role_gcs_loading_fails():
                                       ("GetObjectMetadata", "fraud-detector-old/config.pbtxt")])
 def test_gcs_grants_read_nothing_outside_the_model_prefixes(call, arg):
     assert not gcs_allows(call, arg, _gcs_bindings())
+
+
+def test_statement_ids_are_what_iam_accepts_for_any_model_name():
+    """IAM: a Sid holds only ASCII letters and digits, unique within the policy. Model names may hold '_' and '.',
+    and `a-b` / `ab` / `a_b` would spell the same words."""
+    names = ("text_embed.v2", "a-b", "ab", "a_b", "_lead")
+    identity = IdentityPlan("ns", "triton", tuple(BucketGrant(n, BUCKET, n) for n in names), "acct", "", "",
+                            bucket_metadata_role_id="custom")
+    sids = [st["Sid"] for st in access.s3_read_policy(identity)["Statement"]]
+    assert len(sids) == 2 * len(names)
+    assert all(re.fullmatch(r"[A-Za-z0-9]+", sid) for sid in sids), sids
+    assert len(set(sids)) == len(sids), sids

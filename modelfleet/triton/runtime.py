@@ -110,6 +110,18 @@ def free_ports(count: int = 3) -> list[int]:
             s.close()
 
 
+def port_is_free(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:`port`. Connections in TIME_WAIT after a server stopped do not count: the
+    servers we start set SO_REUSEADDR too, so they can bind over them."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class TritonServer:
     """A tritonserver process serving one model repository, as a context manager.
 

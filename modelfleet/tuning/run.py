@@ -343,31 +343,16 @@ def _event(line: str, progress: Progress) -> None:
 def _ports(work_dir: Path, resume: bool) -> tuple[int, int, int]:
     """The local server's ports: the previous run's when resuming (Model Analyzer's checkpoint keys name the
     metrics URL, so new ports would re-measure everything), else fresh free ones."""
-    from modelfleet.triton.runtime import free_ports
+    from modelfleet.triton.runtime import free_ports, port_is_free
 
     saved = work_dir / "ports.json"
     if resume and saved.exists():
         ports = tuple(json.loads(saved.read_text()))
-        if _all_free(ports):
+        if all(port_is_free(p) for p in ports):
             return ports  # type: ignore[return-value]
     ports = tuple(free_ports(3))
     saved.write_text(json.dumps(list(ports)))
     return ports  # type: ignore[return-value]
-
-
-def _all_free(ports) -> bool:
-    """Whether nothing listens on `ports`. SO_REUSEADDR as the server binds: connections of the previous run
-    still in TIME_WAIT on a port do not stop a new server from listening there."""
-    import socket
-
-    for port in ports:
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
 
 
 def cpu_only(hardware_class: str) -> bool:

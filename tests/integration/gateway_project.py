@@ -5,12 +5,12 @@ whose keys the test holds."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
 import jwt as pyjwt
 from cryptography.hazmat.primitives.asymmetric import rsa
+from tests.project import copy_project
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTES_ARTEFACTS = ROOT / "tests" / "fixtures" / "gateway" / "notes"
@@ -39,12 +39,7 @@ gateway:
 
 
 def make_project(root: Path) -> dict:
-    for name in ("Pulumi.yaml", "__main__.py"):
-        shutil.copy(ROOT / name, root / name)
-    for folder in ("models", "stacks"):
-        shutil.copytree(ROOT / folder, root / folder)
-    (root / "build").mkdir()
-    (root / "build" / "model-artifacts").symlink_to((ROOT / "build" / "model-artifacts").resolve())
+    copy_project(root, link_artefacts=True)
     fraud = root / "models" / "fraud-detector.yaml"
     text = fraud.read_text()
     fraud.write_text(text[:text.index("gateway:")] + f"""gateway:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from modelfleet.plan import build_plan
 from modelfleet.serving import namespace_name, queue_time_average_query
 from modelfleet.triton.runtime import TritonServer, free_ports
 from tests.test_monitoring import metric_names
+from tests.project import copy_project
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,12 +41,7 @@ DRIFTED = "refund demanded: the parcel arrived broken twice and support never an
 def _project(root: Path) -> Path:
     """The example project; sentiment samples every request into windows of 100 (so a test fills one), with a
     reference profile of short positive reviews; rate limits above what the tests send."""
-    for name in ("Pulumi.yaml", "__main__.py"):
-        shutil.copy(ROOT / name, root / name)
-    for folder in ("models", "stacks"):
-        shutil.copytree(ROOT / folder, root / folder)
-    (root / "build").mkdir()
-    (root / "build" / "model-artifacts").symlink_to((ROOT / "build" / "model-artifacts").resolve())
+    copy_project(root, link_artefacts=True)
     spec = root / "models" / "sentiment.yaml"  # fraud-detector allows 2000/s already
     text = spec.read_text()
     assert "\ngateway:\n" in text and "rate_limit" not in text
