@@ -1,5 +1,6 @@
 """What the gateway costs: perf_analyzer against Triton directly, through a plain Envoy route, through the full
-gateway without inspection (auth + rate limit), and with inspection (+ ext_proc), at concurrency 1 and 16.
+gateway without inspection (auth + rate limit, all inside Envoy), and with inspection (+ ext_proc), at concurrency
+1 and 16.
 
     PYTHONPATH=$PWD .venv/bin/python bench/gateway.py              # fraud-detector over HTTP, one run
     PYTHONPATH=$PWD .venv/bin/python bench/gateway.py --model sentiment --interval-ms 3000
@@ -13,10 +14,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -27,10 +32,11 @@ sys.path.insert(0, str(ROOT))
 from modelfleet.gateway import keys as keyfile  # noqa: E402
 from modelfleet.gateway.envoy_config import EXT_PROC, LocalPorts, envoy_bootstrap  # noqa: E402
 from modelfleet.gateway.local import ENVOY_CONCURRENCY, LocalGateway, envoy_binary  # noqa: E402
+from modelfleet.gateway.plan import GatewayPlan  # noqa: E402
 from modelfleet.loader import load_fleet  # noqa: E402
 from modelfleet.local import build_local_repository  # noqa: E402
 from modelfleet.plan import build_plan  # noqa: E402
-from modelfleet.triton.runtime import TritonServer, free_ports, run_perf_analyzer  # noqa: E402
+from modelfleet.triton.runtime import PerfPoint, TritonServer, free_ports, run_perf_analyzer  # noqa: E402
 
 
 def plain_envoy(listen: int, admin: int, triton_http: int) -> dict:
@@ -73,7 +79,6 @@ def run_envoy(config: dict, workdir: Path, admin: int) -> subprocess.Popen:
     proc = subprocess.Popen([str(envoy_binary()), "-c", str(path), "--concurrency", str(ENVOY_CONCURRENCY),
                              "--disable-hot-restart", "--log-level", "error"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import urllib.request
     for _ in range(100):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=0.5)
@@ -84,26 +89,57 @@ def run_envoy(config: dict, workdir: Path, admin: int) -> subprocess.Popen:
     raise RuntimeError("envoy did not start")
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far: less sensitive to other load than latency is."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def downstream_requests(admin: int) -> int:
+    """Requests an Envoy's HTTP listeners have taken (admin /stats)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/stats?filter=downstream_rq_total", timeout=2) as r:
+        return sum(int(line.rsplit(": ", 1)[1]) for line in r.read().decode().splitlines()
+                   if line.startswith("http.") and not line.startswith("http.admin."))
+
+
+def unbound(plan: GatewayPlan) -> GatewayPlan:
+    """The plan with rate limits no benchmark reaches: the filters still run and count per tenant (their cost is
+    measured), but one tenant's 2,000/s must not cap a path that could go faster."""
+    routes = tuple(replace(r, rate_limits=tuple(replace(rule, requests=10**8, bucket=10**8) for rule in r.rate_limits))
+                   for r in plan.routes)
+    return replace(plan, routes=routes)
+
+
+def median_point(points: list[PerfPoint]) -> PerfPoint:
+    """Each figure's median over the rounds (throughput, p50 and p99 separately)."""
+    return PerfPoint(points[0].concurrency, statistics.median(p.throughput_infer_per_s for p in points),
+                     statistics.median(p.p99_latency_ms for p in points),
+                     statistics.median(p.p50_latency_ms for p in points))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="fraud-detector")
     parser.add_argument("--interval-ms", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--rounds", type=int, default=3, help="measure every path this many times, in turn")
+    parser.add_argument("--stability", type=int, default=100,
+                        help="perf_analyzer --stability-percentage; loose by default: the rounds' median "
+                             "steadies the figures")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
         work = Path(tmp)
         plan = build_plan(load_fleet(ROOT, "local"))
+        gateway_plan = unbound(plan.gateway)
         repository = build_local_repository(plan, ROOT, work / "repository")
-        th, tg, tm, plain, plain_admin, lean, lean_admin, http, grpc, admin, authz, extproc = free_ports(12)
-        ports = LocalPorts(http=http, grpc=grpc, admin=admin, triton_http=th, triton_grpc=tg, authz=authz,
-                           extproc=extproc)
+        th, tg, tm, plain, plain_admin, lean, lean_admin, http, grpc, admin, extproc = free_ports(11)
+        ports = LocalPorts(http=http, grpc=grpc, admin=admin, triton_http=th, triton_grpc=tg, extproc=extproc)
         key_path = work / "keys.json"
         api_key, _ = keyfile.create(key_path, "bench", ["infer:*"])
         header = ["-H", f"x-api-key:{api_key}"]
-        results = {}
         with TritonServer(repository, th, tg, tm) as triton, \
-                LocalGateway(plan.gateway, ports, ROOT, "local", key_path, work / "gateway") as gateway:
-            full = envoy_bootstrap(plan.gateway, ports, str(work / "audit-lean.log"))
+                LocalGateway(gateway_plan, ports, ROOT, "local", key_path, work / "gateway") as gateway:
+            full = envoy_bootstrap(gateway_plan, ports, str(work / "audit-lean.log"), auth_folder=gateway.auth_folder)
             lean_config = without_inspection(full)
             lean_listener = lean_config["static_resources"]["listeners"][0]
             lean_listener["address"]["socket_address"]["port_value"] = lean
@@ -112,20 +148,34 @@ def main() -> None:
             envoys = [run_envoy(plain_envoy(plain, plain_admin, th), work, plain_admin),
                       run_envoy(lean_config, work, lean_admin)]
             try:
-                paths = [("direct", triton.http_url, []), ("plain envoy", f"127.0.0.1:{plain}", []),
-                         ("gateway: auth+ratelimit", f"127.0.0.1:{lean}", header),
-                         ("gateway: +inspection", gateway.http_url, header)]
-                for name, url, extra in paths:
-                    results[name] = run_perf_analyzer(
-                        args.model, url, args.concurrency, protocol="http",
-                        measurement_interval_ms=args.interval_ms, max_trials=10, stability_percentage=50,
-                        extra_args=extra, timeout_s=300)
+                # (name, url, headers, [(process, admin port)] whose CPU per request is counted)
+                service = (gateway.services["extproc"].pid, admin)
+                paths = [("direct", triton.http_url, [], []),
+                         ("plain envoy", f"127.0.0.1:{plain}", [], [(envoys[0].pid, plain_admin)]),
+                         ("gateway: auth+ratelimit", f"127.0.0.1:{lean}", header, [(envoys[1].pid, lean_admin)]),
+                         ("gateway: +inspection", gateway.http_url, header, [(gateway.envoy.pid, admin), service])]
+                # Rounds over all paths in turn, so a burst of load from elsewhere on a shared machine hits every
+                # path alike; each figure is the median of its rounds.
+                rounds: dict[str, list] = {name: [] for name, *_ in paths}
+                cpu_us: dict[tuple[str, int], list[float]] = {}
+                for _ in range(args.rounds):
+                    for name, url, extra, counted in paths:
+                        before = [(cpu_s(pid), downstream_requests(port)) for pid, port in counted]
+                        rounds[name].extend(run_perf_analyzer(
+                            args.model, url, args.concurrency, protocol="http",
+                            measurement_interval_ms=args.interval_ms, max_trials=10,
+                            stability_percentage=args.stability, extra_args=extra, timeout_s=300))
+                        for (pid, port), (cpu, requests) in zip(counted, before):
+                            spent = (cpu_s(pid) - cpu) * 1e6 / max(downstream_requests(port) - requests, 1)
+                            cpu_us.setdefault((name, pid), []).append(spent)
+                results = {name: [median_point([p for p in points if p.concurrency == c]) for c in args.concurrency]
+                           for name, points in rounds.items()}
             finally:
                 for proc in envoys:
                     proc.terminate()
                     proc.wait()
     print(f"model {args.model}, HTTP, perf_analyzer time windows of {args.interval_ms} ms, Envoy "
-          f"--concurrency {ENVOY_CONCURRENCY}, one run\n")
+          f"--concurrency {ENVOY_CONCURRENCY}, one run: medians of {args.rounds} rounds over the paths in turn\n")
     print(f"{'path':<26}{'conc':>5}{'infer/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs envoy':>10}{'+p50 ms':>9}")
     base = {p.concurrency: p for p in results["plain envoy"]}
     for name, points in results.items():
@@ -134,6 +184,11 @@ def main() -> None:
             added = p.p50_latency_ms - base[p.concurrency].p50_latency_ms
             print(f"{name:<26}{p.concurrency:>5}{p.throughput_infer_per_s:>10.1f}{p.p50_latency_ms:>9.2f}"
                   f"{p.p99_latency_ms:>9.2f}{ratio:>9.0%}{added:>+9.2f}")
+    print("\nCPU per request (user + system, /proc, median of the rounds; fewer cycles per request is what leaves "
+          "the machine's two cores to Triton):")
+    for (name, pid), values in cpu_us.items():
+        who = "inspection service" if pid == service[0] else "envoy"
+        print(f"  {name:<26}{who:<20}{statistics.median(values):>8.0f} us")
     low, high = min(args.concurrency), max(args.concurrency)
     for name, p50_target, tput_target in (("gateway: auth+ratelimit", 0.5, 0.85), ("gateway: +inspection", 2.0, 0.60)):
         at = {p.concurrency: p for p in results[name]}

@@ -247,8 +247,8 @@ def serve(
     http_port: Annotated[int, typer.Option(help="Triton's HTTP/REST port.")] = 8000,
     grpc_port: Annotated[int, typer.Option(help="Triton's gRPC port.")] = 8001,
     metrics_port: Annotated[int, typer.Option(help="Triton's Prometheus metrics port.")] = 8002,
-    gateway_ports: Annotated[str | None, typer.Option(help="HTTP,GRPC,AUTHZ,EXTPROC,ADMIN ports of the gateway; "
-                                                           "default the stack's (8080,8081), 9001,9002,9901.")] = None,
+    gateway_ports: Annotated[str | None, typer.Option(help="HTTP,GRPC,EXTPROC,ADMIN ports of the gateway; "
+                                                           "default the stack's (8080,8081), 9002,9901.")] = None,
     monitoring_ports: Annotated[str, typer.Option(help="PROMETHEUS,ALERTMANAGER,DRIFT ports of the local monitoring "
                                                        "(the drift gauges of the inspection service), or off.")]
     = "9090,9093,9003",

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from modelfleet.gateway import keys as keyfile
+from modelfleet.gateway.plan import key_hash
 
 keys_app = typer.Typer(help="API keys of a stack's gateway (locally a file of hashes; the key is shown once).",
                        no_args_is_help=True)
@@ -65,6 +66,8 @@ def list_(stack: STACK = "local",
         if tenant and r.tenant != tenant:
             continue
         state = f"revoked {r.revoked}" if r.revoked else (f"expires {r.expires}" if r.expires else "active")
+        if not r.hash.startswith("{SHA}"):
+            state = "stored before native checks: refused, create a new key"
         print(f"{r.key_id}  {r.tenant}  {','.join(r.scopes)}  created {r.created}  {state}")
 
 
@@ -84,7 +87,10 @@ def revoke(key_id: Annotated[str, typer.Argument(help="The key id `keys list` sh
 def dev_key(root: Path, stack: str) -> tuple[Path, str | None]:
     """The stack's dev key file (0600); a new key, printed once by the caller, when there is none yet."""
     path = keyfile.key_file(root, stack).with_name("dev-api-key")
-    if path.exists() and keyfile.load(keyfile.key_file(root, stack)):
+    # Kept while the key file holds its hash in the current form (a key stored as `sha256:` before the gateway
+    # checked keys inside Envoy cannot be checked there: docs/adr/0004-native-gateway-auth.md).
+    if path.exists() and key_hash(path.read_text().strip()) in {
+            r.hash for r in keyfile.load(keyfile.key_file(root, stack)).values()}:
         return path, None
     api_key, _ = keyfile.create(keyfile.key_file(root, stack), DEV_TENANT, ["infer:*"])
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -104,10 +110,10 @@ def local_gateway(plan, root: Path, stack: str, triton_http: int, triton_grpc: i
     chosen = {"triton_http": triton_http, "triton_grpc": triton_grpc, "extproc_metrics": drift_metrics}
     if gateway_ports:
         try:
-            http, grpc, authz, extproc, admin = (int(p) for p in gateway_ports.split(","))
+            http, grpc, extproc, admin = (int(p) for p in gateway_ports.split(","))
         except ValueError:
-            _bad(f"--gateway-ports: write five ports HTTP,GRPC,AUTHZ,EXTPROC,ADMIN, got {gateway_ports!r}")
-        chosen.update(http=http, grpc=grpc, authz=authz, extproc=extproc, admin=admin)
+            _bad(f"--gateway-ports: write four ports HTTP,GRPC,EXTPROC,ADMIN, got {gateway_ports!r}")
+        chosen.update(http=http, grpc=grpc, extproc=extproc, admin=admin)
     ports = type(ports)(**{**ports.__dict__, **chosen})
     key_path, new_key = dev_key(root, stack)
     workdir = root / "build" / "serve" / stack / "gateway"

@@ -71,7 +71,7 @@ def canary_triton_args(plan: FleetPlan) -> tuple[str, ...]:
 # Where the local stack listens unless `modelfleet up --port NAME=PORT` says otherwise; all on 127.0.0.1. The
 # gateway's listeners are the plan's (8080/8081 unless the stack says otherwise).
 DEFAULT_PORTS = {"triton-http": 8000, "triton-grpc": 8001, "triton-metrics": 8002,
-                 "gateway-http": 8080, "gateway-grpc": 8081, "gateway-admin": 9901, "gateway-authz": 9001,
+                 "gateway-http": 8080, "gateway-grpc": 8081, "gateway-admin": 9901,
                  "gateway-extproc": 9002, "drift-metrics": 9102, "prometheus": 9090, "alertmanager": 9093}
 
 
@@ -118,7 +118,7 @@ def local_processes(plan: FleetPlan, root: Path, folder: Path, ports: dict[str, 
     if plan.gateway is not None:
         gateway_ports = LocalPorts(http=ports["gateway-http"], grpc=ports["gateway-grpc"], admin=ports["gateway-admin"],
                                    triton_http=ports["triton-http"], triton_grpc=ports["triton-grpc"],
-                                   authz=ports["gateway-authz"], extproc=ports["gateway-extproc"],
+                                   extproc=ports["gateway-extproc"],
                                    extproc_metrics=ports["drift-metrics"],
                                    canary_triton_http=ports["triton-canary-http"] if canaries else 0,
                                    canary_triton_grpc=ports["triton-canary-grpc"] if canaries else 0)
@@ -126,10 +126,9 @@ def local_processes(plan: FleetPlan, root: Path, folder: Path, ports: dict[str, 
         gateway = LocalGateway(plan.gateway, gateway_ports, root, plan.stack, keyfile.key_file(root, plan.stack),
                                folder / "gateway", str(root / jwt.jwks_file) if jwt and jwt.jwks_file else None)
         gateway.write_config()
-        for role, names in (("authz", ("gateway-authz",)), ("extproc", ("gateway-extproc", "drift-metrics"))):
-            processes.append(LocalProcess(name=f"gateway-{role}", command=tuple(gateway.service_command(role)),
-                                          ports={n: ports[n] for n in names}, ready_port=ports[f"gateway-{role}"],
-                                          env=gateway.service_env()))
+        processes.append(LocalProcess(name="gateway-extproc", command=tuple(gateway.service_command("extproc")),
+                                      ports={n: ports[n] for n in ("gateway-extproc", "drift-metrics")},
+                                      ready_port=ports["gateway-extproc"], env=gateway.service_env()))
         processes.append(LocalProcess(
             name="envoy", command=tuple(gateway.envoy_command()),
             ports={n: ports[n] for n in ("gateway-http", "gateway-grpc", "gateway-admin")},

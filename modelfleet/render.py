@@ -119,10 +119,15 @@ def render(plan: FleetPlan, out_dir: str | Path) -> list[Path]:
                 write(folder / canary.CONFIG_KEY, configs[(canary.config_key(model.name), hw)])
 
     if plan.environment == "local" and plan.gateway is not None:
-        from modelfleet.gateway.envoy_config import AUDIT_LOG, default_ports, envoy_bootstrap
+        from modelfleet.gateway import native_auth
+        from modelfleet.gateway.envoy_config import AUDIT_LOG, AUTH_DIR, default_ports, envoy_bootstrap
 
         write(out / "gateway" / "envoy.yaml", to_yaml(envoy_bootstrap(plan.gateway, default_ports(plan.gateway),
                                                                       AUDIT_LOG)))
+        # The key filters' files without keys (the running gateway writes them from its key file): the rendered
+        # config is complete and refuses every key.
+        for name, doc in native_auth.documents({}, native_auth.scope_filters(plan.gateway)).items():
+            write(out / "gateway" / AUTH_DIR / name, to_yaml(doc))
 
     cloud = cloud_configs(plan)
     for region in plan.regions:

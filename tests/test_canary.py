@@ -321,7 +321,7 @@ def test_the_offline_program_declares_the_canary(canary_root):
 
 def test_the_local_envoy_weighs_two_tritons_in_one_route(canary_root):
     plan = build_plan(load_fleet(canary_root, "local"))
-    ports = LocalPorts(http=1, grpc=2, admin=3, triton_http=4, triton_grpc=5, authz=6, extproc=7,
+    ports = LocalPorts(http=1, grpc=2, admin=3, triton_http=4, triton_grpc=5, extproc=7,
                        canary_triton_http=8, canary_triton_grpc=9)
     bootstrap = envoy_bootstrap(plan.gateway, ports, "audit.log")
     clusters = {c["name"]: c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]

@@ -243,8 +243,12 @@ def test_every_route_is_authenticated_limited_and_inspected(declared):
             assert limits["rateLimit"]["type"] == "Global"
             rules = limits["rateLimit"]["global"]["rules"]
             assert [(r["limit"]["requests"], r["limit"]["unit"]) for r in rules] == expected
+            # Per tenant (issue 11), not per key: every key of a tenant shares the counters. apiKeyAuth forwards the
+            # client id only, so the model's Lua filter derives the tenant header from it.
             for rule in rules:
-                assert rule["clientSelectors"] == [{"headers": [{"name": KEY_ID_HEADER, "type": "Distinct"}]}]
+                assert rule["clientSelectors"] == [{"headers": [{"name": TENANT_HEADER, "type": "Distinct"}]}]
+            [lua] = extension["lua"]
+            assert lua["type"] == "Inline" and KEY_ID_HEADER in lua["inline"] and TENANT_HEADER in lua["inline"]
 
             # Fail closed unless the spec says open; responses inspected only for BYTES outputs with PII on.
             [ext] = extension["extProc"]
@@ -448,7 +452,7 @@ def test_the_inspector_runs_the_stacks_digest_from_the_regions_registry(declared
         # The local stack's service, as a process of its own: inspection only, for this stack's specs.
         assert container["command"] == ["python", "-m", "modelfleet.gateway.run_service"]
         args = container["args"]
-        assert args[args.index("--role") + 1] == "extproc" and args.count("--role") == 1
+        assert args[args.index("--listen") + 1] == f"0.0.0.0:{manifests.INSPECTOR_PORT}"
         assert args[args.index("--stack") + 1] == declared.plan.stack
 
 
@@ -533,6 +537,7 @@ def test_a_jwt_model_gets_the_stacks_issuer_and_its_own_scope(project_copy):
     # Limits count per tenant claim; the JWKS fetch is the only egress to addresses outside the cluster.
     limits = manifests.backend_traffic_policy(plan, route)["spec"]["rateLimit"]["global"]["rules"]
     assert {h["name"] for r in limits for s in r["clientSelectors"] for h in s["headers"]} == {TENANT_HEADER}
+    assert "lua" not in manifests.extension_policy(plan, route)["spec"]  # the tenant claim is already a header
     egress = manifests.envoy_network_policy(plan)["spec"]["egress"]
     assert {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"protocol": "TCP", "port": 443}]} in egress
 
@@ -552,3 +557,75 @@ def test_render_writes_each_regions_gateway_valid_and_without_secrets(tmp_path):
             assert obj["kind"] != "Secret"
         helm = yaml.safe_load((tmp_path / "kubernetes" / region.key / "gateway" / "helm-gateway-helm.yaml").read_text())
         assert (helm["repository"], helm["version"]) == (versions.ENVOY_GATEWAY.repository, versions.ENVOY_GATEWAY.version)
+
+
+def test_the_tenant_lua_makes_all_keys_of_a_tenant_share_their_counters(tmp_path):
+    """The cloud's Lua filter in a real Envoy 1.40, ahead of a limit counting per tenant header (Envoy Gateway's
+    order: auth, Lua, rate limit). Two keys of one tenant draw from one bucket of 3; another tenant has its own;
+    a client's own tenant header changes nothing; tenants may contain dots."""
+    import http.client
+    import subprocess
+    import time
+    import urllib.request
+
+    from modelfleet.gateway.local import envoy_binary
+    from modelfleet.triton.runtime import free_ports
+
+    route = plan_of("prod").gateway.route("fraud-detector")
+    port, admin = free_ports(2)
+    typed = "type.googleapis.com/envoy.extensions.filters.http."
+    config = {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {"listeners": [{"name": "l", "address": {"socket_address": {
+            "address": "127.0.0.1", "port_value": port}}, "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.http_connection_manager", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+                             "HttpConnectionManager",
+                    "stat_prefix": "t",
+                    "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+                        {"match": {"prefix": "/"}, "direct_response": {"status": 200}}]}]},
+                    "http_filters": [
+                        {"name": "envoy.filters.http.lua", "typed_config": {
+                            "@type": typed + "lua.v3.Lua",
+                            "default_source_code": {"inline_string": manifests.tenant_lua(route)}}},
+                        {"name": "envoy.filters.http.local_ratelimit", "typed_config": {
+                            "@type": typed + "local_ratelimit.v3.LocalRateLimit", "stat_prefix": "rl",
+                            "token_bucket": {"max_tokens": 1000, "tokens_per_fill": 1000, "fill_interval": "1s"},
+                            "filter_enabled": {"default_value": {"numerator": 100}},
+                            "filter_enforced": {"default_value": {"numerator": 100}},
+                            "rate_limits": [{"actions": [{"request_headers": {
+                                "header_name": TENANT_HEADER, "descriptor_key": "tenant"}}]}],
+                            "descriptors": [{"entries": [{"key": "tenant"}], "token_bucket": {
+                                "max_tokens": 3, "tokens_per_fill": 3, "fill_interval": "3600s"}}]}},
+                        {"name": "envoy.filters.http.router", "typed_config": {"@type": typed + "router.v3.Router"}},
+                    ]}}]}]}]},
+    }
+    (tmp_path / "envoy.yaml").write_text(yaml.safe_dump(config))
+    envoy = subprocess.Popen([str(envoy_binary()), "-c", str(tmp_path / "envoy.yaml"), "--disable-hot-restart",
+                              "--concurrency", "1", "--log-level", "error"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=0.5)
+                break
+            except OSError:
+                time.sleep(0.05)
+
+        def status(client_id: str, **extra: str) -> int:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            try:
+                conn.request("GET", "/", headers={KEY_ID_HEADER: client_id, **extra})
+                return conn.getresponse().status
+            finally:
+                conn.close()
+
+        acme = [status("acme.aaaaaaaaaaaa"), status("acme.bbbbbbbbbbbb"), status("acme.aaaaaaaaaaaa"),
+                status("acme.bbbbbbbbbbbb"), status("acme.cccccccccccc", **{TENANT_HEADER: "someone-else"})]
+        assert acme == [200, 200, 200, 429, 429]
+        assert status("other.dddddddddddd") == 200
+        assert [status("a.b.eeeeeeeeeeee") for _ in range(4)] == [200, 200, 200, 429]
+        assert status("a.ffffffffffff") == 200  # tenant "a", not "a.b"
+    finally:
+        envoy.terminate()
+        envoy.wait()

@@ -3,6 +3,8 @@ spec's rules (numbers checked against the model files, not against the plan)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import stat
 import subprocess
@@ -12,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from modelfleet.gateway import keys as keyfile
+from modelfleet.gateway import native_auth
 from modelfleet.gateway.envoy_config import default_ports, envoy_bootstrap
 from modelfleet.gateway.local import envoy_binary
 from modelfleet.gateway.plan import key_hash
@@ -21,11 +24,10 @@ from modelfleet.plan import build_plan
 PROJECT = Path(__file__).resolve().parent.parent
 
 
-def _validate(config: dict, tmp_path: Path) -> subprocess.CompletedProcess:
-    path = tmp_path / "envoy.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return subprocess.run([str(envoy_binary()), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)  # relative audit.log
+def _validate(folder: Path) -> subprocess.CompletedProcess:
+    """The rendered envoy.yaml, from its folder (relative audit.log and key files)."""
+    return subprocess.run([str(envoy_binary()), "--mode", "validate", "-c", "envoy.yaml", "--disable-hot-restart"],
+                          capture_output=True, text=True, timeout=120, cwd=folder)
 
 
 def _hcm(config: dict, listener: str) -> dict:
@@ -40,7 +42,7 @@ def test_rendered_local_config_is_valid_envoy(tmp_path):
                             env={**os.environ, "PYTHONPATH": str(PROJECT)})
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load((out / "gateway" / "envoy.yaml").read_text())
-    checked = _validate(config, tmp_path)
+    checked = _validate(out / "gateway")
     assert checked.returncode == 0 and "OK" in checked.stdout + checked.stderr, checked.stderr[-2000:]
     for kind, port in (("http", 8080), ("grpc", 8081)):
         [listener] = [l for l in config["static_resources"]["listeners"] if l["name"] == f"gateway_{kind}"]
@@ -49,15 +51,35 @@ def test_rendered_local_config_is_valid_envoy(tmp_path):
 
 def test_filter_order_and_fail_modes():
     plan = build_plan(load_fleet(PROJECT, "local")).gateway
-    config = envoy_bootstrap(plan, default_ports(plan), "audit.log")
+    config = envoy_bootstrap(plan, default_ports(plan), "audit.log", auth_folder="/run/auth")
     hcm = _hcm(config, "http")
     names = [f["name"] for f in hcm["http_filters"]]
-    assert names == ["envoy.filters.http.ext_authz", "modelfleet.ratelimit.rps", "modelfleet.ratelimit.daily",
+    # Authentication first and inside Envoy (no ext_authz: no call out of the proxy), one key filter per model
+    # scope (both example models keep their default scope infer:<model>).
+    assert names == ["modelfleet.authn", "modelfleet.keys.infer-fraud-detector", "modelfleet.keys.infer-sentiment",
+                     "modelfleet.ratelimit.rps", "modelfleet.ratelimit.daily",
                      "envoy.filters.http.buffer", "envoy.filters.http.ext_proc", "envoy.filters.http.router"]
-    authz = hcm["http_filters"][0]["typed_config"]
-    assert authz["failure_mode_allow"] is False and authz["allowed_headers"] == {"patterns": [{"exact": "x-api-key"}]}
+    filters = {f["name"]: f for f in hcm["http_filters"]}
+    for name, type_url in (("modelfleet.authn", "lua.v3.Lua"),
+                           ("modelfleet.keys.infer-sentiment", "basic_auth.v3.BasicAuth")):
+        source = filters[name]["config_discovery"]["config_source"]["path_config_source"]
+        assert source == {"path": f"/run/auth/{name}.yaml", "watched_directory": {"path": "/run/auth"}}
+        assert filters[name]["config_discovery"]["type_urls"] == [
+            f"type.googleapis.com/envoy.extensions.filters.http.{type_url}"]
+    assert filters["modelfleet.keys.infer-sentiment"]["disabled"] is True
+    assert "disabled" not in filters["modelfleet.authn"]
     routes = {r["name"]: r for r in hcm["route_config"]["virtual_hosts"][0]["routes"] if "name" in r}
     assert sorted(routes) == ["fraud-detector/http", "sentiment/http"]
+    for model, route in routes.items():
+        model = model.split("/")[0]
+        enabled = [n for n in route["typed_per_filter_config"] if n.startswith("modelfleet.keys.")]
+        assert enabled == [f"modelfleet.keys.infer-{model}"]  # only its own scope's keys open a model
+        assert route["metadata"]["filter_metadata"]["modelfleet.authn"] == {"scope": f"infer:{model}",
+                                                                            "methods": "api-key"}
+        assert "x-modelfleet-basic" in route["request_headers_to_remove"]  # the re-encoded key never reaches Triton
+    for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
+        if "name" not in route:  # health and server metadata: open, no scope for the Lua filter to check
+            assert "filter_metadata" not in route.get("metadata", {})
     for route in routes.values():
         ext_proc = route["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["overrides"]
         # Both example models keep the default: closed. Only the request body is sent (FP32 outputs: no PII).
@@ -94,6 +116,42 @@ def test_a_burst_sizes_the_bucket_and_the_rate_refills_it(project_copy):
     assert bucket == {"max_tokens": 5000, "tokens_per_fill": 2000, "fill_interval": "1s"}
 
 
+def lua(docs: dict) -> str:
+    return docs["modelfleet.authn.yaml"]["resources"][0]["typed_config"]["default_source_code"]["inline_string"]
+
+
+def _sha(key: str) -> str:
+    return base64.b64encode(hashlib.sha1(key.encode()).digest()).decode()
+
+
+def test_key_files_hold_live_keys_per_scope_and_never_a_key(tmp_path):
+    path = tmp_path / "api-keys.json"
+    sentiment, _ = keyfile.create(path, "acme", ["infer:sentiment"])
+    everything, _ = keyfile.create(path, "ops", ["infer:*"])
+    revoked, _ = keyfile.create(path, "acme", ["infer:sentiment"])
+    keyfile.revoke(path, revoked.split("_")[1])
+    expired, _ = keyfile.create(path, "acme", ["infer:sentiment"], expires="2020-01-01T00:00:00Z")
+    docs = native_auth.documents(keyfile.load(path), {"infer:sentiment": False, "infer:fraud-detector": True})
+
+    def users(scope):
+        config = docs[f"modelfleet.keys.infer-{scope}.yaml"]["resources"][0]["typed_config"]
+        return config, set(config["users"]["inline_string"].split())
+
+    config, lines = users("sentiment")
+    assert lines == {f"{k.split('_')[1]}:{{SHA}}{_sha(k)}" for k in (sentiment, everything)}
+    assert config["authentication_header"] == "x-modelfleet-basic" and config["allow_missing"] is False
+    config, lines = users("fraud-detector")
+    assert lines == {f"{everything.split('_')[1]}:{{SHA}}{_sha(everything)}"} and config["allow_missing"] is True
+    text = yaml.safe_dump(docs)
+    for key in (sentiment, everything, revoked, expired):
+        assert key not in text and key.split("_", 2)[2] not in text
+    assert f'["{expired.split("_")[1]}"]' in lua(docs) and "expires = 1577836800" in lua(docs)
+    # A scope without keys: a user no key id can name (ids are hex), so basic_auth admits nobody.
+    empty = native_auth.documents({}, {"infer:sentiment": False})
+    assert empty["modelfleet.keys.infer-sentiment.yaml"]["resources"][0]["typed_config"]["users"] == {
+        "inline_string": native_auth.NOBODY + "\n"}
+
+
 def test_keys_cli_stores_hashes_only_in_a_private_file(tmp_path):
     root = tmp_path / "project"
     for name in ("Pulumi.yaml",):
@@ -121,8 +179,10 @@ def test_keys_cli_stores_hashes_only_in_a_private_file(tmp_path):
     assert cli("revoke", key_id, "--stack", "local", "--tenant", "other").returncode == 2
     assert cli("revoke", key_id, "--stack", "local").returncode == 0
     assert "revoked" in cli("list", "--stack", "local").stdout
-    record, reason = keyfile.KeyStore(path).check(api_key, "infer:sentiment")
-    assert reason == "revoked_key"
+    docs = native_auth.documents(keyfile.load(path), {"infer:sentiment": False})
+    users = docs["modelfleet.keys.infer-sentiment.yaml"]["resources"][0]["typed_config"]["users"]["inline_string"]
+    assert key_id not in users  # revoked: out of the htpasswd
+    assert f'["{key_id}"] = {{tenant = "acme"' in lua(docs) and "revoked = true" in lua(docs)
     bad = cli("create", "--stack", "local", "--tenant", "Bad Tenant!")
     assert bad.returncode == 2 and "tenant" in bad.stderr and "Traceback" not in bad.stderr
     cloud = cli("create", "--stack", "prod", "--tenant", "acme")

@@ -1,5 +1,6 @@
-"""Fuzz: 10,000+ generated requests against the ext_proc and ext_authz handlers in-process (the code Envoy calls),
-and a hostile-response pass over the PII filter. Every answer must be a pass or a 4xx refusal that serializes;
+"""Fuzz: 10,000+ generated requests against the ext_proc handler in-process (the code Envoy calls), and a
+hostile-response pass over the PII filter (hostile credentials go to the real Envoy, whose filters check them:
+tests/integration/test_gateway.py). Every answer must be a pass or a 4xx refusal that serializes;
 nothing may raise. A real-Envoy sample of the same strategies runs in tests/integration/test_gateway.py."""
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelfleet.gateway.inspect import filter_response
-from modelfleet.gateway.keys import KeyStore, create
-from modelfleet.gateway.protos import CheckRequest, ProcessingResponse
-from modelfleet.gateway.service import Authorizer, Inspector
+from modelfleet.gateway.protos import ProcessingResponse
+from modelfleet.gateway.service import Inspector
 from modelfleet.loader import load_fleet
 from modelfleet.plan import build_plan
 from tests.gateway_strategies import body, requests
@@ -71,27 +71,5 @@ def test_pii_filter_never_fails_on_hostile_responses(gateway):
             assert grpc and type(exc).__name__ in ("Refused", "DecodeError"), exc
             return
         assert len(masked) == len(raw)
-
-    one()
-
-
-def test_authorizer_never_fails_on_hostile_headers(gateway, tmp_path):
-    path = tmp_path / "keys.json"
-    create(path, "acme", ["infer:sentiment"])
-    authorizer = Authorizer(gateway, KeyStore(path))
-
-    @settings(max_examples=1000, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
-    @given(st.dictionaries(st.sampled_from(["x-api-key", "authorization", "x-modelfleet-tenant", "other"]),
-                           st.text(max_size=80) | st.just("mf_0123456789ab_" + "A" * 43), max_size=4),
-           st.dictionaries(st.sampled_from(["scope", "methods", "model"]), st.text(max_size=20), max_size=3))
-    def one(headers, context):
-        request = CheckRequest()
-        request.attributes.request.http.headers.update(headers)
-        request.attributes.context_extensions.update(context)
-        response = authorizer.check(CheckRequest.FromString(request.SerializeToString()))
-        response.SerializeToString()
-        assert response.HasField("denied_response"), "no generated header is a valid key"
-        assert int(response.denied_response.status.code) in (401, 403)
 
     one()

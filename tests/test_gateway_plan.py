@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from pathlib import Path
 
 import pytest
 
-from modelfleet.gateway.plan import KeyRecord, key_hash, key_id_of
+from modelfleet.gateway.plan import KeyRecord, key_hash
 from modelfleet.loader import SpecError, load_fleet
 from modelfleet.plan import build_plan
 
@@ -93,13 +95,11 @@ def test_jwt_from_the_stack_defaults_jwks_to_the_issuers_well_known(project_copy
     assert jwt.audiences == ("inference",) and jwt.tenant_claim == "sub"
 
 
-def test_key_ids_are_parsed_only_from_well_formed_keys():
+def test_keys_are_stored_as_the_htpasswd_sha_envoy_checks():
     key = "mf_0123456789ab_" + "A" * 43
-    assert key_id_of(key) == "0123456789ab"
-    for bad in ("", "mf_0123456789ab", "xx_0123456789ab_" + "A" * 43, "mf_0123456789AB_" + "A" * 43,
-                "mf_0123456789a_" + "A" * 43, "mf_0123456789ab_short"):
-        assert key_id_of(bad) is None, bad
-    assert key_hash(key) != key_hash(key[:-1] + "B") and key_hash(key).startswith("sha256:")
+    # htpasswd -s: "{SHA}" + base64 of the SHA-1 digest (what Envoy's basic_auth compares).
+    assert key_hash(key) == "{SHA}" + base64.b64encode(hashlib.sha1(key.encode()).digest()).decode()
+    assert key_hash(key) != key_hash(key[:-1] + "B") and len(key_hash(key)) == 5 + 28
     record = KeyRecord("0123456789ab", "acme", ("infer:sentiment",), key_hash(key), "2026-01-01T00:00:00Z")
     assert record.allows("infer:sentiment") and not record.allows("infer:fraud-detector")
     assert KeyRecord("x", "t", ("infer:*",), "h", "c").allows("infer:fraud-detector")

@@ -1,9 +1,11 @@
 """The local Envoy's static bootstrap, generated from the gateway plan (what `modelfleet render` writes and
 `modelfleet serve --stack local` runs). Pure: a dict from the plan and the ports of this machine's processes.
 
-Filter chain, in order (each step only what it must do):
+Filter chain, in order (each step only what it must do; authentication never leaves Envoy, ADR 0004):
   jwt_authn (models accepting JWTs; Envoy verifies signature, issuer, audience and expiry itself)
-  -> ext_authz (our service: API-key hash, scope, tenant header; always fails closed)
+  -> modelfleet.authn (Lua, config from watched files: key id known, live, in scope; JWT scope and tenant claims;
+     tenant and key-id headers) -> modelfleet.keys.<scope> (basic_auth, the key's secret against its {SHA} hash;
+     only on the scope's routes)  [native_auth.py]
   -> local_ratelimit "rps", then "daily" (one token bucket per tenant and model; one Envoy process, so local
      limits are exact: the same buckets the cloud's Redis-backed global limit keeps)
   -> buffer (the model's body limit) -> ext_proc (our service: tensors, BYTES limits, deny patterns, PII;
@@ -15,10 +17,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from modelfleet.canary import weights as canary_weights
+from modelfleet.gateway import native_auth
 from modelfleet.gateway.plan import (
-    API_KEY_HEADER,
+    KEY_ID_HEADER,
     MODEL_HEADER,
     TENANT_HEADER,
     GatewayPlan,
@@ -26,12 +30,11 @@ from modelfleet.gateway.plan import (
     RoutePlan,
 )
 
-EXT_AUTHZ = "envoy.filters.http.ext_authz"
 EXT_PROC = "envoy.filters.http.ext_proc"
 JWT_AUTHN = "envoy.filters.http.jwt_authn"
 BUFFER = "envoy.filters.http.buffer"
 RATE_LIMIT_FILTER = {"rps": "modelfleet.ratelimit.rps", "daily": "modelfleet.ratelimit.daily"}
-AUTHZ_CLUSTER, EXTPROC_CLUSTER = "modelfleet_authz", "modelfleet_extproc"
+EXTPROC_CLUSTER = "modelfleet_extproc"
 SERVICE_TIMEOUT_S = 0.5
 # Tenants get buckets on first use (wildcard descriptor); this bounds the memory a flood of tenants can take.
 MAX_TENANT_BUCKETS = 10_000
@@ -53,9 +56,7 @@ class LocalPorts:
     admin: int
     triton_http: int
     triton_grpc: int
-    authz: int  # the service process answering ext_authz
-    extproc: int  # the service process answering ext_proc: its own process, so inspection can fail (open or
-                  # closed, per model) while authorization keeps working
+    extproc: int  # the service process answering ext_proc
     extproc_metrics: int = 0  # the ext_proc process's /metrics (drift gauges, modelfleet.monitoring); 0: off
     # The canaries' Triton (modelfleet.canary: `--model-config-name=canary` over the same repository); 0: none runs,
     # which a plan with a canary refuses.
@@ -64,8 +65,9 @@ class LocalPorts:
 
 
 # `modelfleet serve`'s defaults beside the plan's listeners: Triton's own ports, Envoy Gateway's usual ext_proc port.
-TRITON_HTTP_PORT, TRITON_GRPC_PORT, AUTHZ_PORT, EXTPROC_PORT, ADMIN_PORT = 8000, 8001, 9001, 9002, 9901
+TRITON_HTTP_PORT, TRITON_GRPC_PORT, EXTPROC_PORT, ADMIN_PORT = 8000, 8001, 9002, 9901
 AUDIT_LOG = "audit.log"  # beside envoy.yaml; `modelfleet serve` runs Envoy from that folder
+AUTH_DIR = "envoy-auth"  # `modelfleet render`'s default: the watched key files (native_auth), beside envoy.yaml
 
 
 # The canaries' Triton, when a model has one (modelfleet.local.DEFAULT_PORTS).
@@ -74,26 +76,28 @@ CANARY_TRITON_HTTP_PORT, CANARY_TRITON_GRPC_PORT = 8010, 8011
 
 def default_ports(plan: GatewayPlan) -> LocalPorts:
     canaries = any(r.canary_version is not None for r in plan.routes)
-    return LocalPorts(plan.http_port, plan.grpc_port, ADMIN_PORT, TRITON_HTTP_PORT, TRITON_GRPC_PORT, AUTHZ_PORT,
+    return LocalPorts(plan.http_port, plan.grpc_port, ADMIN_PORT, TRITON_HTTP_PORT, TRITON_GRPC_PORT,
                       EXTPROC_PORT, canary_triton_http=CANARY_TRITON_HTTP_PORT if canaries else 0,
                       canary_triton_grpc=CANARY_TRITON_GRPC_PORT if canaries else 0)
 
 
 _MF_MAP = "metadata.filter_metadata.modelfleet"
 _MF = "'modelfleet' in metadata.filter_metadata"
-_AUTHZ_MAP = f"metadata.filter_metadata['{EXT_AUTHZ}']"
-_AUTHZ = f"'{EXT_AUTHZ}' in metadata.filter_metadata"
+_AUTHN_MAP = f"metadata.filter_metadata['{native_auth.AUTHN_FILTER}']"
+_AUTHN_REASON = f"'{native_auth.AUTHN_FILTER}' in metadata.filter_metadata && 'reason' in {_AUTHN_MAP}"
+# basic_auth's refusal (a key id the Lua filter knows, with a secret that does not hash to it): a forged key.
+BASIC_AUTH_DENIED = "invalid_credential_for_basic_auth"
 
 
 def audit_format(plan: GatewayPlan) -> dict:
     """The audit line (Envoy access log json_format); see plan.AUDIT_FIELDS. Tenant and key id come from the
-    authorizer's metadata, so denied requests name their (revoked, out-of-scope) key too."""
-    authz = f"DYNAMIC_METADATA({EXT_AUTHZ}"
+    authentication filter's headers (set on refusals too, so denied requests name their revoked or out-of-scope key;
+    clients' copies are always replaced or removed)."""
     fields = {
         "time": "%START_TIME(%Y-%m-%dT%H:%M:%S.%3fZ)%",
         "request_id": "%REQ(X-REQUEST-ID)%",
-        "tenant": f"%{authz}:tenant)%",
-        "key_id": f"%{authz}:key_id)%",
+        "tenant": f"%REQ({TENANT_HEADER})%",
+        "key_id": f"%REQ({KEY_ID_HEADER})%",
         "model": "%METADATA(ROUTE:modelfleet:model)%",
         "version": "%METADATA(ROUTE:modelfleet:version)%",
         "protocol": "%METADATA(ROUTE:modelfleet:protocol)%",
@@ -105,8 +109,8 @@ def audit_format(plan: GatewayPlan) -> dict:
         # The service's verdict when it inspected the request; otherwise Envoy's own (who answered, and why).
         "decision": f"%CEL({_MF} ? {_MF_MAP}.decision : "
                     "(response.code_details == 'via_upstream' ? 'allow' : 'deny'))%",
-        "reason": f"%CEL({_MF} ? {_MF_MAP}.reason : ({_AUTHZ} && response.code_details == 'ext_authz_denied' ? "
-                  f"{_AUTHZ_MAP}.reason : response.code_details))%",
+        "reason": f"%CEL({_MF} ? {_MF_MAP}.reason : ({_AUTHN_REASON} ? {_AUTHN_MAP}.reason : "
+                  f"(response.code_details == '{BASIC_AUTH_DENIED}' ? 'unknown_key' : response.code_details)))%",
         "bytes_in": "%BYTES_RECEIVED%",
         "bytes_out": "%BYTES_SENT%",
     }
@@ -116,13 +120,17 @@ def audit_format(plan: GatewayPlan) -> dict:
     return fields
 
 
-def envoy_bootstrap(plan: GatewayPlan, ports: LocalPorts, audit_path: str, jwks_file: str | None = None) -> dict:
+def envoy_bootstrap(plan: GatewayPlan, ports: LocalPorts, audit_path: str, jwks_file: str | None = None,
+                    auth_folder: str = AUTH_DIR) -> dict:
+    """`auth_folder`: where `native_auth.sync` writes the key filters' configs (Envoy watches it)."""
     return {
+        # Extension config discovery (the key filters) needs a node identity, even from files.
+        "node": {"id": "modelfleet-local", "cluster": "modelfleet-gateway"},
         "admin": {"address": _addr(ports.admin)},
         "static_resources": {
             "listeners": [
-                _listener("http", ports.http, plan, audit_path, jwks_file, grpc=False),
-                _listener("grpc", ports.grpc, plan, audit_path, jwks_file, grpc=True),
+                _listener("http", ports.http, plan, audit_path, jwks_file, auth_folder, grpc=False),
+                _listener("grpc", ports.grpc, plan, audit_path, jwks_file, auth_folder, grpc=True),
             ],
             "clusters": [
                 _cluster("triton_http", ports.triton_http, http2=False),
@@ -133,7 +141,6 @@ def envoy_bootstrap(plan: GatewayPlan, ports: LocalPorts, audit_path: str, jwks_
                   for r in plan.routes for grpc in (False, True)),
                 *(_cluster(canary_cluster(r.model, grpc), _canary_port(ports, grpc), http2=grpc)
                   for r in plan.routes if r.canary_version is not None for grpc in (False, True)),
-                _cluster(AUTHZ_CLUSTER, ports.authz, http2=True),
                 _cluster(EXTPROC_CLUSTER, ports.extproc, http2=True),
             ],
         },
@@ -199,7 +206,8 @@ def _cluster(name: str, port: int, http2: bool) -> dict:
     return cluster
 
 
-def _listener(kind: str, port: int, plan: GatewayPlan, audit_path: str, jwks_file: str | None, grpc: bool) -> dict:
+def _listener(kind: str, port: int, plan: GatewayPlan, audit_path: str, jwks_file: str | None, auth_folder: str,
+              grpc: bool) -> dict:
     routes = [_model_route(r, plan, grpc) for r in plan.routes]
     health = ([{"match": {"safe_regex": {"regex": GRPC_HEALTH}}, "route": {"cluster": "triton_grpc"},
                 "typed_per_filter_config": _open_route(plan)}] if grpc else
@@ -215,7 +223,14 @@ def _listener(kind: str, port: int, plan: GatewayPlan, audit_path: str, jwks_fil
         "preserve_external_request_id": False,
         "route_config": {"name": f"models_{kind}", "virtual_hosts": [
             {"name": "models", "domains": ["*"], "routes": health + routes}]},
-        "http_filters": _filters(plan, jwks_file),
+        # Identity headers are the gateway's to set: a client's copies go before any filter (as the cloud's
+        # ClientTrafficPolicy does), so neither the audit line nor a limit can see them.
+        "early_header_mutation_extensions": [{
+            "name": "envoy.http.early_header_mutation.header_mutation",
+            "typed_config": {
+                "@type": TYPE + "envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
+                "mutations": [{"remove": h} for h in (TENANT_HEADER, KEY_ID_HEADER, native_auth.BASIC_HEADER)]}}],
+        "http_filters": _filters(plan, jwks_file, auth_folder),
         "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {
             "@type": TYPE + "envoy.extensions.access_loggers.file.v3.FileAccessLog",
             "path": audit_path,
@@ -250,24 +265,26 @@ def _reply_mappers() -> list[dict]:
         mapper(503, None, "the model or the gateway's services are unavailable; retry", "unavailable"),
         mapper(404, None, "no such route: KServe v2 under /v2/models/<model>, or gRPC with the "
                           f"{MODEL_HEADER} header", "no_route"),
+        # basic_auth answers in plain text; say it like the Lua filter's other refusals.
+        {"filter": {"extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {"@type": TYPE + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                             "expression": f"response.code_details == '{BASIC_AUTH_DENIED}'"}}},
+         "body_format_override": {"json_format": {"error": "the API key is not valid", "code": "unknown_key"},
+                                  "content_type": "application/json"}},
     ]
 
 
-def _filters(plan: GatewayPlan, jwks_file: str | None) -> list[dict]:
+def _filters(plan: GatewayPlan, jwks_file: str | None, auth_folder: str) -> list[dict]:
     max_body = max(r.max_request_bytes for r in plan.routes)
     filters = []
     if plan.jwt is not None:
         filters.append({"name": JWT_AUTHN, "typed_config": _jwt_authn(plan, jwks_file)})
-    filters.append({"name": EXT_AUTHZ, "typed_config": {
-        "@type": TYPE + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
-        "grpc_service": {"envoy_grpc": {"cluster_name": AUTHZ_CLUSTER}, "timeout": f"{SERVICE_TIMEOUT_S}s"},
-        "transport_api_version": "V3",
-        "failure_mode_allow": False,  # authorization never fails open, whatever a model's inspection does
-        "status_on_error": {"code": 503},
-        # Only what the decision needs: the key header, not every header of every request.
-        "allowed_headers": {"patterns": [{"exact": API_KEY_HEADER}]},
-        "metadata_context_namespaces": [JWT_AUTHN],
-    }})
+    folder = Path(auth_folder)
+    filters.append(native_auth.ecds_filter(native_auth.AUTHN_FILTER, folder, native_auth.LUA_TYPE))
+    filters.extend(native_auth.ecds_filter(native_auth.keys_filter(scope), folder, native_auth.BASIC_AUTH_TYPE,
+                                           disabled=True)
+                   for scope in native_auth.scope_filters(plan))
     for name in ("rps", "daily"):
         filters.append({"name": RATE_LIMIT_FILTER[name], "typed_config": {
             "@type": TYPE + "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
@@ -318,7 +335,6 @@ def _jwt_authn(plan: GatewayPlan, jwks_file: str | None) -> dict:
 def _open_route(plan: GatewayPlan) -> dict:
     """Health checks: no credentials, no inspection (they carry no model data)."""
     config = {
-        EXT_AUTHZ: {"@type": TYPE + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute", "disabled": True},
         EXT_PROC: {"@type": TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", "disabled": True},
     }
     return config
@@ -335,9 +351,6 @@ def _model_route(route: RoutePlan, plan: GatewayPlan, grpc: bool) -> dict:
         match = {"safe_regex": {"regex": rf"^{re.escape(route.http_path_prefix)}(/versions/[0-9]+)?"
                                          r"(/(ready|config|infer|stats))?$"}}
     per_filter = {
-        EXT_AUTHZ: {"@type": TYPE + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
-                    "check_settings": {"context_extensions": {
-                        "model": route.model, "scope": route.auth.scope, "methods": ",".join(route.auth.methods)}}},
         BUFFER: {"@type": TYPE + "envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
                  "buffer": {"max_request_bytes": route.max_request_bytes}},
         EXT_PROC: {"@type": TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
@@ -349,15 +362,22 @@ def _model_route(route: RoutePlan, plan: GatewayPlan, grpc: bool) -> dict:
                                   "requirement_name": route.model} if "jwt" in route.auth.methods else
                                  {"@type": TYPE + "envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig",
                                   "disabled": True})
+    if "api-key" in route.auth.methods:
+        # The scope's basic_auth, off elsewhere; an empty inner config turns it on with its discovered config.
+        per_filter[native_auth.keys_filter(route.auth.scope)] = {
+            "@type": TYPE + "envoy.config.route.v3.FilterConfig", "config": {}}
     for rule in route.rate_limits:
         per_filter[RATE_LIMIT_FILTER[rule.name]] = _rate_limit(rule)
     return {
         "name": f"{route.model}/{'grpc' if grpc else 'http'}",
         "match": match,
         "route": {**_upstream(route, grpc), "timeout": "60s"},
-        "metadata": {"filter_metadata": {"modelfleet": {
-            "model": route.model, "version": str(route.version), "protocol": "grpc" if grpc else "http"}}},
+        "metadata": {"filter_metadata": {
+            "modelfleet": {"model": route.model, "version": str(route.version), "protocol": "grpc" if grpc else "http"},
+            native_auth.AUTHN_FILTER: native_auth.route_metadata(plan, route.auth.methods, route.auth.scope)}},
         "typed_per_filter_config": per_filter,
+        # The key, re-encoded for basic_auth, stops here (the Lua filter already dropped x-api-key).
+        "request_headers_to_remove": [native_auth.BASIC_HEADER],
     }
 
 

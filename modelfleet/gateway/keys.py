@@ -1,14 +1,14 @@
 """The local API-key file: one JSON document of `KeyRecord`s (hashes only), mode 0600.
 
-`create` returns the key once; nothing else ever sees it again. The service re-reads the file when it changes, so
-`keys revoke` takes effect on the next request without a restart. In the cloud the same records drive the
-secret Envoy Gateway's SecurityPolicy reads (client id `tenant.key_id`).
+`create` returns the key once; nothing else ever sees it again. Every change also rewrites the files the running
+Envoy watches (`native_auth.sync`: key ids, tenants, scopes, state and `{SHA}` hashes), so `keys create|revoke`
+take effect within milliseconds without a restart. In the cloud the same records drive the secret Envoy Gateway's
+SecurityPolicy reads (client id `tenant.key_id`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import json
 import os
 import re
@@ -17,7 +17,8 @@ import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from modelfleet.gateway.plan import KEY_ID_HEX, KEY_PREFIX, KeyRecord, key_hash, key_id_of
+from modelfleet.gateway import native_auth
+from modelfleet.gateway.plan import KEY_ID_HEX, KEY_PREFIX, KeyRecord, key_hash
 
 TENANT = re.compile(r"^[a-z0-9][-a-z0-9_.]{0,62}$")
 SCOPE = re.compile(r"^infer:(\*|[a-z][-a-z0-9:.]{0,62})$")
@@ -55,6 +56,7 @@ def save(path: Path, records: dict[str, KeyRecord]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    native_auth.sync(path)
 
 
 def create(path: Path, tenant: str, scopes: list[str], expires: str | None = None) -> tuple[str, KeyRecord]:
@@ -81,39 +83,3 @@ def revoke(path: Path, key_id: str, tenant: str | None = None) -> KeyRecord:
     records[key_id] = replace(record, revoked=record.revoked or _now())
     save(path, records)
     return records[key_id]
-
-
-class KeyStore:
-    """Lookups for the auth service: re-reads the file when its mtime or size changes (one stat per request)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._stamp: tuple[int, int] | None = None
-        self._records: dict[str, KeyRecord] = {}
-
-    def _refresh(self) -> None:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            self._records, self._stamp = {}, None
-            return
-        stamp = (st.st_mtime_ns, st.st_size)
-        if stamp != self._stamp:
-            self._records, self._stamp = load(self.path), stamp
-
-    def check(self, api_key: str, scope: str) -> tuple[KeyRecord | None, str]:
-        """(record, reason): the record when the key is valid, unrevoked, unexpired and carries `scope`."""
-        key_id = key_id_of(api_key)
-        if key_id is None:
-            return None, "malformed_key"
-        self._refresh()
-        record = self._records.get(key_id)
-        if record is None or not hmac.compare_digest(record.hash, key_hash(api_key)):
-            return None, "unknown_key"
-        if record.revoked:
-            return record, "revoked_key"
-        if record.expires and record.expires <= _now():
-            return record, "expired_key"
-        if not record.allows(scope):
-            return record, "scope_denied"
-        return record, "ok"

@@ -1,5 +1,6 @@
-"""The local gateway's processes: the ext_authz/ext_proc service and Envoy, in front of a Triton started
-elsewhere (`TritonServer`). Used by `modelfleet serve --stack local`, the tests and the benchmark."""
+"""The local gateway's processes: the ext_proc (inspection) service and Envoy, in front of a Triton started
+elsewhere (`TritonServer`). Authentication runs inside Envoy (`native_auth`). Used by `modelfleet serve --stack
+local`, the tests and the benchmark."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from modelfleet.gateway import native_auth
 from modelfleet.gateway.envoy_config import LocalPorts, envoy_bootstrap
 from modelfleet.gateway.plan import GatewayPlan
 
@@ -71,17 +73,26 @@ class LocalGateway:
     def grpc_url(self) -> str:
         return f"127.0.0.1:{self.ports.grpc}"
 
+    @property
+    def auth_folder(self) -> str:
+        return str(native_auth.auth_dir(self.key_path))
+
+    def write_auth(self) -> None:
+        """The key filters' files, from the key file, for this plan's scopes (Envoy reads them at start)."""
+        native_auth.sync(self.key_path, native_auth.scope_filters(self.plan))
+
     def write_config(self) -> Path:
-        config = envoy_bootstrap(self.plan, self.ports, str(self.audit_path), self.jwks_file)
+        self.write_auth()
+        config = envoy_bootstrap(self.plan, self.ports, str(self.audit_path), self.jwks_file, self.auth_folder)
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         return self.config_path
 
     def service_command(self, role: str) -> list[str]:
-        """The "authz" or "extproc" service process (separate, so each can fail on its own)."""
-        metrics = self.ports.extproc_metrics if role == "extproc" else 0
+        """The "extproc" (inspection) service process."""
+        metrics = self.ports.extproc_metrics
         return [sys.executable, "-m", "modelfleet.gateway.run_service", "--root", str(self.root), "--stack",
-                self.stack, "--keys", str(self.key_path), "--listen", f"127.0.0.1:{getattr(self.ports, role)}",
-                "--role", role, *(["--metrics-port", str(metrics)] if metrics else [])]
+                self.stack, "--listen", f"127.0.0.1:{getattr(self.ports, role)}",
+                *(["--metrics-port", str(metrics)] if metrics else [])]
 
     def service_env(self) -> dict[str, str]:
         return {"PYTHONPATH": os.pathsep.join(filter(None, [str(self.root), os.environ.get("PYTHONPATH")]))}
@@ -151,8 +162,17 @@ class LocalGateway:
                     out[name] = int(value)
             return out
 
+    def auth_reloads(self) -> int:
+        """How often Envoy has applied the key files (the least over the key filters): `keys create|revoke` are live
+        once this moves."""
+        counts = [v for k, v in self.stats(f"extension_config_discovery.http_filter.{native_auth.AUTHN_FILTER}").items()
+                  if k.endswith(".update_success")]
+        counts += [v for k, v in self.stats(
+            f"extension_config_discovery.http_filter.{native_auth.KEYS_FILTER_PREFIX}").items()
+            if k.endswith(".update_success")]
+        return min(counts) if counts else 0
+
     def start(self) -> "LocalGateway":
-        self.start_service("authz")
         self.start_service("extproc")
         self.start_envoy()
         return self

@@ -434,16 +434,33 @@ def security_policy(plan: FleetPlan, route: RoutePlan) -> dict:
     }
 
 
-def rate_limit_header(route: RoutePlan) -> str:
-    """The header the global limits count by: the JWT tenant claim, or (API keys) the client id — Envoy Gateway
-    forwards one identity header from apiKeyAuth, and the client id names the tenant and the key."""
-    return route.auth.tenant_header if route.auth.methods == ("jwt",) else route.auth.key_id_header
+# apiKeyAuth forwards one identity header, the client id `<tenant>.<key id>` (gateway.plan.cloud_client_id); the
+# limits count per tenant (issue 11: "global rate limit keyed on tenant"), so this splits the tenant off into the
+# tenant header. Envoy Gateway runs Lua after its auth filters (api_key_auth, jwt_authn) and before the global
+# rate limit (internal/xds/translator/httpfilters.go, newOrderedHTTPFilter), and the rate limit filter reads its
+# descriptors from the headers as they are then. Key ids are hex, so the last '.' ends the tenant.
+TENANT_FROM_CLIENT_ID_LUA = """\
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  local client = headers:get("{key_id}")
+  if client == nil then return end
+  local tenant = client:match("^(.+)%.[0-9a-f]+$")
+  if tenant ~= nil then
+    headers:replace("{tenant}", tenant)
+  end
+end
+"""
+
+
+def tenant_lua(route: RoutePlan) -> str:
+    return TENANT_FROM_CLIENT_ID_LUA.format(key_id=route.auth.key_id_header, tenant=route.auth.tenant_header)
 
 
 def backend_traffic_policy(plan: FleetPlan, route: RoutePlan) -> dict:
-    """The plan's rules, each distinct value of the identity header with its own counters, shared in Redis by every
-    Envoy replica: N+1 in a window is 429 whichever replica it reaches."""
-    header = rate_limit_header(route)
+    """The plan's rules, each tenant with its own counters (the JWT tenant claim, or the tenant the Lua filter of
+    `extension_policy` takes from an API key's client id: all of a tenant's keys share them), shared in Redis by
+    every Envoy replica: N+1 in a window is 429 whichever replica it reaches."""
+    header = route.auth.tenant_header
     rules = [{"clientSelectors": [{"headers": [{"name": header, "type": "Distinct"}]}],
               "limit": {"requests": rule.requests, "unit": rule.unit}} for rule in route.rate_limits]
     return {
@@ -471,20 +488,23 @@ def extension_policy(plan: FleetPlan, route: RoutePlan) -> dict:
     mode: dict[str, Any] = {"request": {"body": "Buffered", "attributes": ["request.path"]}}
     if route.inspection.response_body:
         mode["response"] = {"body": "Buffered"}
+    spec: dict[str, Any] = {
+        "targetRefs": _route_targets(plan, route),
+        "extProc": [{
+            "backendRefs": [{"group": "", "kind": "Service", "name": INSPECTOR, "port": INSPECTOR_PORT}],
+            "processingMode": mode,
+            "messageTimeout": f"{plan.gateway.ext_proc_message_timeout_ms}ms",
+            "failOpen": route.inspection.failure_mode_allow,
+        }],
+    }
+    if "api-key" in route.auth.methods:
+        spec["lua"] = [{"type": "Inline", "inline": tenant_lua(route)}]  # the tenant for the rate limits
     return {
         "apiVersion": ENVOY_GATEWAY_API,
         "kind": "EnvoyExtensionPolicy",
         "metadata": _meta(route_name(_kube(plan, route)), _labels(plan, "gateway", _kube(plan, route)),
                           serving.namespace_name(plan)),
-        "spec": {
-            "targetRefs": _route_targets(plan, route),
-            "extProc": [{
-                "backendRefs": [{"group": "", "kind": "Service", "name": INSPECTOR, "port": INSPECTOR_PORT}],
-                "processingMode": mode,
-                "messageTimeout": f"{plan.gateway.ext_proc_message_timeout_ms}ms",
-                "failOpen": route.inspection.failure_mode_allow,
-            }],
-        },
+        "spec": spec,
     }
 
 
@@ -506,7 +526,7 @@ def inspector_service_account(plan: FleetPlan) -> dict:
 def inspector_deployment(plan: FleetPlan, image: Any) -> dict:
     """The same ext_proc service the local stack runs (modelfleet.gateway.run_service, role extproc; auth is Envoy
     Gateway's own here), from an image of this repository at the release's commit: its rules are the specs of that
-    commit, and a new digest rolls the pods. It keeps no keys (`--keys /dev/null`: the extproc role reads none)."""
+    commit, and a new digest rolls the pods. It keeps no keys."""
     labels = _labels(plan, "gateway") | inspector_selector()
     probe = {"tcpSocket": {"port": "grpc"}, "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3}
     container = {
@@ -514,8 +534,7 @@ def inspector_deployment(plan: FleetPlan, image: Any) -> dict:
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["python", "-m", "modelfleet.gateway.run_service"],
-        "args": ["--root", INSPECTOR_ROOT, "--stack", plan.stack, "--keys", "/dev/null",
-                 "--listen", f"0.0.0.0:{INSPECTOR_PORT}", "--role", "extproc",
+        "args": ["--root", INSPECTOR_ROOT, "--stack", plan.stack, "--listen", f"0.0.0.0:{INSPECTOR_PORT}",
                  "--metrics-port", str(INSPECTOR_METRICS_PORT)],
         "ports": [{"name": "grpc", "containerPort": INSPECTOR_PORT, "protocol": "TCP"},
                   {"name": "metrics", "containerPort": INSPECTOR_METRICS_PORT, "protocol": "TCP"}],

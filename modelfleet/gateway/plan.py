@@ -6,6 +6,7 @@ Pure: computed from the specs alone, no I/O. The local Envoy config (`envoy_conf
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from dataclasses import dataclass
 from typing import Literal
@@ -40,24 +41,18 @@ AUDIT_FIELDS = ("time", "request_id", "tenant", "key_id", "model", "version", "p
 
 # --- API keys ----------------------------------------------------------------------------------------------
 # A key is `mf_<key_id>_<secret>`: the id (12 hex) is public and goes into logs; the secret is 32 random bytes
-# (base64url). Stored is only sha256(key): with 256 bits of entropy a fast hash is as safe as a slow one (no
-# dictionary to try), and it keeps the per-request check to one hash.
+# (base64url). Stored is only a hash of the key, in the htpasswd form Envoy's basic_auth filter checks natively
+# (`{SHA}` + base64 of SHA-1, the one form it reads): with 256 bits of entropy no dictionary or collision helps an
+# attacker (finding a preimage is what would; SHA-1 has no known preimage attack), so the fast hash is as safe as
+# a slow one and keeps the per-request check to one hash. See docs/adr/0004-native-gateway-auth.md.
 KEY_PREFIX = "mf"
 KEY_ID_HEX = 12
-
-
-def key_id_of(api_key: str) -> str | None:
-    """The public id inside a well-formed key, else None."""
-    parts = api_key.split("_", 2)
-    if len(parts) != 3 or parts[0] != KEY_PREFIX or len(parts[1]) != KEY_ID_HEX:
-        return None
-    if any(c not in "0123456789abcdef" for c in parts[1]) or len(parts[2]) < 40:
-        return None
-    return parts[1]
+KEY_SECRET_MIN = 40
 
 
 def key_hash(api_key: str) -> str:
-    return "sha256:" + hashlib.sha256(api_key.encode()).hexdigest()
+    """htpasswd's `{SHA}` form (what basic_auth compares): keys made before it (`sha256:`) must be re-created."""
+    return "{SHA}" + base64.b64encode(hashlib.sha1(api_key.encode()).digest()).decode()
 
 
 def cloud_client_id(tenant: str, key_id: str) -> str:

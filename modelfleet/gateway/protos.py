@@ -1,7 +1,7 @@
-"""Envoy's ext_authz and ext_proc service messages, as protobuf (C/upb) classes for exactly the fields the service
-reads and writes.
+"""Envoy's ext_proc service messages, as protobuf (C/upb) classes for exactly the fields the service reads and
+writes.
 
-Why a view: envoy-data-plane's pure-Python classes cost about 1.5 ms per ext_authz call here (parse + build +
+Why a view: envoy-data-plane's pure-Python classes cost about 1.5 ms per service call here (parse + build +
 serialize), more than the whole budget; Envoy's generated `_pb2` modules ship in xds-protos, which also installs its
 own copies of `google.api` and `opentelemetry` protos over the shared venv's. Protobuf ignores fields a schema does
 not declare, so a schema with Envoy's names and field numbers for the fields we use parses Envoy's messages and
@@ -22,29 +22,11 @@ STRUCT = ".google.protobuf.Struct"
 # package ("Msg"), a full name (".pkg.Msg"), or ("map", value type).
 SCHEMA: dict[str, dict[str, dict[str, tuple]]] = {
     "envoy.config.core.v3": {
-        "Metadata": {"filter_metadata": (1, ("map", STRUCT), False)},
         "HeaderValue": {"key": (1, "string", False), "value": (2, "string", False), "raw_value": (3, "bytes", False)},
         "HeaderValueOption": {"header": (1, "HeaderValue", False), "append_action": (3, "enum", False)},
         "HeaderMap": {"headers": (1, "HeaderValue", True)},
     },
     "envoy.type.v3": {"HttpStatus": {"code": (1, "enum", False)}},
-    "google.rpc": {"Status": {"code": (1, "int32", False), "message": (2, "string", False)}},
-    "envoy.service.auth.v3": {
-        "CheckRequest": {"attributes": (1, "AttributeContext", False)},
-        "AttributeContext": {"request": (4, "AttributeContextRequest", False),
-                             "context_extensions": (10, ("map", "string"), False),
-                             "metadata_context": (11, ".envoy.config.core.v3.Metadata", False)},
-        "AttributeContextRequest": {"http": (2, "AttributeContextHttpRequest", False)},
-        "AttributeContextHttpRequest": {"headers": (3, ("map", "string"), False), "path": (4, "string", False)},
-        "CheckResponse": {"status": (1, ".google.rpc.Status", False),
-                          "denied_response": (2, "DeniedHttpResponse", False),
-                          "ok_response": (3, "OkHttpResponse", False), "dynamic_metadata": (4, STRUCT, False)},
-        "DeniedHttpResponse": {"status": (1, ".envoy.type.v3.HttpStatus", False),
-                               "headers": (2, ".envoy.config.core.v3.HeaderValueOption", True),
-                               "body": (3, "string", False)},
-        "OkHttpResponse": {"headers": (2, ".envoy.config.core.v3.HeaderValueOption", True),
-                           "headers_to_remove": (5, "string", True)},
-    },
     "envoy.service.ext_proc.v3": {
         "ProcessingRequest": {"request_headers": (2, "HttpHeaders", False), "response_headers": (3, "HttpHeaders", False),
                               "request_body": (4, "HttpBody", False), "response_body": (5, "HttpBody", False),
@@ -99,8 +81,7 @@ def _field(message: descriptor_pb2.DescriptorProto, package: str, name: str, spe
 def _build() -> dict[str, type]:
     pool = descriptor_pool.DescriptorPool()
     pool.AddSerializedFile(struct_pb2.DESCRIPTOR.serialized_pb)
-    order = ["google.rpc", "envoy.type.v3", "envoy.config.core.v3", "envoy.service.auth.v3",
-             "envoy.service.ext_proc.v3"]
+    order = ["envoy.type.v3", "envoy.config.core.v3", "envoy.service.ext_proc.v3"]
     classes = {}
     for package in order:
         proto = descriptor_pb2.FileDescriptorProto(name=f"modelfleet_view/{package}.proto", package=package,
@@ -118,8 +99,6 @@ def _build() -> dict[str, type]:
 
 
 _CLASSES = _build()
-CheckRequest = _CLASSES["CheckRequest"]
-CheckResponse = _CLASSES["CheckResponse"]
 ProcessingRequest = _CLASSES["ProcessingRequest"]
 ProcessingResponse = _CLASSES["ProcessingResponse"]
 HeaderValueOption = _CLASSES["HeaderValueOption"]

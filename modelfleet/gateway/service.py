@@ -1,11 +1,9 @@
-"""The gateway's own gRPC service, called by Envoy: API-key and JWT-claim authorization (ext_authz) and tensor
-inspection with PII filtering (ext_proc). Locally each runs in its own process (`--role`), so inspection can be
-down while authorization stays up.
+"""The gateway's own gRPC service, called by Envoy: tensor inspection with PII filtering (ext_proc). Authentication
+is not here: Envoy does it itself (`native_auth`, ADR 0004), so a request that inspection does not need never
+leaves the proxy, and authentication cannot fail open with the service.
 
-Why two protocols: authorization must fail closed whatever a model's fail mode says, and Envoy's ext_authz has
-its own failure switch (kept off), while inspection follows the model's `fail_mode` through ext_proc's
-`failure_mode_allow`. Envoy asks ext_authz with a handful of headers only, and ext_proc only for the request body
-(and the response body of models whose BYTES outputs are PII-filtered): no header round trips.
+Inspection follows the model's `fail_mode` through ext_proc's `failure_mode_allow`. Envoy asks only for the
+request body (and the response body of models whose BYTES outputs are PII-filtered): no header round trips.
 
 Messages are Envoy's protos (the fields used, `protos.py`) served over grpcio aio through generic handlers.
 """
@@ -14,117 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
-from pathlib import Path
 
 import grpc
-from google.protobuf.json_format import MessageToDict
 
 from modelfleet.gateway import inspect
-from modelfleet.gateway.keys import KeyStore
-from modelfleet.gateway.plan import (
-    API_KEY_HEADER,
-    KEY_ID_HEADER,
-    MODEL_HEADER,
-    TENANT_HEADER,
-    GatewayPlan,
-    InspectionPlan,
-)
-from modelfleet.gateway.protos import (
-    OVERWRITE_IF_EXISTS_OR_ADD,
-    CheckRequest,
-    CheckResponse,
-    ProcessingRequest,
-    ProcessingResponse,
-)
+from modelfleet.gateway.plan import MODEL_HEADER, GatewayPlan, InspectionPlan
+from modelfleet.gateway.protos import OVERWRITE_IF_EXISTS_OR_ADD, ProcessingRequest, ProcessingResponse
 
 log = logging.getLogger("modelfleet.gateway")
-AUTHZ_METHOD = "/envoy.service.auth.v3.Authorization/Check"
 EXT_PROC_METHOD = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 METADATA_NAMESPACE = "modelfleet"  # ext_proc writes its decision here; the audit line reads it
-JWT_METADATA = ("envoy.filters.http.jwt_authn", "jwt_payload")
 EXT_PROC_ATTRIBUTES = "envoy.filters.http.ext_proc"
 PAYLOAD_AUDIT_BYTES = 4096  # the most of a request body an audit line carries when the model asks for payloads
-GRPC_PERMISSION_DENIED, GRPC_UNAUTHENTICATED, GRPC_INVALID_ARGUMENT = 7, 16, 3
+GRPC_PERMISSION_DENIED, GRPC_INVALID_ARGUMENT = 7, 3
 
 
-def _set(options, name: str, value: str, raw: bool = True) -> None:
-    """Append a header that replaces any the client sent. ext_proc reads raw_value; ext_authz reads value."""
-    header = {"key": name, "raw_value": value.encode()} if raw else {"key": name, "value": value}
-    options.add(header=header, append_action=OVERWRITE_IF_EXISTS_OR_ADD)
-
-
-class Authorizer:
-    """ext_authz: who is calling (API key or a JWT Envoy already verified), may they call this model."""
-
-    def __init__(self, plan: GatewayPlan, keys: KeyStore):
-        self.plan = plan
-        self.keys = keys
-
-    def check(self, request: CheckRequest) -> CheckResponse:
-        attrs = request.attributes
-        ctx = attrs.context_extensions
-        scope = ctx.get("scope", "")
-        # The route names its methods; one without any (never rendered so) gets API keys, and its empty scope
-        # admits no key.
-        methods = [m for m in ctx.get("methods", "").split(",") if m in ("api-key", "jwt")] or ["api-key"]
-        headers = attrs.request.http.headers
-        jwt = None
-        filter_metadata = attrs.metadata_context.filter_metadata
-        if JWT_METADATA[0] in filter_metadata:
-            jwt = MessageToDict(filter_metadata[JWT_METADATA[0]]).get(JWT_METADATA[1])
-        if jwt is not None and "jwt" in methods:
-            return self._jwt(jwt, scope)
-        api_key = headers.get(API_KEY_HEADER)
-        if api_key and "api-key" in methods:
-            record, reason = self.keys.check(api_key, scope)
-            if reason == "ok":
-                return self._allow(record.tenant, record.key_id, reason)
-            who = {"tenant": record.tenant, "key_id": record.key_id} if record else {}
-            status = 403 if reason == "scope_denied" else 401
-            return self._deny(status, reason, _AUTH_MESSAGES[reason].format(scope=scope), **who)
-        wanted = " or ".join({"api-key": f"an {API_KEY_HEADER} header", "jwt": "a bearer token"}[m] for m in methods)
-        return self._deny(401, "missing_credentials", f"this model needs {wanted}")
-
-    def _jwt(self, claims: dict, scope: str) -> CheckResponse:
-        jwt = self.plan.jwt
-        tenant = str(claims.get(jwt.tenant_claim, "")) if jwt else ""
-        key_id = "jwt:" + str(claims.get("jti", "-"))
-        granted = claims.get(jwt.scope_claim, "") if jwt else ""
-        granted = set(granted.split() if isinstance(granted, str) else granted or [])
-        if not tenant:
-            return self._deny(401, "no_tenant_claim", f"the token has no {jwt.tenant_claim if jwt else ''} claim")
-        if scope not in granted and "infer:*" not in granted:
-            return self._deny(403, "scope_denied", f"the token lacks scope {scope}", tenant=tenant, key_id=key_id)
-        return self._allow(tenant, key_id, "ok")
-
-    def _allow(self, tenant: str, key_id: str, reason: str) -> CheckResponse:
-        response = CheckResponse()
-        response.status.code = 0
-        _set(response.ok_response.headers, TENANT_HEADER, tenant, raw=False)
-        _set(response.ok_response.headers, KEY_ID_HEADER, key_id, raw=False)
-        response.ok_response.headers_to_remove.extend([API_KEY_HEADER, "authorization"])  # the key stops here
-        response.dynamic_metadata.update({"tenant": tenant, "key_id": key_id, "decision": "allow", "reason": reason})
-        return response
-
-    def _deny(self, status: int, reason: str, message: str, tenant: str = "", key_id: str = "") -> CheckResponse:
-        response = CheckResponse()
-        response.status.code = GRPC_PERMISSION_DENIED if status == 403 else GRPC_UNAUTHENTICATED
-        response.denied_response.status.code = status
-        _set(response.denied_response.headers, "content-type", "application/json", raw=False)
-        response.denied_response.body = json.dumps({"error": message, "code": reason})
-        response.dynamic_metadata.update({"tenant": tenant, "key_id": key_id, "decision": "deny", "reason": reason})
-        return response
-
-
-_AUTH_MESSAGES = {
-    "malformed_key": "the API key is malformed",
-    "unknown_key": "the API key is not valid",
-    "revoked_key": "the API key has been revoked",
-    "expired_key": "the API key has expired",
-    "scope_denied": "the API key does not grant {scope}",
-}
+def _set(options, name: str, value: str) -> None:
+    """Append a header that replaces any the client sent (ext_proc reads raw_value)."""
+    options.add(header={"key": name, "raw_value": value.encode()}, append_action=OVERWRITE_IF_EXISTS_OR_ADD)
 
 
 class Inspector:
@@ -264,30 +170,16 @@ def _warm_up(plan: GatewayPlan) -> None:
         inspector._request(route.inspection, True, "ModelInfer", route.model, "", b"\0\0\0\0\0")
 
 
-def handlers(plan: GatewayPlan, key_path: Path, roles: tuple[str, ...], drift=None
-             ) -> dict[str, grpc.RpcMethodHandler]:
-    """gRPC method handlers for the roles this process plays: "authz" (ext_authz), "extproc" (ext_proc)."""
-    out = {}
-    if "authz" in roles:
-        authorizer = Authorizer(plan, KeyStore(key_path))
-
-        async def check(request: CheckRequest, context) -> CheckResponse:
-            return authorizer.check(request)
-
-        out[AUTHZ_METHOD] = grpc.unary_unary_rpc_method_handler(
-            check, request_deserializer=CheckRequest.FromString,
-            response_serializer=CheckResponse.SerializeToString)
-    if "extproc" in roles:
-        out[EXT_PROC_METHOD] = grpc.stream_stream_rpc_method_handler(
-            Inspector(plan, drift).process, request_deserializer=ProcessingRequest.FromString,
-            response_serializer=ProcessingResponse.SerializeToString)
-    return out
+def handlers(plan: GatewayPlan, drift=None) -> dict[str, grpc.RpcMethodHandler]:
+    """gRPC method handlers: ext_proc's Process."""
+    return {EXT_PROC_METHOD: grpc.stream_stream_rpc_method_handler(
+        Inspector(plan, drift).process, request_deserializer=ProcessingRequest.FromString,
+        response_serializer=ProcessingResponse.SerializeToString)}
 
 
-async def serve(plan: GatewayPlan, key_path: Path, address: str, roles: tuple[str, ...] = ("authz", "extproc"),
-                ready: asyncio.Event | None = None, drift=None) -> None:
-    """Serve the given roles on `address` (host:port) until cancelled."""
-    methods = handlers(plan, key_path, roles, drift)
+async def serve(plan: GatewayPlan, address: str, ready: asyncio.Event | None = None, drift=None) -> None:
+    """Serve inspection on `address` (host:port) until cancelled."""
+    methods = handlers(plan, drift)
     _warm_up(plan)
 
     class Handler(grpc.GenericRpcHandler):

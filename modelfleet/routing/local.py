@@ -79,7 +79,9 @@ class RegionalGateway(LocalGateway):
         self.peer_listen_port, self.peer_port, self.peer_region, self.tls = peer_listen_port, peer_port, peer_region, tls
 
     def write_config(self) -> Path:
-        config = with_failover(envoy_bootstrap(self.plan, self.ports, str(self.audit_path), self.jwks_file),
+        self.write_auth()
+        config = with_failover(envoy_bootstrap(self.plan, self.ports, str(self.audit_path), self.jwks_file,
+                                               self.auth_folder),
                                peer_listen_port=self.peer_listen_port, peer_port=self.peer_port,
                                peer_region=self.peer_region, tls=self.tls)
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))

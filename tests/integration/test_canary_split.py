@@ -68,9 +68,9 @@ def split_stack(tmp_path_factory, triton_install):
 
     plan = build_plan(load_fleet(root, "local"))
     repository = build_local_repository(plan, root, root / "build" / "repository")
-    th, tg, tm, ch, cg, cm, http_, grpc, admin, authz, extproc = free_ports(11)
-    ports = LocalPorts(http=http_, grpc=grpc, admin=admin, triton_http=th, triton_grpc=tg, authz=authz,
-                       extproc=extproc, canary_triton_http=ch, canary_triton_grpc=cg)
+    th, tg, tm, ch, cg, cm, http_, grpc, admin, extproc = free_ports(10)
+    ports = LocalPorts(http=http_, grpc=grpc, admin=admin, triton_http=th, triton_grpc=tg, extproc=extproc,
+                       canary_triton_http=ch, canary_triton_grpc=cg)
     key_path = keyfile.key_file(root, "local")
     api_key, _ = keyfile.create(key_path, "canary-test", ["infer:*"])
     with TritonServer(repository, th, tg, tm) as stable, \

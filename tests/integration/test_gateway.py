@@ -1,4 +1,5 @@
-"""The local gateway end to end: real Envoy 1.40, the real ext_authz/ext_proc service processes, real Triton.
+"""The local gateway end to end: real Envoy 1.40 (authentication inside it), the real ext_proc service process,
+real Triton.
 
 One Triton and one gateway per module (they take seconds to start); each test uses its own tenant, so rate
 limits and quotas never leak between tests.
@@ -6,6 +7,8 @@ limits and quotas never leak between tests.
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import http.client
 import json
 import os
@@ -46,10 +49,20 @@ class Stack:
         self.key_path = gateway.key_path
         self.secrets: list[str] = []  # every key and token handed out: none may appear in a log
 
-    def key(self, tenant: str, *scopes: str) -> str:
-        api_key, _ = keyfile.create(self.key_path, tenant, list(scopes) or ["infer:*"])
+    def key(self, tenant: str, *scopes: str, expires: str | None = None) -> str:
+        before = self.gateway.auth_reloads()
+        api_key, _ = keyfile.create(self.key_path, tenant, list(scopes) or ["infer:*"], expires)
         self.secrets.append(api_key)
+        self.wait_for_keys(before)
         return api_key
+
+    def wait_for_keys(self, before: int, timeout_s: float = 2.0) -> float:
+        """Seconds until Envoy applied the key files written after `before` (a file watch, no restart)."""
+        start = time.monotonic()
+        while self.gateway.auth_reloads() <= before:
+            assert time.monotonic() - start < timeout_s, "Envoy did not apply the key files within 2 s"
+            time.sleep(0.005)
+        return time.monotonic() - start
 
     def jwt(self, *args, **kwargs) -> str:
         value = token(self.signing_key, *args, **kwargs)
@@ -106,9 +119,8 @@ def stack(tmp_path_factory, triton_install):
     root = project["root"]
     plan = build_plan(load_fleet(root, "local"))
     repository = build_local_repository(plan, root, root / "build" / "repository")
-    th, tg, tm, http, grpc, admin, authz, extproc = free_ports(8)
-    ports = LocalPorts(http=http, grpc=grpc, admin=admin, triton_http=th, triton_grpc=tg, authz=authz,
-                       extproc=extproc)
+    th, tg, tm, http, grpc, admin, extproc = free_ports(7)
+    ports = LocalPorts(http=http, grpc=grpc, admin=admin, triton_http=th, triton_grpc=tg, extproc=extproc)
     key_path = keyfile.key_file(root, "local")
     with TritonServer(repository, th, tg, tm) as triton:
         triton.metrics_port = tm
@@ -124,16 +136,25 @@ def test_auth_matrix(stack):
     other_scope = stack.key("auth-scope", "infer:notes")
     revoked = stack.key("auth-revoked", "infer:sentiment")
     revoked_id = revoked.split("_")[1]
+    body = sentiment_body("fine")
+    assert stack.infer("sentiment", body, revoked)[0] == 200
+    before = stack.gateway.auth_reloads()
     cli = subprocess.run([sys.executable, "-m", "modelfleet.cli", "keys", "revoke", revoked_id, "--stack", "local",
                           "--root", str(stack.root)], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     assert cli.returncode == 0, cli.stderr
-    body = sentiment_body("fine")
+    # The running Envoy applies it from its file watch, without a restart.
+    assert stack.wait_for_keys(before) < 2.0
     cases = [
         ("no key", {}, 401, "missing_credentials"),
         ("malformed key", {"x-api-key": "let-me-in"}, 401, "malformed_key"),
         ("unknown key", {"x-api-key": "mf_0123456789ab_" + "x" * 43}, 401, "unknown_key"),
         ("forged secret", {"x-api-key": good[:-4] + "AAAA"}, 401, "unknown_key"),
+        ("upper-case id", {"x-api-key": "mf_ABCDEF012345_" + "A" * 43}, 401, "malformed_key"),
+        ("short secret", {"x-api-key": "_".join(good.split("_")[:2]) + "_" + "A" * 39}, 401, "malformed_key"),
+        # The header the Lua filter hands basic_auth is the gateway's own: a client's copy is dropped.
+        ("basic credential sent directly", {"x-modelfleet-basic": "Basic " + base64.b64encode(
+            f"{good.split('_')[1]}:{good}".encode()).decode()}, 401, "missing_credentials"),
         ("revoked key", {"x-api-key": revoked}, 401, "revoked_key"),
         ("other model's scope", {"x-api-key": other_scope}, 403, "scope_denied"),
         ("token without the scope", {"authorization": "Bearer " + stack.jwt("infer:notes")}, 403, "scope_denied"),
@@ -209,6 +230,20 @@ def test_daily_quota_is_exact_under_concurrency(stack):
     assert {r[1]["retry-after"] for r in results if r[0] == 429} == {"86400"}
     assert stack.infer("notes", sentiment_body("hello"), api_key)[0] == 429
     assert stack.infer("notes", sentiment_body("hello"), stack.key("quota-other", "infer:notes"))[0] == 200
+    # That new key reloaded the key filters; the buckets live in the routes, which stayed: still spent.
+    assert stack.infer("notes", sentiment_body("hello"), api_key)[0] == 429
+
+
+def test_a_key_stops_at_its_expiry_without_a_reload(stack):
+    """Expiry is checked on each request against the clock (no file changes when a key expires)."""
+    expires = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=3)).replace(microsecond=0)
+    api_key = stack.key("expiring", "infer:sentiment", expires=expires.isoformat().replace("+00:00", "Z"))
+    assert stack.infer("sentiment", sentiment_body("hi"), api_key)[0] == 200
+    reloads = stack.gateway.auth_reloads()
+    time.sleep(max(0.0, (expires - dt.datetime.now(dt.timezone.utc)).total_seconds()) + 1.1)
+    status, _, payload = stack.infer("sentiment", sentiment_body("hi"), api_key)
+    assert status == 401 and json.loads(payload)["code"] == "expired_key", payload
+    assert stack.gateway.auth_reloads() == reloads
 
 
 # --- inspection ------------------------------------------------------------------------------------------------
@@ -328,7 +363,8 @@ def test_audit_lines_are_complete_and_free_of_secrets(stack):
     by_id = {line["request_id"]: line for line in lines}
     key_id = api_key.split("_")[1]
     expect = {"allowed": ("allow", "inspected", "audit", key_id), "denied": ("deny", "denied_pattern", "audit", key_id),
-              "unauthenticated": ("deny", "missing_credentials", "", ""),
+              # No identity: null, as in the cloud's audit line (both read the gateway's identity headers).
+              "unauthenticated": ("deny", "missing_credentials", None, None),
               "masked": ("mask", "pii_masked:email", "audit", key_id)}
     for name, (request_id, status) in ids.items():
         line = by_id[request_id]
@@ -375,6 +411,36 @@ def test_fuzzed_requests_through_envoy_get_no_5xx(stack):
     assert all(p.poll() is None for p in stack.gateway.services.values())
 
 
+def test_hostile_credentials_are_refused_by_envoys_filters(stack):
+    """Generated key, token and identity headers against the Lua and basic_auth filters: a 401/403 JSON refusal
+    every time (none is a valid key), never a 5xx, and Envoy stays up."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    real = stack.key("hostile", "infer:sentiment")
+    key_id = real.split("_")[1]
+    near = st.sampled_from([f"mf_{key_id}_" + "A" * 43, real[:-1] + ("B" if real[-1] != "B" else "C"), real + "x",
+                            real.upper(), real.replace("_", "-"), f"mf_{key_id}_{real}",
+                            "mf_" + "g" * 12 + "_" + "A" * 43])
+
+    @settings(max_examples=200, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.dictionaries(st.sampled_from(["x-api-key", "authorization", "x-modelfleet-tenant",
+                                            "x-modelfleet-key-id", "x-modelfleet-basic"]),
+                           st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=80) | near,
+                           max_size=4))
+    def one(headers):
+        if headers.get("x-api-key") == real:
+            headers["x-api-key"] += "x"
+        status, _, payload = stack.request("POST", "/v2/models/sentiment/infer", sentiment_body("hi"), headers)
+        assert status in (401, 403), (headers, status, payload)
+        if not payload.startswith(b"Jwt"):  # jwt_authn's own refusals are plain text; ours are JSON
+            assert json.loads(payload)["code"], payload
+
+    one()
+    assert stack.gateway.envoy.poll() is None
+
+
 # --- tools through the gateway, unchanged --------------------------------------------------------------------
 def test_perf_analyzer_and_tritonclient_through_the_gateway(stack, triton_install):
     import tritonclient.grpc as grpcclient
@@ -415,7 +481,7 @@ def test_ext_proc_down_follows_each_models_fail_mode(stack):
         # sentiment keeps the default, closed: refused while the inspection service is down.
         status, _, payload = stack.infer("sentiment", sentiment_body("hi"), api_key)
         assert status == 503, payload
-        # Authorization is its own process and never fails open.
+        # Authentication is inside Envoy: the inspection service being down does not open it.
         assert stack.infer("fraud-detector", fraud_body(), None)[0] == 401
     finally:
         stack.gateway.start_service("extproc")

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 from modelfleet.local import DEFAULT_PORTS
 
 PORT_NAMES = tuple(DEFAULT_PORTS)
-PROCESSES = {"triton": "tritonserver", "gateway-authz": "python", "gateway-extproc": "python", "envoy": "envoy",
+PROCESSES = {"triton": "tritonserver", "gateway-extproc": "python", "envoy": "envoy",
              "alertmanager": "prometheus-aler", "prometheus": "prometheus"}  # name -> comm (15 characters)
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1"}
 

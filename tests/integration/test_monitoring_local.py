@@ -84,9 +84,9 @@ def stack(tmp_path_factory, triton_install):
     root = _project(tmp_path_factory.mktemp("monitoring-project"))
     plan = build_plan(load_fleet(root, "local"))
     repository = build_local_repository(plan, root, root / "build" / "repository")
-    th, tg, tm, http_, grpc, admin, authz, extproc, drift, prom, am = free_ports(11)
-    ports = LocalPorts(http=http_, grpc=grpc, admin=admin, triton_http=th, triton_grpc=tg, authz=authz,
-                       extproc=extproc, extproc_metrics=drift)
+    th, tg, tm, http_, grpc, admin, extproc, drift, prom, am = free_ports(10)
+    ports = LocalPorts(http=http_, grpc=grpc, admin=admin, triton_http=th, triton_grpc=tg, extproc=extproc,
+                       extproc_metrics=drift)
     key_path = keyfile.key_file(root, "local")
     with TritonServer(repository, th, tg, tm) as triton, \
             LocalGateway(plan.gateway, ports, root, "local", key_path, root / "gateway") as gateway, \

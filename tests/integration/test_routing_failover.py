@@ -93,7 +93,7 @@ def regions(tmp_path_factory, triton_install):
     plan = build_plan(load_fleet(root, "local"))
     repository = build_local_repository(plan, root, root / "build" / "repository")
     tls = peer_certificates(root / "peer-certs", list(REGIONS))
-    ports = {r: dict(zip(("th", "tg", "tm", "http", "grpc", "admin", "authz", "extproc", "peer"), free_ports(9)))
+    ports = {r: dict(zip(("th", "tg", "tm", "http", "grpc", "admin", "extproc", "peer"), free_ports(8)))
              for r in REGIONS}
     key_path = keyfile.key_file(root, "local")
     api_key, _ = keyfile.create(key_path, "failover", ["infer:sentiment"])
@@ -106,7 +106,7 @@ def regions(tmp_path_factory, triton_install):
             p = ports[r]
             gateways[r] = RegionalGateway(
                 plan.gateway, LocalPorts(http=p["http"], grpc=p["grpc"], admin=p["admin"], triton_http=p["th"],
-                                         triton_grpc=p["tg"], authz=p["authz"], extproc=p["extproc"]),
+                                         triton_grpc=p["tg"], extproc=p["extproc"]),
                 root, "local", key_path, root / f"gateway-{r.split(':')[1]}", jwks_file=str(root / "jwks.json"),
                 peer_listen_port=p["peer"], peer_port=ports[other]["peer"], peer_region=other, tls=tls[r]).start()
         yield {"ports": ports, "tritons": tritons, "gateways": gateways, "key": api_key, "tls": tls}

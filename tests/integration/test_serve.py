@@ -28,11 +28,11 @@ def _get(url: str) -> dict:
 
 def start_serve(root: Path = ROOT):
     """`modelfleet serve --stack local` on free ports, as a process; returns it once Triton is ready."""
-    http, grpc, metrics, gw_http, gw_grpc, gw_authz, gw_extproc, gw_admin, prom, am, drift = free_ports(11)
+    http, grpc, metrics, gw_http, gw_grpc, gw_extproc, gw_admin, prom, am, drift = free_ports(10)
     process = subprocess.Popen(
         [sys.executable, "-m", "modelfleet.cli", "serve", "--stack", "local", "--http-port", str(http),
          "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--root", str(root),
-         "--gateway-ports", f"{gw_http},{gw_grpc},{gw_authz},{gw_extproc},{gw_admin}",
+         "--gateway-ports", f"{gw_http},{gw_grpc},{gw_extproc},{gw_admin}",
          "--monitoring-ports", f"{prom},{am},{drift}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 90
