@@ -50,7 +50,12 @@ def _table(path: Path) -> tuple[list[str], list[list]]:
             import pyarrow.parquet as pq
         except ImportError as exc:  # absent, or installed but built for another numpy
             raise ProfileError(f"reading Parquet needs a working pyarrow ({exc}); or give CSV/NPY") from None
-        table = pq.read_table(path)
+        import pyarrow as pa
+
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as exc:
+            raise ProfileError(f"not a readable Parquet file ({exc})") from None
         return table.column_names, [list(r.values()) for r in table.to_pylist()]
     with path.open(newline="") as handle:
         rows = list(csv.reader(handle))

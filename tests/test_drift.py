@@ -89,10 +89,30 @@ def test_profile_cli_reads_csv_npy_and_text(project_copy):
     assert set(doc["text"]) == {"text"} and doc["text"]["text"]["vocabulary"][-1][0] == "<other>"
 
 
+def test_profile_from_parquet_equals_the_profile_from_the_same_rows_as_csv(project_copy):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = RNG.normal(3, 2, (400, 32))
+    profiles = {}
+    for name in ("ref.csv", "ref.parquet"):
+        path = project_copy / name
+        if name.endswith(".csv"):
+            path.write_text(",".join(f"features[{i}]" for i in range(32)) + "\n" +
+                            "\n".join(",".join(repr(float(v)) for v in row) for row in rows) + "\n")
+        else:
+            pq.write_table(pa.table({f"features_{i}": rows[:, i] for i in range(32)}), path)
+        result = runner.invoke(app, ["profile", "fraud-detector", "--data", str(path), "--root", str(project_copy)])
+        assert result.exit_code == 0, result.output
+        profiles[name] = json.loads((project_copy / "models" / "fraud-detector.profile.json").read_text())
+    assert profiles["ref.parquet"]["rows"] == 400
+    assert profiles["ref.parquet"] == profiles["ref.csv"]
+
+
 @pytest.mark.parametrize("name,content,message", [
     ("ref.csv", "a,b\n1,2\n", "no column 'features[0]'"),
     ("ref.json", "{}", "unsupported data file"),
-    ("ref.parquet", "PAR1", "pyarrow"),
+    ("ref.parquet", "PAR1", "not a readable Parquet file"),
     ("ref.txt", "x\n" * 20, "one BYTES input"),
 ])
 def test_profile_cli_bad_input_exits_2_naming_the_file(project_copy, name, content, message):
