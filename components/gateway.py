@@ -33,7 +33,7 @@ from components.cluster_aws import EksCluster, irsa_role
 from components.helm import pinned_release
 from modelfleet import serving, versions
 from modelfleet.gateway import manifests
-from modelfleet.plan import LABEL_PREFIX, FleetPlan, RegionPlan
+from modelfleet.plan import LABEL_PREFIX, FleetPlan, RegionPlan, gcp_account_id
 from modelfleet.routing import peering
 
 REGISTRY_REPOSITORY = "modelfleet"  # ECR: modelfleet/gateway-inspector; Artifact Registry: .../modelfleet/gateway-inspector
@@ -213,7 +213,8 @@ class GcpGatewayCloud(GatewayCloud):
         identity = region.identity
         account = gcp.serviceaccount.Account(
             f"{key}-gateway-secrets",
-            account_id=f"gw-secrets-{fleet.environment}-{region.region}"[:30].rstrip("-"),
+            # No longer than Triton's `<env>-triton-<region>`, which the plan checks fits GCP's 30 characters.
+            account_id=gcp_account_id(fleet.environment, "gwsec", region.region),
             display_name=f"External Secrets for the gateway in {region.cluster_name} (its secrets, read-only)",
             opts=child,
         )

@@ -459,7 +459,7 @@ def _region_plan(entry: RegionEntry, network: ipaddress.IPv4Network, stack: Stac
         release_channel="" if is_aws else GKE_RELEASE_CHANNEL,
         # A retiring region (the first step of removing it) drops its protection so the next step can delete it.
         deletion_protection=prod and not entry.retire,
-        node_service_account="" if is_aws else _gcp_account_id(stack.environment, "nodes", name),
+        node_service_account="" if is_aws else gcp_account_id(stack.environment, "nodes", name),
         imds_hop_limit=IMDS_HOP_LIMIT,
         identity=_identity(entry, stack, placements),
         retiring=entry.retire,
@@ -504,7 +504,8 @@ def _eks_service_cidr(network: ipaddress.IPv4Network) -> str:
     return next(c for c in EKS_SERVICE_CIDRS if not ipaddress.IPv4Network(c).overlaps(network))
 
 
-def _gcp_account_id(environment: str, role: str, region: str) -> str:
+def gcp_account_id(environment: str, role: str, region: str) -> str:
+    """`<environment>-<role>-<region>`, whole: a cut id could give two regions one account."""
     account = f"{environment}-{role}-{region}"
     # Service account ids are 6-30 characters; every catalogue region fits, a longer one must not slip by.
     assert 6 <= len(account) <= 30, f"service account id {account!r} does not fit GCP's 30 characters"
@@ -522,7 +523,7 @@ def _identity(entry: RegionEntry, stack: StackSpec, placements: tuple[Placement,
         namespace=namespace,
         service_account=TRITON_SERVICE_ACCOUNT,
         grants=tuple(sorted(set(grants), key=lambda g: (g.bucket, g.prefix, g.model))),
-        cloud_account=_gcp_account_id(stack.environment, "triton", entry.name) if is_gcp
+        cloud_account=gcp_account_id(stack.environment, "triton", entry.name) if is_gcp
         else f"{stack.environment}-triton-{entry.name}",
         gcp_member=f"serviceAccount:{stack.gcp_project}.svc.id.goog[{namespace}/{TRITON_SERVICE_ACCOUNT}]"
         if is_gcp else "",

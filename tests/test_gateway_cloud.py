@@ -427,6 +427,9 @@ def test_the_secret_reader_reads_only_the_gateways_secrets(declared):
             [account] = [a for a in declared.of("gcp:serviceaccount/account:Account")
                          if a.name == f"{region.key}-gateway-secrets"]
             assert {m.inputs["member"] for m in members} == {f"serviceAccount:{account.outputs['email']}"}
+            # GCP's account id rule (6-30 characters), and the region whole: a cut id could serve two regions.
+            assert re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", account.inputs["accountId"])
+            assert account.inputs["accountId"].endswith(f"-{region.region}")
             [wi] = [m for m in declared.of("gcp:serviceaccount/iAMMember:IAMMember")
                     if m.name == f"{region.key}-gateway-secrets-workload-identity"]
             assert wi.inputs["member"].endswith(f"[{serving.namespace_name(declared.plan)}/gateway-secrets]")
