@@ -134,7 +134,8 @@ def local_processes(plan: FleetPlan, root: Path, folder: Path, ports: dict[str, 
             ports={n: ports[n] for n in ("gateway-http", "gateway-grpc", "gateway-admin")},
             ready_url=gateway.envoy_ready_url))
     monitoring = LocalMonitoring(plan, Targets(ports["triton-metrics"], ports["gateway-admin"] if plan.gateway else None,
-                                               ports["drift-metrics"] if plan.gateway else None),
+                                               ports["drift-metrics"] if plan.gateway else None,
+                                               ports["triton-canary-metrics"] if canaries else None),
                                  ports["prometheus"], ports["alertmanager"], folder / "monitoring")
     monitoring.write_configs()
     for name, (command, ready_url) in monitoring.commands().items():

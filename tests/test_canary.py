@@ -382,6 +382,11 @@ def test_modelfleet_up_runs_a_second_triton_for_the_canaries(canary_root, tmp_pa
                 ["socket_address"]["port_value"] for c in envoy["static_resources"]["clusters"]}
     assert ports_of[f"triton-{MODEL}/canary"] == ports["triton-canary-http"]
     assert ports_of[f"triton-{MODEL}/grpc/canary"] == ports["triton-canary-grpc"]
+    # Prometheus scrapes both Tritons in one job, as the cloud's ServiceMonitor selects both Deployments' pods.
+    prometheus = yaml.safe_load((tmp_path / "monitoring" / "prometheus.yml").read_text())
+    [triton_job] = [j for j in prometheus["scrape_configs"] if j["job_name"] == "triton"]
+    assert [t for c in triton_job["static_configs"] for t in c["targets"]] == [
+        f"127.0.0.1:{ports['triton-metrics']}", f"127.0.0.1:{ports['triton-canary-metrics']}"]
     # `serve` and `render` use the gateway's own defaults: the same canary ports as `up`'s.
     from modelfleet.gateway.envoy_config import default_ports as gateway_defaults
 

@@ -40,6 +40,7 @@ class Targets:
     triton_metrics: int  # Triton's metrics port
     envoy_admin: int | None = None  # the gateway's Envoy admin port (serves /stats/prometheus)
     inspection: int | None = None  # the gateway's inspection service metrics port (drift gauges)
+    canary_triton_metrics: int | None = None  # the canaries' Triton (modelfleet.canary), when a model has one
 
 
 def _binary(name: str) -> str:
@@ -52,7 +53,10 @@ def _binary(name: str) -> str:
 def prometheus_config(plan: FleetPlan, targets: Targets, rules_file: Path, alertmanager_port: int,
                       interval_s: float) -> dict:
     labels = {"namespace": namespace_name(plan)}
-    scrapes = [{"job_name": "triton", "static_configs": [{"targets": [f"127.0.0.1:{targets.triton_metrics}"],
+    # One job for both Tritons, as in the cloud where one ServiceMonitor selects the stable and the canary pods:
+    # the SLO rules sum over the job, and `version` tells the two apart.
+    tritons = [targets.triton_metrics] + ([targets.canary_triton_metrics] if targets.canary_triton_metrics else [])
+    scrapes = [{"job_name": "triton", "static_configs": [{"targets": [f"127.0.0.1:{port}" for port in tritons],
                                                           "labels": labels}]}]
     if targets.envoy_admin:
         scrapes.append({"job_name": "gateway", "metrics_path": ENVOY_STATS_PATH,
