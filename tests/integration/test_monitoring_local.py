@@ -88,11 +88,13 @@ def stack(tmp_path_factory, triton_install):
     ports = LocalPorts(http=http_, grpc=grpc, admin=admin, triton_http=th, triton_grpc=tg, extproc=extproc,
                        extproc_metrics=drift)
     key_path = keyfile.key_file(root, "local")
+    # Before the gateway starts, so its first key files hold it (a key made later reaches Envoy by a file watch,
+    # milliseconds after `create` returns: a request in between is refused).
+    key, _ = keyfile.create(key_path, "monitoring-test", ["infer:*"])
     with TritonServer(repository, th, tg, tm) as triton, \
             LocalGateway(plan.gateway, ports, root, "local", key_path, root / "gateway") as gateway, \
             LocalMonitoring(plan, Targets(tm, admin, drift), prom, am, root / "monitoring",
                             interval_s=1) as monitoring:
-        key, _ = keyfile.create(key_path, "monitoring-test", ["infer:*"])
         yield Stack(plan, triton, gateway, monitoring, key)
 
 
