@@ -356,14 +356,7 @@ def test_triton_traces_at_the_specs_rate_and_an_otel_collector_runs_in_each_clus
 
 def test_a_triton_name_that_is_no_dns_label_gets_valid_objects_and_literal_matchers(project_copy):
     """Triton names may hold `_` and `.`: objects use the Kubernetes name, regexes match the name literally."""
-    spec = project_copy / "models" / "sentiment.yaml"
-    spec.rename(project_copy / "models" / "sentiment_v2.1.yaml")
-    spec = project_copy / "models" / "sentiment_v2.1.yaml"
-    spec.write_text(spec.read_text().replace("name: sentiment", "name: sentiment_v2.1")
-                    .replace("/sentiment\n", "/sentiment_v2.1\n").replace("/sentiment,", "/sentiment_v2.1,")
-                    .replace("/sentiment}", "/sentiment_v2.1}"))
-    stack = project_copy / "stacks" / "Pulumi.prod.yaml"
-    stack.write_text(stack.read_text().replace("sentiment]", "sentiment_v2.1]"))
+    rename_sentiment(project_copy, "sentiment_v2.1")
     plan = build_plan(load_fleet(project_copy, "prod"))
     mon = monitoring_plan(plan)
     region = plan.regions[0]
@@ -375,3 +368,15 @@ def test_a_triton_name_that_is_no_dns_label_gets_valid_objects_and_literal_match
     exprs = " ".join(r.expr for r in mon.records + mon.alerts)
     # The gateway's clusters: locally named after Triton's name, on Envoy Gateway after the route's (Kubernetes) name.
     assert f"triton-({model.kube_name}|sentiment_v2[.]1)(/.*)?" in exprs and f"triton-{model.kube_name}-[a-z0-9]+" in exprs
+
+
+def rename_sentiment(project: Path, name: str) -> None:
+    """The example's sentiment model under a Triton name Kubernetes cannot use as is (prod stack)."""
+    spec = project / "models" / "sentiment.yaml"
+    renamed = project / "models" / f"{name}.yaml"
+    spec.rename(renamed)
+    renamed.write_text(renamed.read_text().replace("name: sentiment", f"name: {name}")
+                       .replace("/sentiment\n", f"/{name}\n").replace("/sentiment,", f"/{name},")
+                       .replace("/sentiment}", f"/{name}}}"))
+    stack = project / "stacks" / "Pulumi.prod.yaml"
+    stack.write_text(stack.read_text().replace("sentiment]", f"{name}]"))

@@ -170,14 +170,9 @@ def test_the_gateway_latency_and_error_selectors_match_envoy_gateways_cluster_na
     from modelfleet.gateway.envoy_config import model_cluster
     from modelfleet.monitoring import metrics
 
-    spec = project_copy / "models" / "sentiment.yaml"
-    renamed = project_copy / "models" / "sentiment_v2.1.yaml"
-    spec.rename(renamed)
-    renamed.write_text(renamed.read_text().replace("name: sentiment", "name: sentiment_v2.1")
-                       .replace("/sentiment\n", "/sentiment_v2.1\n").replace("/sentiment,", "/sentiment_v2.1,")
-                       .replace("/sentiment}", "/sentiment_v2.1}"))
-    stack = project_copy / "stacks" / "Pulumi.prod.yaml"
-    stack.write_text(stack.read_text().replace("sentiment]", "sentiment_v2.1]"))
+    from tests.test_monitoring import rename_sentiment
+
+    rename_sentiment(project_copy, "sentiment_v2.1")
     plan = build_plan(load_fleet(project_copy, "prod"))
     mon = monitoring_plan(plan)
     assert any(mm.model != mm.kube_name for mm in mon.models)
