@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from modelfleet.gateway import keys as keyfile  # noqa: E402
+from modelfleet.gateway import native_inspect  # noqa: E402
 from modelfleet.gateway.envoy_config import EXT_PROC, LocalPorts, envoy_bootstrap  # noqa: E402
 from modelfleet.gateway.local import ENVOY_CONCURRENCY, LocalGateway, envoy_binary  # noqa: E402
 from modelfleet.gateway.plan import GatewayPlan  # noqa: E402
@@ -63,20 +64,21 @@ def plain_envoy(listen: int, admin: int, triton_http: int) -> dict:
 
 
 def without_inspection(config: dict) -> dict:
-    """The full gateway's config minus ext_proc: authentication and rate limits only."""
+    """The full gateway's config minus inspection (Envoy's fast path and ext_proc): authentication and rate limits
+    only."""
     config = copy.deepcopy(config)
     for listener in config["static_resources"]["listeners"]:
         hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-        hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != EXT_PROC]
+        hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] not in (EXT_PROC, native_inspect.FILTER)]
         for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
             route.get("typed_per_filter_config", {}).pop(EXT_PROC, None)
     return config
 
 
-def run_envoy(config: dict, workdir: Path, admin: int) -> subprocess.Popen:
+def run_envoy(config: dict, workdir: Path, admin: int, concurrency: int) -> subprocess.Popen:
     path = workdir / f"envoy-{admin}.yaml"
     path.write_text(yaml.safe_dump(config))
-    proc = subprocess.Popen([str(envoy_binary()), "-c", str(path), "--concurrency", str(ENVOY_CONCURRENCY),
+    proc = subprocess.Popen([str(envoy_binary()), "-c", str(path), "--concurrency", str(concurrency),
                              "--disable-hot-restart", "--log-level", "error"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(100):
@@ -126,6 +128,9 @@ def main() -> None:
     parser.add_argument("--stability", type=int, default=100,
                         help="perf_analyzer --stability-percentage; loose by default: the rounds' median "
                              "steadies the figures")
+    parser.add_argument("--envoy-concurrency", type=int, default=ENVOY_CONCURRENCY,
+                        help="Envoy worker threads, the same for every Envoy (the local gateway's own setting by "
+                             "default)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
         work = Path(tmp)
@@ -138,15 +143,16 @@ def main() -> None:
         api_key, _ = keyfile.create(key_path, "bench", ["infer:*"])
         header = ["-H", f"x-api-key:{api_key}"]
         with TritonServer(repository, th, tg, tm) as triton, \
-                LocalGateway(gateway_plan, ports, ROOT, "local", key_path, work / "gateway") as gateway:
+                LocalGateway(gateway_plan, ports, ROOT, "local", key_path, work / "gateway",
+                             envoy_concurrency=args.envoy_concurrency) as gateway:
             full = envoy_bootstrap(gateway_plan, ports, str(work / "audit-lean.log"), auth_folder=gateway.auth_folder)
             lean_config = without_inspection(full)
             lean_listener = lean_config["static_resources"]["listeners"][0]
             lean_listener["address"]["socket_address"]["port_value"] = lean
             lean_config["static_resources"]["listeners"] = [lean_listener]
             lean_config["admin"]["address"]["socket_address"]["port_value"] = lean_admin
-            envoys = [run_envoy(plain_envoy(plain, plain_admin, th), work, plain_admin),
-                      run_envoy(lean_config, work, lean_admin)]
+            envoys = [run_envoy(plain_envoy(plain, plain_admin, th), work, plain_admin, args.envoy_concurrency),
+                      run_envoy(lean_config, work, lean_admin, args.envoy_concurrency)]
             try:
                 # (name, url, headers, [(process, admin port)] whose CPU per request is counted)
                 service = (gateway.services["extproc"].pid, admin)
@@ -175,7 +181,7 @@ def main() -> None:
                     proc.terminate()
                     proc.wait()
     print(f"model {args.model}, HTTP, perf_analyzer time windows of {args.interval_ms} ms, Envoy "
-          f"--concurrency {ENVOY_CONCURRENCY}, one run: medians of {args.rounds} rounds over the paths in turn\n")
+          f"--concurrency {args.envoy_concurrency} (all three Envoys), one run: medians of {args.rounds} rounds over the paths in turn\n")
     print(f"{'path':<26}{'conc':>5}{'infer/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs envoy':>10}{'+p50 ms':>9}")
     base = {p.concurrency: p for p in results["plain envoy"]}
     for name, points in results.items():

@@ -79,3 +79,39 @@ def requests(draw):
     model = draw(st.sampled_from(MODELS))
     raw = draw(valid_body(model)) if draw(st.booleans()) else draw(body())
     return model, raw, draw(st.sampled_from(("", "?x=1", "")))
+
+
+def _bytes_tensor(values: list[bytes]) -> bytes:
+    """Triton's serialized BYTES tensor: each element a 4-byte little-endian length, then its bytes."""
+    return b"".join(len(v).to_bytes(4, "little") + v for v in values)
+
+
+@st.composite
+def binary_body(draw, model: str) -> bytes:
+    """The binary tensor extension (a JSON header with binary_data_size, then the raw tensor), as perf_analyzer and
+    tritonclient send it: right, or nudged in one place (size, shape, dtype, trailing bytes, element lengths)."""
+    rows = draw(st.integers(1, 4))
+    if model == "fraud-detector":
+        raw = draw(st.binary(min_size=128 * rows, max_size=128 * rows))
+        tensor = {"name": "features", "shape": [rows, 32], "datatype": "FP32"}
+    else:
+        raw = _bytes_tensor(draw(st.lists(st.binary(max_size=draw(st.sampled_from([40, 3000]))),
+                                          min_size=rows, max_size=rows)))
+        tensor = {"name": "text", "shape": [rows, 1], "datatype": "BYTES"}
+    tensor["parameters"] = {"binary_data_size": len(raw)}
+    nudge = draw(st.integers(0, 7))
+    if nudge == 1:
+        tensor["parameters"]["binary_data_size"] += draw(st.sampled_from([-4, -1, 1, 4]))
+    elif nudge == 2:
+        tensor["shape"] = draw(st.sampled_from([[rows], [rows, 31], [0, 32], [rows, 1, 1], [65, 32], [rows, 2]]))
+    elif nudge == 3:
+        tensor["datatype"] = draw(st.sampled_from(DTYPES))
+    elif nudge == 4:
+        raw += draw(st.binary(min_size=1, max_size=8))
+    elif nudge == 5:
+        raw = raw[: draw(st.integers(0, max(len(raw) - 1, 0)))]
+    doc = {"inputs": [tensor]}
+    if draw(st.booleans()):
+        doc["outputs"] = [{"name": draw(st.sampled_from(["probabilities", "scores"])),
+                           "parameters": {"binary_data": True}}]
+    return json.dumps(doc, separators=(",", ":") if draw(st.booleans()) else None).encode() + raw

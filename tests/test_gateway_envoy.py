@@ -58,8 +58,18 @@ def test_filter_order_and_fail_modes():
     # scope (both example models keep their default scope infer:<model>).
     assert names == ["modelfleet.authn", "modelfleet.keys.infer-fraud-detector", "modelfleet.keys.infer-sentiment",
                      "modelfleet.ratelimit.rps", "modelfleet.ratelimit.daily",
-                     "envoy.filters.http.buffer", "envoy.filters.http.ext_proc", "envoy.filters.http.router"]
+                     "envoy.filters.http.buffer", "modelfleet.inspect", "envoy.filters.http.ext_proc",
+                     "envoy.filters.http.router"]
+    # gRPC bodies are protobuf: the service inspects all of them, with no fast path in front.
+    grpc_names = [f["name"] for f in _hcm(config, "grpc")["http_filters"]]
+    assert grpc_names == [n for n in names if n != "modelfleet.inspect"]
     filters = {f["name"]: f for f in hcm["http_filters"]}
+    # ext_proc is skipped exactly when the fast path marked the request, a mark clients cannot send.
+    matcher = filters["envoy.filters.http.ext_proc"]["typed_config"]["xds_matcher"]["matcher_list"]["matchers"]
+    assert [m["predicate"]["single_predicate"]["input"]["typed_config"]["header_name"] for m in matcher] == [
+        "x-modelfleet-inspected"]
+    assert {"remove": "x-modelfleet-inspected"} in hcm["early_header_mutation_extensions"][0]["typed_config"][
+        "mutations"]
     for name, type_url in (("modelfleet.authn", "lua.v3.Lua"),
                            ("modelfleet.keys.infer-sentiment", "basic_auth.v3.BasicAuth")):
         source = filters[name]["config_discovery"]["config_source"]["path_config_source"]
@@ -77,6 +87,10 @@ def test_filter_order_and_fail_modes():
         assert route["metadata"]["filter_metadata"]["modelfleet.authn"] == {"scope": f"infer:{model}",
                                                                             "methods": "api-key"}
         assert "x-modelfleet-basic" in route["request_headers_to_remove"]  # the re-encoded key never reaches Triton
+        assert "x-modelfleet-inspected" in route["request_headers_to_remove"]
+        # sentiment's requests feed the drift monitor in the service: no fast path for them.
+        fast = route["metadata"]["filter_metadata"].get("modelfleet.inspect")
+        assert fast == ({"model": "fraud-detector"} if model == "fraud-detector" else None), (model, fast)
     for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
         if "name" not in route:  # health and server metadata: open, no scope for the Lua filter to check
             assert "filter_metadata" not in route.get("metadata", {})

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelfleet.canary import weights as canary_weights
-from modelfleet.gateway import native_auth
+from modelfleet.gateway import native_auth, native_inspect
 from modelfleet.gateway.plan import (
     KEY_ID_HEADER,
     MODEL_HEADER,
@@ -229,8 +229,9 @@ def _listener(kind: str, port: int, plan: GatewayPlan, audit_path: str, jwks_fil
             "name": "envoy.http.early_header_mutation.header_mutation",
             "typed_config": {
                 "@type": TYPE + "envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
-                "mutations": [{"remove": h} for h in (TENANT_HEADER, KEY_ID_HEADER, native_auth.BASIC_HEADER)]}}],
-        "http_filters": _filters(plan, jwks_file, auth_folder),
+                "mutations": [{"remove": h} for h in (TENANT_HEADER, KEY_ID_HEADER, native_auth.BASIC_HEADER,
+                                                      native_inspect.INSPECTED_HEADER)]}}],
+        "http_filters": _filters(plan, jwks_file, auth_folder, grpc),
         "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {
             "@type": TYPE + "envoy.extensions.access_loggers.file.v3.FileAccessLog",
             "path": audit_path,
@@ -275,7 +276,7 @@ def _reply_mappers() -> list[dict]:
     ]
 
 
-def _filters(plan: GatewayPlan, jwks_file: str | None, auth_folder: str) -> list[dict]:
+def _filters(plan: GatewayPlan, jwks_file: str | None, auth_folder: str, grpc: bool) -> list[dict]:
     max_body = max(r.max_request_bytes for r in plan.routes)
     filters = []
     if plan.jwt is not None:
@@ -291,7 +292,7 @@ def _filters(plan: GatewayPlan, jwks_file: str | None, auth_folder: str) -> list
             "stat_prefix": f"modelfleet_{name}"}})  # off here; each model's route turns it on with its buckets
     filters.append({"name": BUFFER, "typed_config": {
         "@type": TYPE + "envoy.extensions.filters.http.buffer.v3.Buffer", "max_request_bytes": max_body}})
-    filters.append({"name": EXT_PROC, "typed_config": {
+    ext_proc = {
         "@type": TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
         "grpc_service": {"envoy_grpc": {"cluster_name": EXTPROC_CLUSTER}, "timeout": f"{SERVICE_TIMEOUT_S}s"},
         "failure_mode_allow": False,
@@ -301,7 +302,13 @@ def _filters(plan: GatewayPlan, jwks_file: str | None, auth_folder: str) -> list
         "message_timeout": f"{plan.ext_proc_message_timeout_ms / 1000:g}s",
         "metadata_options": {"receiving_namespaces": {"untyped": ["modelfleet"]}},
         "status_on_error": {"code": 503},
-    }})
+    }
+    fast = not grpc and any(native_inspect.fast_path(r.inspection) for r in plan.routes)
+    if fast:  # the HTTP listener: Envoy vouches for plainly well-formed requests itself (native_inspect)
+        filters.append(native_inspect.lua_filter(plan))
+        filters.append(native_inspect.skip_when_inspected(EXT_PROC, ext_proc))
+    else:
+        filters.append({"name": EXT_PROC, "typed_config": ext_proc})
     filters.append({"name": "envoy.filters.http.router", "typed_config": {
         "@type": TYPE + "envoy.extensions.filters.http.router.v3.Router"}})
     return filters
@@ -368,16 +375,21 @@ def _model_route(route: RoutePlan, plan: GatewayPlan, grpc: bool) -> dict:
             "@type": TYPE + "envoy.config.route.v3.FilterConfig", "config": {}}
     for rule in route.rate_limits:
         per_filter[RATE_LIMIT_FILTER[rule.name]] = _rate_limit(rule)
+    metadata = {
+        "modelfleet": {"model": route.model, "version": str(route.version), "protocol": "grpc" if grpc else "http"},
+        native_auth.AUTHN_FILTER: native_auth.route_metadata(plan, route.auth.methods, route.auth.scope)}
+    fast_path = None if grpc else native_inspect.route_metadata(insp)
+    if fast_path:
+        metadata[native_inspect.FILTER] = fast_path
     return {
         "name": f"{route.model}/{'grpc' if grpc else 'http'}",
         "match": match,
         "route": {**_upstream(route, grpc), "timeout": "60s"},
-        "metadata": {"filter_metadata": {
-            "modelfleet": {"model": route.model, "version": str(route.version), "protocol": "grpc" if grpc else "http"},
-            native_auth.AUTHN_FILTER: native_auth.route_metadata(plan, route.auth.methods, route.auth.scope)}},
+        "metadata": {"filter_metadata": metadata},
         "typed_per_filter_config": per_filter,
-        # The key, re-encoded for basic_auth, stops here (the Lua filter already dropped x-api-key).
-        "request_headers_to_remove": [native_auth.BASIC_HEADER],
+        # The key, re-encoded for basic_auth, stops here (the Lua filter already dropped x-api-key); so does the
+        # fast path's mark.
+        "request_headers_to_remove": [native_auth.BASIC_HEADER, native_inspect.INSPECTED_HEADER],
     }
 
 

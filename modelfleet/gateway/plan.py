@@ -145,6 +145,7 @@ class InspectionPlan:
     pii_detectors: tuple[str, ...]
     fail_mode: Literal["closed", "open"]
     audit_payloads: bool
+    drift_sampled: bool = False  # the service samples this model's accepted requests for drift (monitoring)
 
     @property
     def response_body(self) -> bool:
@@ -272,6 +273,7 @@ def _route(model: ModelSpec) -> RoutePlan:
         pii_detectors=tuple(g.pii.detectors),
         fail_mode=g.fail_mode,
         audit_payloads=g.audit.payloads,
+        drift_sampled=model.monitoring.drift_detection,
     )
     return RoutePlan(
         model=model.name,
