@@ -194,8 +194,14 @@ def test_models_the_service_must_see_get_no_fast_path():
     sampled = [r.model for r in gateway.routes if r.inspection.drift_sampled]
     assert sampled == ["sentiment"]  # models/sentiment.yaml: monitoring.drift_detection
     assert native_inspect.route_metadata(gateway.route("sentiment").inspection) is None
-    payloads = replace(gateway.route("fraud-detector").inspection, audit_payloads=True)
-    assert native_inspect.route_metadata(payloads) is None
+    fraud = gateway.route("fraud-detector").inspection
+    assert native_inspect.route_metadata(replace(fraud, audit_payloads=True)) is None
+    # Skipping ext_proc skips the response phase too: a PII-filtered answer must still pass the service.
+    for mode in ("mask", "block"):
+        pii = replace(fraud, pii_mode=mode, bytes_outputs=("reply",))
+        assert pii.processing_mode["response_body_mode"] == "BUFFERED"
+        assert native_inspect.route_metadata(pii) is None
+    assert native_inspect.route_metadata(replace(fraud, pii_mode="mask")) == {"model": "fraud-detector"}
     assert native_inspect.route_metadata(gateway.route("fraud-detector").inspection) == {"model": "fraud-detector"}
 
 

@@ -311,6 +311,39 @@ PII_TEXT = ("mail jane.doe@example.com, card 4111 1111 1111 1111, iban GB82 WEST
             "ssn 123-45-6789, phone +44 20 7946 0958; order 4111 1111 1111 1112 stays")
 
 
+def test_envoy_vouches_for_plain_requests_and_the_service_judges_the_rest(stack):
+    """The fast path (native_inspect) in the whole gateway: fraud-detector's plain requests are served without a
+    call to the inspection service, audited as inspected; a valid request the fast path will not read (an escaped
+    string) and an invalid one go to the service, which serves the first and refuses the second itself."""
+    api_key = stack.key("fast-path", "infer:fraud-detector")
+
+    def service_calls() -> int:
+        _, _, text = stack.request("GET", "/stats?filter=ext_proc.streams_started", port=stack.gateway.ports.admin)
+        return sum(int(line.rsplit(": ", 1)[1]) for line in text.decode().splitlines()
+                   if line.startswith("http.gateway_http."))
+
+    before, served = service_calls(), stack.triton_count("fraud-detector")
+    ids = []
+    for rows in (1, 2, 3, 1):
+        status, headers, payload = stack.infer("fraud-detector", fraud_body(rows), api_key)
+        assert status == 200, payload
+        ids.append(headers["x-request-id"])
+    assert service_calls() == before
+    assert stack.triton_count("fraud-detector") == served + 4
+    audited = {line["request_id"]: line for line in stack.audit_lines(*ids)}
+    assert [(audited[i]["decision"], audited[i]["reason"], audited[i]["status"]) for i in ids] == [
+        ("allow", "inspected", 200)] * 4
+    escaped = json.dumps({"id": "caf\u00e9", **fraud_body()}).encode()
+    assert b"\\u00e9" in escaped
+    assert stack.infer("fraud-detector", escaped, api_key)[0] == 200
+    assert service_calls() == before + 1
+    wrong = {"inputs": [{**fraud_body()["inputs"][0], "datatype": "FP64"}]}
+    status, _, payload = stack.infer("fraud-detector", wrong, api_key)
+    assert status == 400 and json.loads(payload)["code"] == "dtype_mismatch", payload
+    assert service_calls() == before + 2
+    assert stack.triton_count("fraud-detector") == served + 5
+
+
 def test_pii_is_masked_in_json_binary_and_grpc_answers(stack):
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
@@ -476,8 +509,11 @@ def test_ext_proc_down_follows_each_models_fail_mode(stack):
     api_key = stack.key("failmode", "infer:sentiment", "infer:fraud-detector")
     stack.gateway.stop_service("extproc", signal.SIGKILL)
     try:
-        # fraud-detector declares fail_mode: open: served, uninspected (Triton itself now judges the tensors).
+        # fraud-detector declares fail_mode: open. Its plain requests Envoy inspects itself (native_inspect); one
+        # the fast path leaves to the service (an escaped string) is served uninspected: Triton judges the tensors.
         assert stack.infer("fraud-detector", fraud_body(), api_key)[0] == 200
+        escaped = json.dumps({"id": "caf\\u00e9", **fraud_body()}).encode()
+        assert stack.infer("fraud-detector", escaped, api_key)[0] == 200
         # sentiment keeps the default, closed: refused while the inspection service is down.
         status, _, payload = stack.infer("sentiment", sentiment_body("hi"), api_key)
         assert status == 503, payload
