@@ -283,7 +283,9 @@ class GatewaySpec(Strict):
     inspection: InspectionSpec = InspectionSpec()
     pii: PiiSpec = PiiSpec()
     fail_mode: Literal["closed", "open"] = Field(
-        "closed", description="When the inspection service is down: closed refuses (503), open serves uninspected.")
+        "closed", description="When the inspection service is down, for the requests it must judge (locally, plain "
+                              "HTTP requests Envoy vouches for itself never reach it: modelfleet.gateway."
+                              "native_inspect): closed refuses (503), open serves them uninspected.")
     audit: AuditSpec = AuditSpec()
 
     @field_validator("auth", mode="before")

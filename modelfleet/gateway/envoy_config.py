@@ -8,7 +8,9 @@ Filter chain, in order (each step only what it must do; authentication never lea
      only on the scope's routes)  [native_auth.py]
   -> local_ratelimit "rps", then "daily" (one token bucket per tenant and model; one Envoy process, so local
      limits are exact: the same buckets the cloud's Redis-backed global limit keeps)
-  -> buffer (the model's body limit) -> ext_proc (our service: tensors, BYTES limits, deny patterns, PII;
+  -> buffer (the model's body limit) -> modelfleet.inspect (HTTP: Envoy vouches for plainly well-formed requests
+     itself and marks them; never refuses) [native_inspect.py]
+  -> ext_proc, skipped for marked requests (our service: tensors, BYTES limits, deny patterns, PII; every refusal;
      the model's fail mode) -> router.
 The audit log is Envoy's access log: one JSON line per request, whoever answered it.
 """
@@ -410,5 +412,7 @@ def _rate_limit(rule: RateLimitRule) -> dict:
         "max_dynamic_descriptors": MAX_TENANT_BUCKETS,
         "response_headers_to_add": [{"append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
                                      "header": {"key": "retry-after", "value": str(rule.retry_after_s)}}],
-        "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+        # No x-ratelimit-* headers: Envoy adds them to every answer, not only to refusals, and they cost about
+        # 17 us of Envoy CPU per request here — a quarter of plain Envoy's whole cost, and 67% -> 92% of its
+        # throughput at concurrency 16 without them (ADR 0005). A refused client gets Retry-After.
     }

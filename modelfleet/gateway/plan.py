@@ -31,7 +31,7 @@ CLOUD_TLS_PORT = 443
 # Envoy waits this long for one ext_proc answer before applying the fail mode; a stuck service must not hang
 # clients (measured: a buffered body round trip costs well under 10 ms here).
 EXT_PROC_MESSAGE_TIMEOUT_MS = 500
-# Retry-After for the per-second limit; the daily quota says when its window refills (x-ratelimit-reset).
+# Retry-After for the per-second limit; the daily quota's is a day (SECONDS_PER_DAY).
 RETRY_AFTER_RPS_S = 1
 SECONDS_PER_DAY = 86_400
 # Audit line fields, in order. No payloads unless the model's spec asks (audit.payloads).
