@@ -81,7 +81,7 @@ def requests(draw):
     return model, raw, draw(st.sampled_from(("", "?x=1", "")))
 
 
-def _bytes_tensor(values: list[bytes]) -> bytes:
+def bytes_tensor(values: list[bytes]) -> bytes:
     """Triton's serialized BYTES tensor: each element a 4-byte little-endian length, then its bytes."""
     return b"".join(len(v).to_bytes(4, "little") + v for v in values)
 
@@ -95,7 +95,7 @@ def binary_body(draw, model: str) -> bytes:
         raw = draw(st.binary(min_size=128 * rows, max_size=128 * rows))
         tensor = {"name": "features", "shape": [rows, 32], "datatype": "FP32"}
     else:
-        raw = _bytes_tensor(draw(st.lists(st.binary(max_size=draw(st.sampled_from([40, 3000]))),
+        raw = bytes_tensor(draw(st.lists(st.binary(max_size=draw(st.sampled_from([40, 3000]))),
                                           min_size=rows, max_size=rows)))
         tensor = {"name": "text", "shape": [rows, 1], "datatype": "BYTES"}
     tensor["parameters"] = {"binary_data_size": len(raw)}

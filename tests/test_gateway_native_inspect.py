@@ -30,7 +30,7 @@ from modelfleet.gateway.plan import InspectionPlan, TensorRule
 from modelfleet.loader import load_fleet
 from modelfleet.plan import build_plan
 from modelfleet.triton.runtime import free_ports
-from tests.gateway_strategies import binary_body, body, valid_body
+from tests.gateway_strategies import binary_body, body, bytes_tensor, valid_body
 
 PROJECT = Path(__file__).resolve().parent.parent
 MODELS = ("fraud-detector", "sentiment", "sentiment-open", "any-shape", "unchecked")
@@ -142,8 +142,7 @@ def near_valid(draw, plan: InspectionPlan) -> bytes:
                                    min_size=count, max_size=count))
         tensor = {"name": rule.name, "shape": shape, "datatype": dtype}
         if draw(st.booleans()):
-            raw = (b"".join(len(v).to_bytes(4, "little") + v for v in values) if dtype == "BYTES"
-                   else bytes(count * DTYPE_SIZE[dtype]))
+            raw = bytes_tensor(values) if dtype == "BYTES" else bytes(count * DTYPE_SIZE[dtype])
             size = len(raw) + (draw(st.sampled_from([-1, 1])) if draw(st.integers(0, 7)) == 0 else 0)
             tensor["parameters"] = {"binary_data_size": size}
             binary += raw

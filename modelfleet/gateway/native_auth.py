@@ -118,7 +118,7 @@ def lua_source(records: dict[str, KeyRecord]) -> str:
 
 _LUA_BODY = r"""
 -- The audit line reads tenant and key id from the request headers (a refused request's too), and the reason of
--- a refusal from this filter's metadata: one metadata write on refusals only, none on the hot path.
+-- a refusal from this filter's metadata (envoy_config.audit_loggers).
 -- Clients' copies of these headers are gone before any filter (the listener's early header mutation).
 local function deny(h, headers, status, reason, message, tenant, key_id)
   if tenant then headers:replace(TENANT, tenant) end
@@ -128,9 +128,11 @@ local function deny(h, headers, status, reason, message, tenant, key_id)
             '{"error": "' .. message .. '", "code": "' .. reason .. '"}')
 end
 
-local function allow(headers, tenant, key_id)
+-- The audit line of an answered request that nothing inspected reads this instead of evaluating an expression.
+local function allow(h, headers, tenant, key_id)
   headers:replace(TENANT, tenant)
   headers:replace(KEY_ID, key_id)
+  h:streamInfo():dynamicMetadata():set(NS, "decision", "allow")
 end
 
 local function granted(claim, scope)
@@ -166,7 +168,7 @@ function envoy_on_request(h)
         return deny(h, headers, 403, "scope_denied", "the token lacks scope " .. scope, tostring(tenant), key_id)
       end
       headers:remove(API_KEY)
-      return allow(headers, tostring(tenant), key_id)
+      return allow(h, headers, tostring(tenant), key_id)
     end
   end
   local key = headers:get(API_KEY)
@@ -190,7 +192,7 @@ function envoy_on_request(h)
       return deny(h, headers, 403, "scope_denied", "the API key does not grant " .. scope, rec.tenant, key_id)
     end
     headers:replace(BASIC, "Basic " .. h:base64Escape(key_id .. ":" .. key))
-    return allow(headers, rec.tenant, key_id)
+    return allow(h, headers, rec.tenant, key_id)
   end
   local wanted = "a bearer token"
   if by_key and methods:find("jwt", 1, true) then

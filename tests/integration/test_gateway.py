@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -392,13 +393,20 @@ def test_audit_lines_are_complete_and_free_of_secrets(stack):
     }.items():
         status, headers, _ = stack.infer(model, body, key)
         ids[name] = (headers["x-request-id"], status)
+    # Authenticated and answered, but nothing to inspect (no body): the authentication filter's metadata decides.
+    status, headers, _ = stack.request("GET", "/v2/models/sentiment", None, {"x-api-key": api_key})
+    ids["metadata"] = (headers["x-request-id"], status)
     lines = stack.audit_lines(*(request_id for request_id, _ in ids.values()))
     by_id = {line["request_id"]: line for line in lines}
+    # Three access loggers split the requests between them (envoy_config.audit_loggers): one line each, never two.
+    written = Counter(line["request_id"] for line in lines)
+    assert {name: written[request_id] for name, (request_id, _) in ids.items()} == {name: 1 for name in ids}
     key_id = api_key.split("_")[1]
     expect = {"allowed": ("allow", "inspected", "audit", key_id), "denied": ("deny", "denied_pattern", "audit", key_id),
               # No identity: null, as in the cloud's audit line (both read the gateway's identity headers).
               "unauthenticated": ("deny", "missing_credentials", None, None),
-              "masked": ("mask", "pii_masked:email", "audit", key_id)}
+              "masked": ("mask", "pii_masked:email", "audit", key_id),
+              "metadata": ("allow", "via_upstream", "audit", key_id)}
     for name, (request_id, status) in ids.items():
         line = by_id[request_id]
         assert set(AUDIT_FIELDS) <= set(line), line
