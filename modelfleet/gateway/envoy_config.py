@@ -119,17 +119,21 @@ def audit_format(plan: GatewayPlan, decision: str, reason: str) -> dict:
     return fields
 
 
-# Who decided, for the audit line. Answered requests (status < 400) that an inspection judged, or that only the
-# authentication filter saw, read plain metadata; everything else — Envoy's own refusals, Triton's errors, open
-# routes — evaluates expressions over the response details. A CEL expression costs about 15 us per request here,
-# a fifth of a plain Envoy's whole cost (ADR 0005), so the common answers do without. The three loggers share one
-# file (Envoy opens a path once) and their filters split the requests: exactly one line each.
+# Who decided, for the audit line. Answered requests (status < 400) that an inspection judged read its metadata;
+# answered requests that only authentication saw (its tenant header is set; clients' copies never get that far)
+# say so plainly; everything else — Envoy's own refusals, Triton's errors, open routes — evaluates expressions over
+# the response details. A CEL field costs about 15 us per request here, a fifth of a plain Envoy's whole cost
+# (ADR 0005), so the common answers do without. The three loggers share one file (Envoy opens a path once) and
+# their filters split the requests: exactly one line each.
 _INSPECTED = {"filter": "modelfleet", "path": [{"key": "decision"}], "value": {"present_match": True}}
-_AUTHENTICATED = {"filter": native_auth.AUTHN_FILTER, "path": [{"key": "decision"}], "value": {"present_match": True}}
 _CEL_DECISION = (f"%CEL({_MF} ? {_MF_MAP}.decision : "
                  "(response.code_details == 'via_upstream' ? 'allow' : 'deny'))%")
 _CEL_REASON = (f"%CEL({_MF} ? {_MF_MAP}.reason : ({_AUTHN_REASON} ? {_AUTHN_MAP}.reason : "
                f"(response.code_details == '{BASIC_AUTH_DENIED}' ? 'unknown_key' : response.code_details)))%")
+
+
+def _authenticated(present: bool) -> dict:
+    return {"header_filter": {"header": {"name": TENANT_HEADER, "present_match": True, "invert_match": not present}}}
 
 
 def _has(matcher: dict) -> dict:
@@ -154,10 +158,10 @@ def audit_loggers(plan: GatewayPlan, audit_path: str) -> list[dict]:
     splits = (
         ({"and_filter": {"filters": [answered, _has(_INSPECTED)]}},
          "%DYNAMIC_METADATA(modelfleet:decision)%", "%DYNAMIC_METADATA(modelfleet:reason)%"),
-        ({"and_filter": {"filters": [answered, _lacks(_INSPECTED), _has(_AUTHENTICATED)]}},
+        ({"and_filter": {"filters": [answered, _lacks(_INSPECTED), _authenticated(True)]}},
          "allow", "%RESPONSE_CODE_DETAILS%"),
         ({"or_filter": {"filters": [_status("GE", 400),
-                                    {"and_filter": {"filters": [_lacks(_INSPECTED), _lacks(_AUTHENTICATED)]}}]}},
+                                    {"and_filter": {"filters": [_lacks(_INSPECTED), _authenticated(False)]}}]}},
          _CEL_DECISION, _CEL_REASON),
     )
     return [{"name": "envoy.access_loggers.file", "filter": only, "typed_config": {

