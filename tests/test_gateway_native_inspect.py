@@ -55,7 +55,9 @@ def plan():
     any_shape = replace(fraud, model="any-shape", inspection=replace(
         fraud.inspection, model="any-shape", max_batch_size=0, inputs=(
             TensorRule("features", "FP32", (-1, 4)), TensorRule("mask", "BOOL", (-1,), optional=True),
-            TensorRule("tags", "BYTES", (-1,), optional=True)), max_elements=12))
+            TensorRule("tags", "BYTES", (-1,), optional=True),
+            # Names may be any non-blank text (spec.TENSOR_NAME): the generated Lua must still load.
+            TensorRule('wëird"\\name\'', "FP32", (1,), optional=True)), max_elements=12))
     unchecked = replace(fraud, model="unchecked",
                         inspection=replace(fraud.inspection, model="unchecked", check_tensors=False))
     return replace(gateway, routes=routes + (open_copy, any_shape, unchecked))

@@ -186,6 +186,8 @@ def test_the_gateway_sets_tenant_and_key_id_and_strips_the_key(stack):
     status, headers, _ = stack.request("POST", "/v2/models/sentiment/infer", sentiment_body("ok"),
                                        {"x-api-key": api_key, TENANT_HEADER: "tenant-b", KEY_ID_HEADER: "forged"})
     assert status == 200
+    # Rate-limit headers only where they matter (Retry-After on a 429), not on every answer (ADR 0005).
+    assert not [h for h in headers if h.startswith("x-ratelimit")], headers
     [line] = [a for a in stack.audit_lines(headers["x-request-id"]) if a["request_id"] == headers["x-request-id"]]
     assert (line["tenant"], line["key_id"]) == ("tenant-a", api_key.split("_")[1])
 
@@ -341,7 +343,10 @@ def test_envoy_vouches_for_plain_requests_and_the_service_judges_the_rest(stack)
     wrong = {"inputs": [{**fraud_body()["inputs"][0], "datatype": "FP64"}]}
     status, _, payload = stack.infer("fraud-detector", wrong, api_key)
     assert status == 400 and json.loads(payload)["code"] == "dtype_mismatch", payload
-    assert service_calls() == before + 2
+    # A client cannot send the fast path's mark itself: the same request is still judged by the service.
+    status, _, payload = stack.infer("fraud-detector", wrong, api_key, **{"x-modelfleet-inspected": "envoy"})
+    assert status == 400 and json.loads(payload)["code"] == "dtype_mismatch", payload
+    assert service_calls() == before + 3
     assert stack.triton_count("fraud-detector") == served + 5
 
 
@@ -396,6 +401,9 @@ def test_audit_lines_are_complete_and_free_of_secrets(stack):
     # Authenticated and answered, but nothing to inspect (no body): the authentication filter's metadata decides.
     status, headers, _ = stack.request("GET", "/v2/models/sentiment", None, {"x-api-key": api_key})
     ids["metadata"] = (headers["x-request-id"], status)
+    # An open route: no credentials, nothing inspected.
+    status, headers, _ = stack.request("GET", "/v2/health/ready")
+    ids["health"] = (headers["x-request-id"], status)
     lines = stack.audit_lines(*(request_id for request_id, _ in ids.values()))
     by_id = {line["request_id"]: line for line in lines}
     # Three access loggers split the requests between them (envoy_config.audit_loggers): one line each, never two.
@@ -406,14 +414,19 @@ def test_audit_lines_are_complete_and_free_of_secrets(stack):
               # No identity: null, as in the cloud's audit line (both read the gateway's identity headers).
               "unauthenticated": ("deny", "missing_credentials", None, None),
               "masked": ("mask", "pii_masked:email", "audit", key_id),
-              "metadata": ("allow", "via_upstream", "audit", key_id)}
+              "metadata": ("allow", "via_upstream", "audit", key_id),
+              "health": ("allow", "via_upstream", None, None)}
     for name, (request_id, status) in ids.items():
         line = by_id[request_id]
         assert set(AUDIT_FIELDS) <= set(line), line
         decision, reason, tenant, kid = expect[name]
         assert (line["decision"], line["reason"], line["tenant"], line["key_id"], line["status"]) == \
             (decision, reason, tenant, kid, status), (name, line)
-        assert line["model"] in ("sentiment", "notes") and line["version"] == "1" and line["latency_ms"] >= 0
+        assert line["latency_ms"] >= 0
+        if name == "health":  # an open route belongs to no model
+            assert line["model"] is None, line
+        else:
+            assert line["model"] in ("sentiment", "notes") and line["version"] == "1", line
     # Payloads only where the spec asks (notes: audit.payloads true), never elsewhere.
     assert "payload" in by_id[ids["masked"][0]] and by_id[ids["masked"][0]]["payload"]
     assert by_id[ids["allowed"][0]].get("payload") in (None, "-")
