@@ -8,11 +8,20 @@ gateway without inspection (auth + rate limit, all inside Envoy), and with inspe
 Targets (issue 11): the full gateway without inspection adds <= 0.5 ms p50 at concurrency 1 and keeps >= 85% of
 plain Envoy's throughput at concurrency 16; with inspection <= 2 ms p50 and >= 60%. One run on a shared machine:
 compare the rows with each other, not with published numbers.
+
+Placement (`--placement`): by default Triton and its Python-backend stubs run on half the CPUs and everything else
+(perf_analyzer, the Envoys, the inspection service) on the other half, as in the cloud, where the gateway's pods
+cannot land on the tainted GPU nodes. On two cores that makes the load generator and the proxy the bottleneck at
+concurrency 16, so the throughput ratio is decided by the proxy's CPU per request (plus perf_analyzer's own,
+the same for every path), and it repeats within a few percent. `--placement shared` lets every process use every
+CPU: the ratio then mostly measures how Triton's dynamic batcher reacts to the proxy taking CPU from it, and moved
+between 67% and 98% from run to run (README).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import os
 import statistics
@@ -31,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from modelfleet.gateway import keys as keyfile  # noqa: E402
 from modelfleet.gateway import native_inspect  # noqa: E402
-from modelfleet.gateway.envoy_config import EXT_PROC, LocalPorts, envoy_bootstrap  # noqa: E402
+from modelfleet.gateway.envoy_config import BUFFER, EXT_PROC, LocalPorts, envoy_bootstrap  # noqa: E402
 from modelfleet.gateway.local import ENVOY_CONCURRENCY, LocalGateway, envoy_binary  # noqa: E402
 from modelfleet.gateway.plan import GatewayPlan  # noqa: E402
 from modelfleet.loader import load_fleet  # noqa: E402
@@ -64,14 +73,16 @@ def plain_envoy(listen: int, admin: int, triton_http: int) -> dict:
 
 
 def without_inspection(config: dict) -> dict:
-    """The full gateway's config minus inspection (Envoy's fast path and ext_proc): authentication and rate limits
-    only."""
+    """The full gateway's config minus inspection: no fast path, no ext_proc, and no body buffer (the body size
+    limit is one of inspection's checks in issue 11). Authentication, rate limits and the audit log only."""
     config = copy.deepcopy(config)
+    inspection = (EXT_PROC, native_inspect.FILTER, BUFFER)
     for listener in config["static_resources"]["listeners"]:
         hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-        hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] not in (EXT_PROC, native_inspect.FILTER)]
+        hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] not in inspection]
         for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
-            route.get("typed_per_filter_config", {}).pop(EXT_PROC, None)
+            for name in inspection:
+                route.get("typed_per_filter_config", {}).pop(name, None)
     return config
 
 
@@ -89,6 +100,51 @@ def run_envoy(config: dict, workdir: Path, admin: int, concurrency: int) -> subp
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError("envoy did not start")
+
+
+@contextlib.contextmanager
+def cpus(allowed: set[int]):
+    """Processes started inside run on `allowed` CPUs only: a child inherits the affinity of the thread that forks it,
+    and its own threads and children (Triton's Python-backend stubs) inherit it in turn."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, allowed)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def placement(name: str) -> tuple[set[int], set[int]]:
+    """(Triton's CPUs, everyone else's) for a placement: `split` gives Triton its own half of the machine's CPUs,
+    as in the cloud, where the gateway runs on other nodes than Triton's GPU nodes (tainted, ADR 0005); `shared`
+    lets every process run on every CPU."""
+    every = sorted(os.sched_getaffinity(0))
+    if name == "shared":
+        return set(every), set(every)
+    if len(every) < 2:
+        raise SystemExit("--placement split needs two CPUs; use --placement shared")
+    half = len(every) // 2
+    return set(every[half:]), set(every[:half])
+
+
+def allowed_cpus(pid: int) -> str:
+    """The CPUs a process and its children (Triton's Python-backend stubs) may run on, as the kernel reports them:
+    the printed layout is what ran, not what was asked for."""
+    pids = [pid] + [int(stat.parent.name) for stat in Path("/proc").glob("[0-9]*/stat")
+                    if _parent(stat) == pid]
+    lists = set()
+    for each in pids:
+        for line in Path(f"/proc/{each}/status").read_text().splitlines():
+            if line.startswith("Cpus_allowed_list:"):
+                lists.add(line.split(":", 1)[1].strip())
+    return " / ".join(sorted(lists))
+
+
+def _parent(stat: Path) -> int | None:
+    try:
+        return int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def cpu_s(pid: int) -> float:
@@ -128,6 +184,9 @@ def main() -> None:
     parser.add_argument("--stability", type=int, default=100,
                         help="perf_analyzer --stability-percentage; loose by default: the rounds' median "
                              "steadies the figures")
+    parser.add_argument("--placement", choices=["split", "shared"], default="split",
+                        help="split: Triton on half the CPUs, the load generator and every proxy on the other half "
+                             "(the cloud's layout); shared: everything on every CPU")
     parser.add_argument("--envoy-concurrency", type=int, default=ENVOY_CONCURRENCY,
                         help="Envoy worker threads, the same for every Envoy (the local gateway's own setting by "
                              "default)")
@@ -142,9 +201,13 @@ def main() -> None:
         key_path = work / "keys.json"
         api_key, _ = keyfile.create(key_path, "bench", ["infer:*"])
         header = ["-H", f"x-api-key:{api_key}"]
-        with TritonServer(repository, th, tg, tm) as triton, \
-                LocalGateway(gateway_plan, ports, ROOT, "local", key_path, work / "gateway",
-                             envoy_concurrency=args.envoy_concurrency) as gateway:
+        triton_cpus, client_cpus = placement(args.placement)
+        with contextlib.ExitStack() as stack:
+            with cpus(triton_cpus):
+                triton = stack.enter_context(TritonServer(repository, th, tg, tm))
+            stack.enter_context(cpus(client_cpus))
+            gateway = stack.enter_context(LocalGateway(gateway_plan, ports, ROOT, "local", key_path, work / "gateway",
+                                                       envoy_concurrency=args.envoy_concurrency))
             full = envoy_bootstrap(gateway_plan, ports, str(work / "audit-lean.log"), auth_folder=gateway.auth_folder)
             lean_config = without_inspection(full)
             lean_listener = lean_config["static_resources"]["listeners"][0]
@@ -153,6 +216,8 @@ def main() -> None:
             lean_config["admin"]["address"]["socket_address"]["port_value"] = lean_admin
             envoys = [run_envoy(plain_envoy(plain, plain_admin, th), work, plain_admin, args.envoy_concurrency),
                       run_envoy(lean_config, work, lean_admin, args.envoy_concurrency)]
+            layout = (f"Triton (and its stubs) on CPUs {allowed_cpus(triton.process.pid)}, perf_analyzer, the Envoys "
+                      f"and the inspection service on {allowed_cpus(gateway.envoy.pid)}")
             try:
                 # (name, url, headers, [(process, admin port)] whose CPU per request is counted)
                 service = (gateway.services["extproc"].pid, admin)
@@ -181,7 +246,8 @@ def main() -> None:
                     proc.terminate()
                     proc.wait()
     print(f"model {args.model}, HTTP, perf_analyzer time windows of {args.interval_ms} ms, Envoy "
-          f"--concurrency {args.envoy_concurrency} (all three Envoys), one run: medians of {args.rounds} rounds over the paths in turn\n")
+          f"--concurrency {args.envoy_concurrency} (all three Envoys), one run: medians of {args.rounds} rounds over the paths in turn")
+    print(f"placement {args.placement}: {layout}\n")
     print(f"{'path':<26}{'conc':>5}{'infer/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs envoy':>10}{'+p50 ms':>9}")
     base = {p.concurrency: p for p in results["plain envoy"]}
     for name, points in results.items():
@@ -190,11 +256,12 @@ def main() -> None:
             added = p.p50_latency_ms - base[p.concurrency].p50_latency_ms
             print(f"{name:<26}{p.concurrency:>5}{p.throughput_infer_per_s:>10.1f}{p.p50_latency_ms:>9.2f}"
                   f"{p.p99_latency_ms:>9.2f}{ratio:>9.0%}{added:>+9.2f}")
-    print("\nCPU per request (user + system, /proc, median of the rounds; fewer cycles per request is what leaves "
-          "the machine's two cores to Triton):")
+    print("\nCPU per request (user + system, /proc, median of the rounds): what each proxy costs, whatever the layout")
+    plain_cpu = statistics.median(cpu_us[("plain envoy", envoys[0].pid)])
     for (name, pid), values in cpu_us.items():
         who = "inspection service" if pid == service[0] else "envoy"
-        print(f"  {name:<26}{who:<20}{statistics.median(values):>8.0f} us")
+        spent = statistics.median(values)
+        print(f"  {name:<26}{who:<20}{spent:>8.0f} us{spent / plain_cpu:>8.2f}x plain Envoy's")
     low, high = min(args.concurrency), max(args.concurrency)
     for name, p50_target, tput_target in (("gateway: auth+ratelimit", 0.5, 0.85), ("gateway: +inspection", 2.0, 0.60)):
         at = {p.concurrency: p for p in results[name]}
