@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import multiprocessing
 import os
 import stat
 import subprocess
@@ -164,6 +165,34 @@ def test_key_files_hold_live_keys_per_scope_and_never_a_key(tmp_path):
     empty = native_auth.documents({}, {"infer:sentiment": False})
     assert empty["modelfleet.keys.infer-sentiment.yaml"]["resources"][0]["typed_config"]["users"] == {
         "inline_string": native_auth.NOBODY + "\n"}
+
+
+def _create_keys(path: str, count: int) -> None:
+    for _ in range(count):
+        keyfile.create(Path(path), "acme", ["infer:sentiment"])
+
+
+def test_keys_created_at_once_from_many_processes_are_all_kept(tmp_path):
+    """`keys create` in two shells at once: every printed key must stay valid (read, modify, write under a lock)."""
+    path = tmp_path / "api-keys.json"
+    native_auth.sync(path, {"infer:sentiment": False})  # as a running gateway leaves it: its files follow every change
+    writers, each = 6, 5
+    processes = [multiprocessing.get_context("fork").Process(target=_create_keys, args=(str(path), each))
+                 for _ in range(writers)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+    assert [p.exitcode for p in processes] == [0] * writers
+    key_ids = set(keyfile.load(path))
+    assert len(key_ids) == writers * each
+    folder = native_auth.auth_dir(path)
+    users = yaml.safe_load((folder / "modelfleet.keys.infer-sentiment.yaml").read_text())[
+        "resources"][0]["typed_config"]["users"]["inline_string"]
+    assert {line.split(":")[0] for line in users.split()} == key_ids
+    table = yaml.safe_load((folder / "modelfleet.authn.yaml").read_text())["resources"][0]["typed_config"][
+        "default_source_code"]["inline_string"]
+    assert all(f'["{key_id}"]' in table for key_id in key_ids)
 
 
 def test_keys_cli_stores_hashes_only_in_a_private_file(tmp_path):

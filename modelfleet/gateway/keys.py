@@ -8,7 +8,9 @@ SecurityPolicy reads (client id `tenant.key_id`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import re
@@ -35,6 +37,21 @@ def key_file(root: Path, stack: str) -> Path:
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    """One writer of the key file (and of the files Envoy watches) at a time. Every change is read, modify, write:
+    two `keys create` at once would each save the file they read, and one new key would vanish after it was
+    printed. An advisory lock on a file beside it, held until the change is saved and synced; the kernel drops it
+    if the process dies."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path.parent / f".{path.name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def load(path: Path) -> dict[str, KeyRecord]:
@@ -65,21 +82,23 @@ def create(path: Path, tenant: str, scopes: list[str], expires: str | None = Non
     bad = [s for s in scopes if not SCOPE.match(s)]
     if bad or not scopes:
         raise KeyError_(f"scope {bad[0] if bad else '(none)'!r}: write infer:<model> or infer:*")
-    records = load(path)
     key_id = secrets.token_hex(KEY_ID_HEX // 2)
     api_key = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
     record = KeyRecord(key_id=key_id, tenant=tenant, scopes=tuple(scopes), hash=key_hash(api_key),
                        created=_now(), expires=expires)
-    records[key_id] = record
-    save(path, records)
+    with locked(path):
+        records = load(path)
+        records[key_id] = record
+        save(path, records)
     return api_key, record
 
 
 def revoke(path: Path, key_id: str, tenant: str | None = None) -> KeyRecord:
-    records = load(path)
-    record = records.get(key_id)
-    if record is None or (tenant is not None and record.tenant != tenant):
-        raise KeyError_(f"no key {key_id!r}" + (f" for tenant {tenant!r}" if tenant else "") + f" in {path}")
-    records[key_id] = replace(record, revoked=record.revoked or _now())
-    save(path, records)
+    with locked(path):
+        records = load(path)
+        record = records.get(key_id)
+        if record is None or (tenant is not None and record.tenant != tenant):
+            raise KeyError_(f"no key {key_id!r}" + (f" for tenant {tenant!r}" if tenant else "") + f" in {path}")
+        records[key_id] = replace(record, revoked=record.revoked or _now())
+        save(path, records)
     return records[key_id]

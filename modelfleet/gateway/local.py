@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from modelfleet.gateway import native_auth
+from modelfleet.gateway import keys, native_auth
 from modelfleet.gateway.envoy_config import LocalPorts, envoy_bootstrap
 from modelfleet.gateway.plan import GatewayPlan
 
@@ -86,7 +86,8 @@ class LocalGateway:
 
     def write_auth(self) -> None:
         """The key filters' files, from the key file, for this plan's scopes (Envoy reads them at start)."""
-        native_auth.sync(self.key_path, native_auth.scope_filters(self.plan))
+        with keys.locked(self.key_path):  # not halfway through a `keys create` in another shell
+            native_auth.sync(self.key_path, native_auth.scope_filters(self.plan))
 
     def write_config(self) -> Path:
         self.write_auth()
