@@ -101,7 +101,9 @@ def audit_format(plan: GatewayPlan, decision: str, reason: str) -> dict:
         "tenant": f"%REQ({TENANT_HEADER})%",
         "key_id": f"%REQ({KEY_ID_HEADER})%",
         "model": "%METADATA(ROUTE:modelfleet:model)%",
-        "version": "%METADATA(ROUTE:modelfleet:version)%",
+        # The chosen cluster's (HCM picks a weighted cluster when it resolves the route, before any filter runs, so
+        # refused requests name the version they would have reached too).
+        "version": "%CLUSTER_METADATA(modelfleet:version)%",
         "protocol": "%METADATA(ROUTE:modelfleet:protocol)%",
         "method": "%REQ(:METHOD)%",
         "path": "%REQ(:PATH)%",
@@ -188,9 +190,11 @@ def envoy_bootstrap(plan: GatewayPlan, ports: LocalPorts, audit_path: str, jwks_
                 _cluster("triton_grpc", ports.triton_grpc, http2=True),
                 # One cluster per model and protocol, named as Envoy Gateway's clusters end (route triton-<model>),
                 # so Envoy's per-cluster stats carry the model: the SLO metrics (modelfleet.monitoring.metrics).
-                *(_cluster(model_cluster(r.model, grpc), ports.triton_grpc if grpc else ports.triton_http, http2=grpc)
+                *(_cluster(model_cluster(r.model, grpc), ports.triton_grpc if grpc else ports.triton_http, http2=grpc,
+                           version=r.version)
                   for r in plan.routes for grpc in (False, True)),
-                *(_cluster(canary_cluster(r.model, grpc), _canary_port(ports, grpc), http2=grpc)
+                *(_cluster(canary_cluster(r.model, grpc), _canary_port(ports, grpc), http2=grpc,
+                           version=r.canary_version)
                   for r in plan.routes if r.canary_version is not None for grpc in (False, True)),
                 _cluster(EXTPROC_CLUSTER, ports.extproc, http2=True),
             ],
@@ -239,7 +243,7 @@ def _addr(port: int) -> dict:
     return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
 
 
-def _cluster(name: str, port: int, http2: bool) -> dict:
+def _cluster(name: str, port: int, http2: bool, version: int | None = None) -> dict:
     cluster = {
         "name": name,
         "type": "STATIC",
@@ -249,6 +253,10 @@ def _cluster(name: str, port: int, http2: bool) -> dict:
         # Defaults (1024 pending/active) are what a single Triton takes; no retries: inference is not idempotent
         # enough to repeat behind a client's back.
     }
+    if version is not None:
+        # The model version this cluster's Triton serves, for the audit line: with a canary the route's weighted
+        # choice of cluster, not the route, says which version a request went to.
+        cluster["metadata"] = {"filter_metadata": {"modelfleet": {"version": str(version)}}}
     if http2:
         cluster["typed_extension_protocol_options"] = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {

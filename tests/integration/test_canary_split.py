@@ -11,6 +11,7 @@ import json
 import math
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +100,7 @@ def test_http_requests_split_by_weight_per_triton_version_counters(split_stack):
     before_stable, before_canary = _counters(split_stack["stable_metrics"]), _counters(split_stack["canary_metrics"])
     body = json.dumps({"inputs": [{"name": "features", "shape": [1, 32], "datatype": "FP32", "data": [0.5] * 32}]})
     conn = http.client.HTTPConnection("127.0.0.1", split_stack["gateway"].ports.http, timeout=10)
-    statuses = []
+    statuses, request_ids = [], []
     try:
         for _ in range(HTTP_REQUESTS):
             conn.request("POST", f"/v2/models/{MODEL}/infer", body=body,
@@ -107,6 +108,7 @@ def test_http_requests_split_by_weight_per_triton_version_counters(split_stack):
             response = conn.getresponse()
             response.read()
             statuses.append(response.status)
+            request_ids.append(response.getheader("x-request-id"))
     finally:
         conn.close()
     assert statuses.count(200) == HTTP_REQUESTS, sorted(set(statuses))
@@ -118,6 +120,20 @@ def test_http_requests_split_by_weight_per_triton_version_counters(split_stack):
     ok, why = _within_binomial(to_canary, HTTP_REQUESTS, PERCENT)
     print(why)
     assert ok, why
+    # The audit line names the version that answered: its counts are the two Tritons' own.
+    audited = _audit_versions(split_stack["gateway"].audit_path, set(request_ids))
+    assert audited == {str(STABLE): to_stable, str(CANARY): to_canary}, (audited, to_stable, to_canary)
+
+
+def _audit_versions(path, request_ids: set[str], timeout_s: float = 15.0) -> Counter:
+    """{version: lines} over the audit lines of `request_ids`, once all are written (Envoy flushes every second)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        mine = [line for line in lines if line["request_id"] in request_ids]
+        if len(mine) >= len(request_ids) or time.monotonic() > deadline:
+            return Counter(line["version"] for line in mine)
+        time.sleep(0.25)
 
 
 def test_grpc_requests_split_by_the_same_weights(split_stack):
