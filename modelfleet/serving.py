@@ -680,6 +680,10 @@ _GRPC_METHOD = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*$")
 MAX_ROUTE_MATCHES = 128
 
 
+# Both route kinds' CRDs: a header filter's field is set exactly when its type says so, and each type at most once.
+_HEADER_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier")
+
+
 def _check_route_rules(spec: dict, where: str) -> None:
     rules = spec.get("rules", [])
     if sum(len(rule.get("matches", [])) for rule in rules) > MAX_ROUTE_MATCHES:
@@ -688,6 +692,16 @@ def _check_route_rules(spec: dict, where: str) -> None:
         for j, ref in enumerate(rule.get("backendRefs", [])):
             if ref.get("group", "") == "" and ref.get("kind", "Service") == "Service" and "port" not in ref:
                 raise ManifestError(f"{where} spec.rules.{i}.backendRefs.{j}: Must have port for Service reference")
+        filters = rule.get("filters", [])
+        for kind in _HEADER_FILTERS:
+            field = kind[0].lower() + kind[1:]
+            if sum(f["type"] == kind for f in filters) > 1:
+                raise ManifestError(f"{where} spec.rules.{i}.filters: {kind} filter cannot be repeated")
+            for j, f in enumerate(filters):
+                if (field in f) != (f["type"] == kind):
+                    raise ManifestError(f"{where} spec.rules.{i}.filters.{j}: filter.{field} must be "
+                                        + (f"specified for {kind} filter.type" if f["type"] == kind else
+                                           f"nil if the filter.type is not {kind}"))
         for j, match in enumerate(rule.get("matches", [])):
             method = match.get("method")
             if method is None or method.get("type", "Exact") != "Exact":

@@ -192,6 +192,8 @@ def test_routes_weigh_the_stable_and_the_canary_service_in_one_rule(canary_root)
             assert [(r["name"], r["weight"]) for r in refs] == [
                 (f"triton-{MODEL}", 100 - PERCENT), (f"triton-{MODEL}-canary", PERCENT)]
             assert sum(r["weight"] for r in refs) == 100
+            # No version header: the rule cannot tell which backend answered (manifests._version_filter).
+            assert "filters" not in rule and not any("filters" in r for r in rule["backendRefs"])
             port = serving.HTTP_PORT if route["kind"] == "HTTPRoute" else serving.GRPC_PORT
             for ref in refs:
                 service = services[ref["name"]]

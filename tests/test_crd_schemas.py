@@ -89,6 +89,12 @@ def test_the_routes_meet_the_crds_cel_rules(routes):
     (lambda r: r["spec"]["rules"][0]["matches"][0]["method"].update(method="Model-Infer"), "method.method"),
     (lambda r: r["spec"]["rules"][0]["matches"][0]["method"].update(service="inference/GRPC"), "method.service"),
     (lambda r: r["spec"]["rules"][0]["backendRefs"][0].pop("port"), "Must have port for Service reference"),
+    (lambda r: r["spec"]["rules"][0]["filters"].append(r["spec"]["rules"][0]["filters"][0]),
+     "ResponseHeaderModifier filter cannot be repeated"),
+    (lambda r: r["spec"]["rules"][0]["filters"][0].pop("responseHeaderModifier"),
+     "filter.responseHeaderModifier must be specified"),
+    (lambda r: r["spec"]["rules"][0]["filters"][0].update(type="RequestMirror"),
+     "filter.responseHeaderModifier must be nil"),
     # 3 rules of 50 matches: each within the schema's 64, together over the CEL rule's 128.
     (lambda r: r["spec"].update(rules=[{**r["spec"]["rules"][0], "matches": r["spec"]["rules"][0]["matches"] * 10}] * 3),
      "more than 128 matches"),

@@ -209,6 +209,22 @@ def test_routes_reach_only_their_models_triton(declared):
                 assert match["headers"] == [{"type": "Exact", "name": MODEL_HEADER, "value": model}]
 
 
+def test_every_route_names_the_version_that_answers_for_the_audit_line(declared):
+    """No model here has a canary: each route, its own and the peer listener's, sets the spec's version on the
+    answer (`set`: Triton cannot put its own), and the audit line reads it back."""
+    routes = declared.kind("HTTPRoute") + declared.kind("GRPCRoute")
+    assert len(routes) >= 2 * sum(len(r.placements) for r in declared.plan.regions) > 0
+    for route in routes:
+        spec = model_yaml(route.inputs["metadata"]["labels"]["modelfleet.io/model"])
+        assert "rollout" not in spec
+        [rule] = route.inputs["spec"]["rules"]
+        assert rule["filters"] == [{"type": "ResponseHeaderModifier", "responseHeaderModifier": {
+            "set": [{"name": "x-modelfleet-version", "value": str(spec.get("version", 1))}]}}], route.urn
+    for proxy in declared.kind("EnvoyProxy"):
+        [setting] = proxy.inputs["spec"]["telemetry"]["accessLog"]["settings"]
+        assert setting["format"]["json"]["version"] == "%RESP(X-MODELFLEET-VERSION)%"
+
+
 def test_every_route_is_authenticated_limited_and_inspected(declared):
     for region in declared.plan.regions:
         for placement in region.placements:

@@ -30,7 +30,7 @@ from typing import Any, Mapping
 
 from modelfleet import canary, serving
 from modelfleet.gateway import peers
-from modelfleet.gateway.plan import GatewayPlan, RoutePlan
+from modelfleet.gateway.plan import VERSION_HEADER, GatewayPlan, RoutePlan
 from modelfleet.plan import LABEL_PREFIX, FleetPlan, RegionPlan
 
 GATEWAY_API = "gateway.networking.k8s.io/v1"
@@ -171,7 +171,7 @@ def envoy_proxy(plan: FleetPlan, region: RegionPlan, gw: GatewayPlan) -> dict:
         "tenant": f"%REQ({tenant})%",
         "key_id": f"%REQ({key_id})%",
         "model": f"%REQ({model})%",
-        "version": f"%DYNAMIC_METADATA({DECISION_METADATA}:version)%",
+        "version": f"%RESP({VERSION_HEADER.upper()})%",
         "protocol": "%PROTOCOL%",
         "method": "%REQ(:METHOD)%",
         "path": "%REQ(:PATH)%",
@@ -350,6 +350,19 @@ def _backends(plan: FleetPlan, route: RoutePlan, port: int) -> list[dict]:
             {"group": "", "kind": "Service", "name": name + canary.SUFFIX, "port": port, "weight": weight}]
 
 
+def _version_filter(route: RoutePlan) -> dict:
+    """The version that answered, as a response header the audit line reads (`%RESP(...)%`); `set`, so no upstream
+    can put its own. Only without a canary: with one, the version depends on the backend the rule picked, which a
+    rule's filter cannot tell, and backendRef filters would put each backend in a cluster of its own (Envoy Gateway
+    `irDestinationSettingName`, `.../rule/0/backend/<j>`), where the peer region's fallback Backend, priority 1 in
+    the rule's one cluster (modelfleet.routing.peering), would no longer sit. A canary model's cloud audit line
+    leaves the version empty rather than name the stable one for the canary's answers."""
+    if route.canary_version is not None:
+        return {}
+    return {"filters": [{"type": "ResponseHeaderModifier", "responseHeaderModifier": {
+        "set": [{"name": VERSION_HEADER, "value": str(route.version)}]}}]}
+
+
 def http_route(plan: FleetPlan, route: RoutePlan) -> dict:
     return {
         "apiVersion": GATEWAY_API,
@@ -362,6 +375,7 @@ def http_route(plan: FleetPlan, route: RoutePlan) -> dict:
             "rules": [{
                 # PathPrefix matches whole path elements: /v2/models/a does not match /v2/models/ab.
                 "matches": [{"path": {"type": "PathPrefix", "value": route.http_path_prefix}}],
+                **_version_filter(route),
                 "backendRefs": _backends(plan, route, serving.HTTP_PORT),
             }],
         },
@@ -383,6 +397,7 @@ def grpc_route(plan: FleetPlan, route: RoutePlan) -> dict:
             "rules": [{
                 "matches": [{"method": {"type": "Exact", "service": route.grpc_service, "method": method},
                              "headers": header} for method in route.grpc_methods],
+                **_version_filter(route),
                 "backendRefs": _backends(plan, route, serving.GRPC_PORT),
             }],
         },

@@ -23,6 +23,9 @@ KEY_ID_HEADER = "x-modelfleet-key-id"
 # gRPC carries the model name inside the protobuf body, where no router can read it: clients name the model in
 # this header (tritonclient: `headers={...}`) and the inspection service checks it equals the body's model_name.
 MODEL_HEADER = "x-modelfleet-model"
+# Set on the cloud gateway's answers by the model's route (Gateway API ResponseHeaderModifier): the version that
+# answered, which the audit line reads (Triton's own answer says it only inside the body).
+VERSION_HEADER = "x-modelfleet-version"
 GRPC_SERVICE = "inference.GRPCInferenceService"
 # Per-model methods only; streaming (ModelStreamInfer) cannot be buffered for inspection, so it is not routed.
 GRPC_MODEL_METHODS = ("ModelInfer", "ModelMetadata", "ModelReady", "ModelConfig", "ModelStatistics")
