@@ -380,6 +380,27 @@ def _routed(name: str, target: str, **extra) -> tuple:
                                                             **extra})
 
 
+def _residency_records() -> list[tuple]:
+    """m's EU clients answered from aws:eu-west-1 and gcp:europe-west4; aws:us-east-1 answers everyone else."""
+    entries = [("aws:route53/record:Record", f"entry-{n}", {"name": f"{n}.example.com", "type": "A"})
+               for n in ("aws-eu-west-1", "gcp-europe-west4", "aws-us-east-1")]
+    return entries + [_routed("m.example.com", "eu.m.example.com", geolocationRoutingPolicies=[{"continent": "EU"}]),
+                      _routed("eu.m.example.com", "aws-eu-west-1.example.com", healthCheckId="hc-1"),
+                      _routed("eu.m.example.com", "gcp-europe-west4.example.com", healthCheckId="hc-2")]
+
+
+def _fallback(peer_host: str) -> list[tuple]:
+    """m's route in aws:eu-west-1, its Triton first, then the peer gateway `peer_host` as the fallback Backend."""
+    return [("kubernetes:gateway.networking.k8s.io/v1:HTTPRoute", "aws-eu-west-1-gateway-httproute-triton-m",
+             {"kind": "HTTPRoute", "metadata": {"name": "triton-m"}, "spec": {"rules": [{
+                 "matches": [{"path": {"type": "PathPrefix", "value": "/v2/models/m"}}],
+                 "backendRefs": [{"kind": "Service", "name": "triton-m", "port": 8000},
+                                 {"group": "gateway.envoyproxy.io", "kind": "Backend", "name": "peer-x"}]}]}}),
+            ("kubernetes:gateway.envoyproxy.io/v1alpha1:Backend", "aws-eu-west-1-gateway-backend-peer-x",
+             {"kind": "Backend", "metadata": {"name": "peer-x"},
+              "spec": {"fallback": True, "endpoints": [{"fqdn": {"hostname": peer_host, "port": 8443}}]}})]
+
+
 STACK_CASES = [
     ("routing-regions-health-checked",
      [_ENTRY, _routed("m.example.com", "aws-eu-west-1.example.com")],
@@ -392,6 +413,11 @@ STACK_CASES = [
      [_ENTRY, _routed("m.example.com", "eu.m.example.com", geolocationRoutingPolicies=[{"continent": "EU"}]),
       _routed("eu.m.example.com", "aws-eu-west-1.example.com", healthCheckId="hc-1")],
      ["aws:us-east-1, outside EU"]),
+    ("routing-fallback-residency",
+     _residency_records() + _fallback("aws-us-east-1.example.com"),
+     _residency_records() + _fallback("gcp-europe-west4.example.com"),
+     ["m's gateway in aws:eu-west-1", "aws:us-east-1 (Backend peer-x)", "its EU clients",
+      "aws:eu-west-1, gcp:europe-west4"]),
     ("tls-on-public-listeners",
      [("aws:lb/loadBalancer:LoadBalancer", "gw", {"internal": False}),
       ("aws:lb/listener:Listener", "http", {"protocol": "HTTP", "port": 80,

@@ -253,6 +253,26 @@ def test_a_residency_set_failing_over_abroad_is_caught(evaluated):
     assert "falls back to the default record" in message
 
 
+def test_a_gateway_falling_back_abroad_from_a_resident_region_is_caught(evaluated):
+    """aws:eu-west-1 answers sentiment's EU clients (models/sentiment.yaml); its gateway's fallback Backend moved to
+    a US region must be refused for sentiment's two routes there, and for no route of a model without residency."""
+    def abroad(r):
+        if r.type.endswith(":Backend") and r.name.startswith("aws-eu-west-1-"):
+            return {**r.inputs, "spec": {**r.inputs["spec"], "endpoints": [
+                {"fqdn": {"hostname": "aws-us-east-1.inference.example.com", "port": 8443}}]}}
+
+    evaluation = evaluated("prod")
+    resident = {name for name, spec in ((p.stem, yaml.safe_load(p.read_text())) for p in (PROJECT / "models").glob(
+        "*.yaml")) if "aws:eu-west-1" in spec.get("routing", {}).get("residency", {}).get("eu", [])}
+    assert resident == {"sentiment"}
+    changed = dataclasses.replace(evaluation, resources=[
+        dataclasses.replace(r, inputs=abroad(r) or r.inputs) for r in evaluation.resources])
+    messages = _violations(changed, "routing-fallback-residency")
+    assert len(messages) == 2 * len(resident), messages  # its HTTPRoute and its GRPCRoute
+    assert all("sentiment's gateway in aws:eu-west-1" in m and "aws:us-east-1" in m for m in messages)
+    assert not _violations(evaluation, "routing-fallback-residency")
+
+
 # ---------------------------------------------------------------- CLI
 
 def test_plan_fail_region_in_json_and_markdown():
