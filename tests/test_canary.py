@@ -332,6 +332,8 @@ def test_the_local_envoy_weighs_two_tritons_in_one_route(canary_root):
     bootstrap = envoy_bootstrap(plan.gateway, ports, "audit.log")
     clusters = {c["name"]: c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
                 ["socket_address"]["port_value"] for c in bootstrap["static_resources"]["clusters"]}
+    versions = {c["name"]: c.get("metadata", {}).get("filter_metadata", {}).get("modelfleet", {}).get("version")
+                for c in bootstrap["static_resources"]["clusters"]}
     checked = 0
     for listener in bootstrap["static_resources"]["listeners"]:
         grpc = listener["name"].endswith("grpc")
@@ -343,6 +345,11 @@ def test_the_local_envoy_weighs_two_tritons_in_one_route(canary_root):
         assert [clusters[w["name"]] for w in weighted] == ([5, 9] if grpc else [4, 8])
         # The SLO metrics match a model's clusters by name: the canary's must match too.
         assert all(re.fullmatch(rf"(.*/)?triton-{MODEL}(/.*)?", w["name"]) for w in weighted)
+        # The audit line's version is the chosen cluster's: the stable's (the spec's `version`) or the canary's.
+        assert [versions[w["name"]] for w in weighted] == [str(yaml.safe_load(
+            (canary_root / "models" / f"{MODEL}.yaml").read_text()).get("version", 1)), str(CANARY)]
+        assert hcm["access_log"][0]["typed_config"]["log_format"]["json_format"]["version"] == \
+            "%METADATA(CLUSTER:modelfleet:version)%"
         checked += 1
     assert checked == 2
     with pytest.raises(ValueError, match="no canary Triton runs"):

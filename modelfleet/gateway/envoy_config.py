@@ -103,7 +103,7 @@ def audit_format(plan: GatewayPlan, decision: str, reason: str) -> dict:
         "model": "%METADATA(ROUTE:modelfleet:model)%",
         # The chosen cluster's (HCM picks a weighted cluster when it resolves the route, before any filter runs, so
         # refused requests name the version they would have reached too).
-        "version": "%CLUSTER_METADATA(modelfleet:version)%",
+        "version": "%METADATA(CLUSTER:modelfleet:version)%",
         "protocol": "%METADATA(ROUTE:modelfleet:protocol)%",
         "method": "%REQ(:METHOD)%",
         "path": "%REQ(:PATH)%",

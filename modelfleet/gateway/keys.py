@@ -44,7 +44,8 @@ def locked(path: Path):
     """One writer of the key file (and of the files Envoy watches) at a time. Every change is read, modify, write:
     two `keys create` at once would each save the file they read, and one new key would vanish after it was
     printed. An advisory lock on a file beside it, held until the change is saved and synced; the kernel drops it
-    if the process dies."""
+    if the process dies. Not re-entrant (flock on a second descriptor waits, even in the same process): nothing
+    that holds it may call `create` or `revoke`."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path.parent / f".{path.name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
