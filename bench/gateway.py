@@ -115,16 +115,30 @@ def cpus(allowed: set[int]):
 
 
 def placement(name: str) -> tuple[set[int], set[int]]:
-    """(Triton's CPUs, everyone else's) for a placement: `split` gives Triton its own half of the machine's CPUs,
-    as in the cloud, where the gateway runs on other nodes than Triton's GPU nodes (tainted, ADR 0005); `shared`
-    lets every process run on every CPU."""
+    """(Triton's CPUs, everyone else's) for a placement: `split` gives Triton its own half of the machine's physical
+    cores (hyperthread siblings stay together: two threads of one core are not two machines), as in the cloud,
+    where the gateway runs on other nodes than Triton's GPU nodes (tainted, ADR 0005); `shared` lets every process
+    run on every CPU."""
     every = sorted(os.sched_getaffinity(0))
     if name == "shared":
         return set(every), set(every)
-    if len(every) < 2:
-        raise SystemExit("--placement split needs two CPUs; use --placement shared")
-    half = len(every) // 2
-    return set(every[half:]), set(every[:half])
+    cores = physical_cores(every)
+    if len(cores) < 2:
+        raise SystemExit("--placement split needs two physical cores; use --placement shared")
+    half = len(cores) // 2
+    return {cpu for core in cores[half:] for cpu in core}, {cpu for core in cores[:half] for cpu in core}
+
+
+def physical_cores(cpus: list[int]) -> list[list[int]]:
+    """`cpus` grouped by the core they run on (the kernel's thread_siblings_list), in CPU order."""
+    groups: dict[str, list[int]] = {}
+    for cpu in cpus:
+        try:
+            siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text().strip()
+        except OSError:
+            siblings = str(cpu)
+        groups.setdefault(siblings, []).append(cpu)
+    return sorted(groups.values())
 
 
 def allowed_cpus(pid: int) -> str:
