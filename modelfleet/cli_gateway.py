@@ -86,16 +86,18 @@ def revoke(key_id: Annotated[str, typer.Argument(help="The key id `keys list` sh
 
 def dev_key(root: Path, stack: str) -> tuple[Path, str | None]:
     """The stack's dev key file (0600); a new key, printed once by the caller, when there is none yet."""
-    path = keyfile.key_file(root, stack).with_name("dev-api-key")
-    # Kept while the key file holds its hash in the current form (a key stored as `sha256:` before the gateway
-    # checked keys inside Envoy cannot be checked there: docs/adr/0004-native-gateway-auth.md).
-    if path.exists() and key_hash(path.read_text().strip()) in {
-            r.hash for r in keyfile.load(keyfile.key_file(root, stack)).values()}:
-        return path, None
-    api_key, _ = keyfile.create(keyfile.key_file(root, stack), DEV_TENANT, ["infer:*"])
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(api_key + "\n")
+    keys = keyfile.key_file(root, stack)
+    path = keys.with_name("dev-api-key")
+    # Under the key file's lock: two `modelfleet up` at once find one dev key, not one each.
+    with keyfile.locked(keys):
+        # Kept while the key file holds its hash in the current form (a key stored as `sha256:` before the gateway
+        # checked keys inside Envoy cannot be checked there: docs/adr/0004-native-gateway-auth.md).
+        if path.exists() and key_hash(path.read_text().strip()) in {r.hash for r in keyfile.load(keys).values()}:
+            return path, None
+        api_key, _ = keyfile.create(keys, DEV_TENANT, ["infer:*"])
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(api_key + "\n")
     return path, api_key
 
 

@@ -195,6 +195,40 @@ def test_keys_created_at_once_from_many_processes_are_all_kept(tmp_path):
     assert all(f'["{key_id}"]' in table for key_id in key_ids)
 
 
+def _dev_key(root: str, results, start) -> None:
+    import time
+
+    from modelfleet.cli_gateway import dev_key
+
+    create = keyfile.create
+
+    def slow_create(*args, **kwargs):  # a slow disk: every `up` has checked before the first key is written
+        time.sleep(0.3)
+        return create(*args, **kwargs)
+
+    keyfile.create = slow_create
+    start.wait(30)
+    path, new_key = dev_key(Path(root), "local")
+    results.put((path.read_text().strip(), new_key))
+
+
+def test_modelfleet_up_started_twice_at_once_makes_one_dev_key(tmp_path):
+    """Each `up` checks for the dev key, then creates one: the check and the create hold the key file's lock
+    together (keys.locked is re-entrant in a process), so only the first creates and prints a key."""
+    context = multiprocessing.get_context("fork")
+    results, start = context.Queue(), context.Barrier(6)
+    processes = [context.Process(target=_dev_key, args=(str(tmp_path), results, start)) for _ in range(6)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+    assert [p.exitcode for p in processes] == [0] * 6
+    answers = [results.get(timeout=5) for _ in processes]
+    printed = [new for _, new in answers if new]
+    assert len(printed) == 1 and {key for key, _ in answers} == set(printed)
+    assert len(keyfile.load(keyfile.key_file(tmp_path, "local"))) == 1
+
+
 def test_keys_cli_stores_hashes_only_in_a_private_file(tmp_path):
     root = tmp_path / "project"
     for name in ("Pulumi.yaml",):

@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 import tempfile
+import threading
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -39,19 +40,32 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+_HELD: dict[tuple[Path, int], int] = {}  # (key file, thread) holding its lock, and how deep
+
+
 @contextlib.contextmanager
 def locked(path: Path):
     """One writer of the key file (and of the files Envoy watches) at a time. Every change is read, modify, write:
     two `keys create` at once would each save the file they read, and one new key would vanish after it was
     printed. An advisory lock on a file beside it, held until the change is saved and synced; the kernel drops it
-    if the process dies. Not re-entrant (flock on a second descriptor waits, even in the same process): nothing
-    that holds it may call `create` or `revoke`."""
+    if the process dies. Re-entrant within a process (a second flock on another descriptor would wait for the
+    first forever), so a caller may hold it around a check and the `create` that follows."""
+    key = (path.resolve(), threading.get_ident())  # another thread's flock on its own descriptor waits, as it should
+    if _HELD.get(key):
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path.parent / f".{path.name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        _HELD[key] = 1
         yield
     finally:
+        _HELD.pop(key, None)
         os.close(fd)
 
 
