@@ -152,6 +152,8 @@ def near_valid(draw, plan: InspectionPlan) -> bytes:
             tensor["data"] = [v.decode("latin-1") if v.isascii() else "x" * len(v) for v in values]
         else:
             tensor["data"] = [True] * count if dtype == "BOOL" else [0.5] * count
+        if "data" in tensor and draw(st.integers(0, 9)) == 0:  # one element without its array (Triton: a 500)
+            tensor["data"] = tensor["data"][0] if tensor["data"] else 0.5
         tensors.append(tensor)
     if draw(st.integers(0, 9)) == 0:
         binary += b"\0"
@@ -180,6 +182,16 @@ def test_plain_client_requests_are_vouched_for(verdict, plan, model, binary):
                 "probabilities" if model == "fraud-detector" else "scores", binary_data=binary)])
         assert inspect.check_http(plan.route(model).inspection, f"/v2/models/{model}/infer", raw) is None
         assert verdict(model, raw), (model, binary, rows, raw[:200])
+
+
+def test_data_that_is_not_an_array_is_left_to_the_service(verdict, plan):
+    """KServe v2 `data` is an array even for one element; Triton answers a bare value with a 500 (the 10,000-request
+    fuzz through the gateway found it), so the service refuses it and the fast path must not vouch for it."""
+    for data in ("a bare string", ["a string in its array"]):
+        raw = json.dumps({"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": data}]}).encode()
+        refusal = inspect.check_http(plan.route("sentiment-open").inspection, "/v2/models/sentiment-open/infer", raw)
+        assert (refusal.code if refusal else None) == (None if isinstance(data, list) else "invalid_json")
+        assert verdict("sentiment-open", raw) == isinstance(data, list)
 
 
 def test_text_of_a_model_with_deny_patterns_is_left_to_the_service(verdict):

@@ -163,9 +163,7 @@ def _check_all_inputs(plan: InspectionPlan, seen: set[str]) -> None:
         raise Refused("missing_input", f"model {plan.model} needs input(s) {', '.join(missing)}")
 
 
-def _flatten(data: object) -> list:
-    if not isinstance(data, list):
-        return [data]
+def _flatten(data: list) -> list:
     out: list = []
     stack = [iter(data)]
     while stack:
@@ -182,6 +180,10 @@ def _flatten(data: object) -> list:
 def _check_json_data(plan: InspectionPlan, name: str, dtype: str, count: int, data: object) -> None:
     if data is None:
         raise Refused("invalid_json", f"input {name!r} has neither `data` nor binary_data_size")
+    if not isinstance(data, list):
+        # KServe v2 tensor data is an array, flat or nested, even for one element; Triton's parser answers 500 to
+        # anything else ("attempt to access JSON non-array as array"), which the gateway must not pass on.
+        raise Refused("invalid_json", f"input {name!r}: `data` must be an array, got {type(data).__name__}")
     flat = _flatten(data)
     if len(flat) != count:
         raise Refused("shape_mismatch", f"input {name!r} holds {len(flat)} elements; its shape needs {count}")
