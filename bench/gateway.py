@@ -145,7 +145,7 @@ def allowed_cpus(pid: int) -> str:
     """The CPUs a process and its children (Triton's Python-backend stubs) may run on, as the kernel reports them:
     the printed layout is what ran, not what was asked for."""
     pids = [pid] + [int(stat.parent.name) for stat in Path("/proc").glob("[0-9]*/stat")
-                    if _parent(stat) == pid]
+                    if _stat_fields(stat)[1:2] == [str(pid)]]
     lists = set()
     for each in pids:
         for line in Path(f"/proc/{each}/status").read_text().splitlines():
@@ -154,16 +154,17 @@ def allowed_cpus(pid: int) -> str:
     return " / ".join(sorted(lists))
 
 
-def _parent(stat: Path) -> int | None:
+def _stat_fields(stat: Path) -> list[str]:
+    """/proc/<pid>/stat after the command name (state, parent, ..., utime at 11, stime at 12); [] once it is gone."""
     try:
-        return int(stat.read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
+        return stat.read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
 
 
 def cpu_s(pid: int) -> float:
     """CPU seconds (user + system) a process has used so far: less sensitive to other load than latency is."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

@@ -431,7 +431,8 @@ def _model_route(route: RoutePlan, plan: GatewayPlan, grpc: bool) -> dict:
     for rule in route.rate_limits:
         per_filter[RATE_LIMIT_FILTER[rule.name]] = _rate_limit(rule)
     metadata = {
-        "modelfleet": {"model": route.model, "version": str(route.version), "protocol": "grpc" if grpc else "http"},
+        # The version is the chosen cluster's (the audit line), not the route's: with a canary they differ.
+        "modelfleet": {"model": route.model, "protocol": "grpc" if grpc else "http"},
         native_auth.AUTHN_FILTER: native_auth.route_metadata(plan, route.auth.methods, route.auth.scope)}
     fast_path = None if grpc else native_inspect.route_metadata(insp)
     if fast_path:
