@@ -10,15 +10,22 @@ TRITON_STAMP := $(TRITON_VENV)/.modelfleet-triton.stamp
 MODELS := build/model-artifacts/.built
 # Prometheus, promtool, Alertmanager from Debian (scripts/install_monitoring.sh; idempotent, needs root for apt).
 MONITORING := monitoring-tools
+# The gateway's key check, an Envoy dynamic module in C: cc and OpenSSL headers (scripts/install_build_tools.sh),
+# then compiled once into ~/.cache/modelfleet (modelfleet.gateway.native_auth.module_path).
+AUTHN_MODULE := gateway-module
 STACK  ?= prod
 
-.PHONY: setup plan test test-unit bench clean $(MONITORING)
+.PHONY: setup plan test test-unit bench clean $(MONITORING) $(AUTHN_MODULE)
 .PHONY: setup plan up down test test-unit bench clean
 
-setup: $(STAMP) $(TRITON_STAMP) $(MODELS) $(MONITORING)
+setup: $(STAMP) $(TRITON_STAMP) $(MODELS) $(MONITORING) $(AUTHN_MODULE)
 
 $(MONITORING):
 	bash scripts/install_monitoring.sh
+
+$(AUTHN_MODULE): $(STAMP)
+	bash scripts/install_build_tools.sh
+	$(BIN)/python -c "from modelfleet.gateway.native_auth import module_path; print('gateway key check:', module_path())"
 
 # Re-run only when the dependency pins change; `pip install -e` keeps the code itself live. The drift-report
 # extra (Evidently) too: tests/test_drift_report.py runs it.

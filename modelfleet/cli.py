@@ -222,6 +222,7 @@ def render(
     hardware class where they differ) and every Kubernetes object as YAML under OUT/kubernetes/<region>/."""
     if model is not None:
         return render_model(model, out)
+    from modelfleet.gateway.native_auth import ModuleBuildError
     from modelfleet.render import OutputError
     from modelfleet.render import render as render_files
     from modelfleet.serving import ManifestError
@@ -235,6 +236,8 @@ def render(
         _fail([Problem("render", None, "", str(exc))])
     except OutputError as exc:
         _fail([Problem("render", None, "--out", str(exc))])
+    except ModuleBuildError as exc:
+        _fail([Problem("render", None, "gateway", str(exc))])
     console = _console()
     for path in written:
         console.print(str(path), markup=False, highlight=False)

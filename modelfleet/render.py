@@ -124,9 +124,9 @@ def render(plan: FleetPlan, out_dir: str | Path) -> list[Path]:
 
         write(out / "gateway" / "envoy.yaml", to_yaml(envoy_bootstrap(plan.gateway, default_ports(plan.gateway),
                                                                       AUDIT_LOG)))
-        # The key filters' files without keys (the running gateway writes them from its key file): the rendered
-        # config is complete and refuses every key.
-        for name, doc in native_auth.documents({}, native_auth.scope_filters(plan.gateway)).items():
+        # The key check's table without keys (the running gateway writes it from its key file): the rendered config
+        # is complete and refuses every key. Its module is compiled on this machine (native_auth.module_path).
+        for name, doc in native_auth.documents({}).items():
             write(out / "gateway" / AUTH_DIR / name, to_yaml(doc))
 
     cloud = cloud_configs(plan)

@@ -95,9 +95,9 @@ def test_jwt_from_the_stack_defaults_jwks_to_the_issuers_well_known(project_copy
     assert jwt.audiences == ("inference",) and jwt.tenant_claim == "sub"
 
 
-def test_keys_are_stored_as_the_htpasswd_sha_envoy_checks():
+def test_keys_are_stored_as_the_htpasswd_sha_the_key_check_compares():
     key = "mf_0123456789ab_" + "A" * 43
-    # htpasswd -s: "{SHA}" + base64 of the SHA-1 digest (what Envoy's basic_auth compares).
+    # htpasswd -s: "{SHA}" + base64 of the SHA-1 digest (the key table carries it as hex, native_auth.key_table).
     assert key_hash(key) == "{SHA}" + base64.b64encode(hashlib.sha1(key.encode()).digest()).decode()
     assert key_hash(key) != key_hash(key[:-1] + "B") and len(key_hash(key)) == 5 + 28
     record = KeyRecord("0123456789ab", "acme", ("infer:sentiment",), key_hash(key), "2026-01-01T00:00:00Z")

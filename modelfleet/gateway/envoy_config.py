@@ -3,9 +3,9 @@
 
 Filter chain, in order (each step only what it must do; authentication never leaves Envoy, ADR 0004):
   jwt_authn (models accepting JWTs; Envoy verifies signature, issuer, audience and expiry itself)
-  -> modelfleet.authn (Lua, config from watched files: key id known, live, in scope; JWT scope and tenant claims;
-     tenant and key-id headers) -> modelfleet.keys.<scope> (basic_auth, the key's secret against its {SHA} hash;
-     only on the scope's routes)  [native_auth.py]
+  -> modelfleet.authn (Lua, on routes that take tokens: the scope and tenant claims)
+  -> modelfleet.keys (a dynamic module in C, its key table from a watched file: the key's hash, state, expiry and
+     scope; tenant and key-id headers)  [native_auth.py, native/authn.c]
   -> local_ratelimit "rps", then "daily" (one token bucket per tenant and model; one Envoy process, so local
      limits are exact: the same buckets the cloud's Redis-backed global limit keeps)
   -> buffer (the model's body limit) -> modelfleet.inspect (HTTP: Envoy vouches for plainly well-formed requests
@@ -87,8 +87,6 @@ _MF_MAP = "metadata.filter_metadata.modelfleet"
 _MF = "'modelfleet' in metadata.filter_metadata"
 _AUTHN_MAP = f"metadata.filter_metadata['{native_auth.AUTHN_FILTER}']"
 _AUTHN_REASON = f"'{native_auth.AUTHN_FILTER}' in metadata.filter_metadata && 'reason' in {_AUTHN_MAP}"
-# basic_auth's refusal (a key id the Lua filter knows, with a secret that does not hash to it): a forged key.
-BASIC_AUTH_DENIED = "invalid_credential_for_basic_auth"
 
 
 def audit_format(plan: GatewayPlan, decision: str, reason: str) -> dict:
@@ -131,7 +129,7 @@ _INSPECTED = {"filter": "modelfleet", "path": [{"key": "decision"}], "value": {"
 _CEL_DECISION = (f"%CEL({_MF} ? {_MF_MAP}.decision : "
                  "(response.code_details == 'via_upstream' ? 'allow' : 'deny'))%")
 _CEL_REASON = (f"%CEL({_MF} ? {_MF_MAP}.reason : ({_AUTHN_REASON} ? {_AUTHN_MAP}.reason : "
-               f"(response.code_details == '{BASIC_AUTH_DENIED}' ? 'unknown_key' : response.code_details)))%")
+               "response.code_details))%")
 
 
 def _authenticated(present: bool) -> dict:
@@ -288,7 +286,7 @@ def _listener(kind: str, port: int, plan: GatewayPlan, audit_path: str, jwks_fil
             "name": "envoy.http.early_header_mutation.header_mutation",
             "typed_config": {
                 "@type": TYPE + "envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
-                "mutations": [{"remove": h} for h in (TENANT_HEADER, KEY_ID_HEADER, native_auth.BASIC_HEADER,
+                "mutations": [{"remove": h} for h in (TENANT_HEADER, KEY_ID_HEADER,
                                                       native_inspect.INSPECTED_HEADER)]}}],
         "http_filters": _filters(plan, jwks_file, auth_folder, grpc),
         "access_log": audit_loggers(plan, audit_path),
@@ -321,13 +319,6 @@ def _reply_mappers() -> list[dict]:
         mapper(503, None, "the model or the gateway's services are unavailable; retry", "unavailable"),
         mapper(404, None, "no such route: KServe v2 under /v2/models/<model>, or gRPC with the "
                           f"{MODEL_HEADER} header", "no_route"),
-        # basic_auth answers in plain text; say it like the Lua filter's other refusals.
-        {"filter": {"extension_filter": {
-            "name": "envoy.access_loggers.extension_filters.cel",
-            "typed_config": {"@type": TYPE + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
-                             "expression": f"response.code_details == '{BASIC_AUTH_DENIED}'"}}},
-         "body_format_override": {"json_format": {"error": "the API key is not valid", "code": "unknown_key"},
-                                  "content_type": "application/json"}},
     ]
 
 
@@ -336,11 +327,8 @@ def _filters(plan: GatewayPlan, jwks_file: str | None, auth_folder: str, grpc: b
     filters = []
     if plan.jwt is not None:
         filters.append({"name": JWT_AUTHN, "typed_config": _jwt_authn(plan, jwks_file)})
-    folder = Path(auth_folder)
-    filters.append(native_auth.ecds_filter(native_auth.AUTHN_FILTER, folder, native_auth.LUA_TYPE))
-    filters.extend(native_auth.ecds_filter(native_auth.keys_filter(scope), folder, native_auth.BASIC_AUTH_TYPE,
-                                           disabled=True)
-                   for scope in native_auth.scope_filters(plan))
+        filters.append(native_auth.jwt_filter(plan))
+    filters.append(native_auth.ecds_filter(Path(auth_folder)))
     for name in ("rps", "daily"):
         filters.append({"name": RATE_LIMIT_FILTER[name], "typed_config": {
             "@type": TYPE + "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
@@ -399,6 +387,8 @@ def _open_route(plan: GatewayPlan) -> dict:
     config = {
         EXT_PROC: {"@type": TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", "disabled": True},
     }
+    if plan.jwt is not None:
+        config[native_auth.AUTHN_FILTER] = native_auth.jwt_route_config(())
     return config
 
 
@@ -424,10 +414,8 @@ def _model_route(route: RoutePlan, plan: GatewayPlan, grpc: bool) -> dict:
                                   "requirement_name": route.model} if "jwt" in route.auth.methods else
                                  {"@type": TYPE + "envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig",
                                   "disabled": True})
-    if "api-key" in route.auth.methods:
-        # The scope's basic_auth, off elsewhere; an empty inner config turns it on with its discovered config.
-        per_filter[native_auth.keys_filter(route.auth.scope)] = {
-            "@type": TYPE + "envoy.config.route.v3.FilterConfig", "config": {}}
+        if (lua := native_auth.jwt_route_config(route.auth.methods)) is not None:
+            per_filter[native_auth.AUTHN_FILTER] = lua
     for rule in route.rate_limits:
         per_filter[RATE_LIMIT_FILTER[rule.name]] = _rate_limit(rule)
     metadata = {
@@ -443,9 +431,8 @@ def _model_route(route: RoutePlan, plan: GatewayPlan, grpc: bool) -> dict:
         "route": {**_upstream(route, grpc), "timeout": "60s"},
         "metadata": {"filter_metadata": metadata},
         "typed_per_filter_config": per_filter,
-        # The key, re-encoded for basic_auth, stops here (the Lua filter already dropped x-api-key); so does the
-        # fast path's mark.
-        "request_headers_to_remove": [native_auth.BASIC_HEADER, native_inspect.INSPECTED_HEADER],
+        # The fast path's mark stops here (the key check already dropped x-api-key).
+        "request_headers_to_remove": [native_inspect.INSPECTED_HEADER],
     }
 
 

@@ -85,9 +85,12 @@ class LocalGateway:
         return str(native_auth.auth_dir(self.key_path))
 
     def write_auth(self) -> None:
-        """The key filters' files, from the key file, for this plan's scopes (Envoy reads them at start)."""
+        """The key check's table, from the key file (Envoy reads it at start and follows it)."""
         with keys.locked(self.key_path):  # not halfway through a `keys create` in another shell
-            native_auth.sync(self.key_path, native_auth.scope_filters(self.plan))
+            try:
+                native_auth.sync(self.key_path, start=True)
+            except native_auth.ModuleBuildError as exc:
+                raise GatewayStartupError(str(exc)) from None
 
     def write_config(self) -> Path:
         self.write_auth()
@@ -171,13 +174,10 @@ class LocalGateway:
             return out
 
     def auth_reloads(self) -> int:
-        """How often Envoy has applied the key files (the least over the key filters): `keys create|revoke` are live
-        once this moves."""
-        counts = [v for k, v in self.stats(f"extension_config_discovery.http_filter.{native_auth.AUTHN_FILTER}").items()
+        """How often Envoy has applied the key table (the least over the listeners' filters): `keys create|revoke`
+        are live once this moves."""
+        counts = [v for k, v in self.stats(f"extension_config_discovery.http_filter.{native_auth.KEYS_FILTER}").items()
                   if k.endswith(".update_success")]
-        counts += [v for k, v in self.stats(
-            f"extension_config_discovery.http_filter.{native_auth.KEYS_FILTER_PREFIX}").items()
-            if k.endswith(".update_success")]
         return min(counts) if counts else 0
 
     def start(self) -> "LocalGateway":

@@ -44,17 +44,17 @@ AUDIT_FIELDS = ("time", "request_id", "tenant", "key_id", "model", "version", "p
 
 # --- API keys ----------------------------------------------------------------------------------------------
 # A key is `mf_<key_id>_<secret>`: the id (12 hex) is public and goes into logs; the secret is 32 random bytes
-# (base64url). Stored is only a hash of the key, in the htpasswd form Envoy's basic_auth filter checks natively
-# (`{SHA}` + base64 of SHA-1, the one form it reads): with 256 bits of entropy no dictionary or collision helps an
-# attacker (finding a preimage is what would; SHA-1 has no known preimage attack), so the fast hash is as safe as
-# a slow one and keeps the per-request check to one hash. See docs/adr/0004-native-gateway-auth.md.
+# (base64url). Stored is only a hash of the key, in htpasswd's form (`{SHA}` + base64 of SHA-1; chosen when Envoy's
+# basic_auth checked it, kept by the key check that replaced it, native/authn.c): with 256 bits of entropy no
+# dictionary or collision helps an attacker (finding a preimage is what would; SHA-1 has no known preimage attack),
+# so the fast hash is as safe as a slow one and keeps the per-request check to one hash. See docs/adr/0004 and 0006.
 KEY_PREFIX = "mf"
 KEY_ID_HEX = 12
 KEY_SECRET_MIN = 40
 
 
 def key_hash(api_key: str) -> str:
-    """htpasswd's `{SHA}` form (what basic_auth compares): keys made before it (`sha256:`) must be re-created."""
+    """htpasswd's `{SHA}` form (what the key check compares): keys made before it (`sha256:`) must be re-created."""
     return "{SHA}" + base64.b64encode(hashlib.sha1(api_key.encode()).digest()).decode()
 
 
