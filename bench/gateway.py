@@ -244,8 +244,11 @@ def main() -> None:
                 # path alike; each figure is the median of its rounds.
                 rounds: dict[str, list] = {name: [] for name, *_ in paths}
                 cpu_us: dict[tuple[str, int], list[float]] = {}
-                for _ in range(args.rounds):
-                    for name, url, extra, counted in paths:
+                for round_index in range(args.rounds):
+                    # Each round starts one path later: no path always follows the same one (the direct path's
+                    # large batches, say, leave Triton differently from a proxied one).
+                    start = round_index % len(paths)
+                    for name, url, extra, counted in paths[start:] + paths[:start]:
                         before = [(cpu_s(pid), downstream_requests(port)) for pid, port in counted]
                         rounds[name].extend(run_perf_analyzer(
                             args.model, url, args.concurrency, protocol="http",

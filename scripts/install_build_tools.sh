@@ -4,8 +4,7 @@
 #
 #   scripts/install_build_tools.sh
 #
-# Idempotent: does nothing when both are present. Installs with apt-get when run as root; otherwise prints the
-# command to run and fails, so `make setup` never half-succeeds.
+# Idempotent: does nothing when both are present; otherwise apt_install.sh.
 set -euo pipefail
 
 have_headers() { printf '#include <openssl/sha.h>\n' | cc -E -x c - >/dev/null 2>&1; }
@@ -14,11 +13,6 @@ if command -v cc >/dev/null 2>&1 && have_headers; then
   exit 0
 fi
 
-CMD="apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev libssl-dev"
-if [ "$(id -u)" -ne 0 ]; then
-  echo "error: the gateway's key check needs a C compiler and OpenSSL headers; install them as root: sudo sh -c '$CMD'" >&2
-  exit 1
-fi
-export DEBIAN_FRONTEND=noninteractive
-sh -c "$CMD"
+. "$(dirname "$0")/apt_install.sh"
+apt_install "the gateway key check's C compiler and OpenSSL headers" gcc libc6-dev libssl-dev
 command -v cc >/dev/null 2>&1 && have_headers || { echo "error: cc or OpenSSL headers still missing after apt-get" >&2; exit 1; }

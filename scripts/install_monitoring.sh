@@ -17,13 +17,8 @@ if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
 
-CMD="apt-get update && apt-get install -y --no-install-recommends prometheus prometheus-alertmanager"
-if [ "$(id -u)" -ne 0 ]; then
-  echo "error: missing ${need[*]}; install them as root: sudo sh -c '$CMD'" >&2
-  exit 1
-fi
-export DEBIAN_FRONTEND=noninteractive
-sh -c "$CMD"
+. "$(dirname "$0")/apt_install.sh"
+apt_install "${need[*]}" prometheus prometheus-alertmanager
 # The packages start system services where systemd runs; modelfleet starts its own processes on free ports.
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
   systemctl disable --now prometheus prometheus-alertmanager prometheus-node-exporter 2>/dev/null || true

@@ -583,12 +583,9 @@ def test_the_tenant_lua_makes_all_keys_of_a_tenant_share_their_counters(tmp_path
     order: auth, Lua, rate limit). Two keys of one tenant draw from one bucket of 3; another tenant has its own;
     a client's own tenant header changes nothing; tenants may contain dots."""
     import http.client
-    import subprocess
-    import time
-    import urllib.request
 
-    from modelfleet.gateway.local import envoy_binary
     from modelfleet.triton.runtime import free_ports
+    from tests.envoy_process import running_envoy
 
     route = plan_of("prod").gateway.route("fraud-detector")
     port, admin = free_ports(2)
@@ -619,18 +616,7 @@ def test_the_tenant_lua_makes_all_keys_of_a_tenant_share_their_counters(tmp_path
                         {"name": "envoy.filters.http.router", "typed_config": {"@type": typed + "router.v3.Router"}},
                     ]}}]}]}]},
     }
-    (tmp_path / "envoy.yaml").write_text(yaml.safe_dump(config))
-    envoy = subprocess.Popen([str(envoy_binary()), "-c", str(tmp_path / "envoy.yaml"), "--disable-hot-restart",
-                              "--concurrency", "1", "--log-level", "error"], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=0.5)
-                break
-            except OSError:
-                time.sleep(0.05)
-
+    with running_envoy(config, tmp_path, admin):
         def status(client_id: str, **extra: str) -> int:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             try:
@@ -645,6 +631,3 @@ def test_the_tenant_lua_makes_all_keys_of_a_tenant_share_their_counters(tmp_path
         assert status("other.dddddddddddd") == 200
         assert [status("a.b.eeeeeeeeeeee") for _ in range(4)] == [200, 200, 200, 429]
         assert status("a.ffffffffffff") == 200  # tenant "a", not "a.b"
-    finally:
-        envoy.terminate()
-        envoy.wait()

@@ -13,8 +13,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
 from pathlib import Path
 
 import yaml
@@ -27,6 +25,7 @@ from modelfleet.gateway.plan import key_hash
 from modelfleet.loader import load_fleet
 from modelfleet.plan import build_plan
 from modelfleet.triton.runtime import free_ports
+from tests.envoy_process import running_envoy
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -222,20 +221,10 @@ def test_the_key_check_forwards_the_identity_and_never_the_key(tmp_path):
     other, _ = keyfile.create(path, "acme", ["infer:other"])
     everything, _ = keyfile.create(path, "ops", ["infer:*"])
     listen, upstream, admin = free_ports(3)
-    config = tmp_path / "envoy.yaml"
-    config.write_text(yaml.safe_dump(_module_envoy(native_auth.key_table(keyfile.load(path)), listen, upstream, admin)))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", upstream), Echo)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    envoy = subprocess.Popen([str(envoy_binary()), "-c", str(config), "--disable-hot-restart", "--concurrency", "1"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=0.5)
-                break
-            except OSError:
-                time.sleep(0.1)
-
+    config = _module_envoy(native_auth.key_table(keyfile.load(path)), listen, upstream, admin)
+    with running_envoy(config, tmp_path, admin):
         def post(headers: dict, model: str = "m") -> tuple[int, bytes]:
             conn = http.client.HTTPConnection("127.0.0.1", listen, timeout=5)
             conn.request("POST", f"/v2/models/{model}/infer", body=b"{}", headers=headers)
@@ -257,10 +246,7 @@ def test_the_key_check_forwards_the_identity_and_never_the_key(tmp_path):
         got, body = post({"x-api-key": everything}, "t")
         assert (got, json.loads(body)["code"]) == (401, "missing_credentials")
         assert len(seen) == 1  # no refused request reached the upstream
-    finally:
-        envoy.terminate()
-        envoy.wait(10)
-        server.shutdown()
+    server.shutdown()
 
 
 def test_envoy_loads_the_module_at_its_abi_version_and_refuses_a_bad_table(tmp_path):

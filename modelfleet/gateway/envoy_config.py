@@ -353,7 +353,11 @@ def _filters(plan: GatewayPlan, jwks_file: str | None, auth_folder: str, grpc: b
     else:
         filters.append({"name": EXT_PROC, "typed_config": ext_proc})
     filters.append({"name": "envoy.filters.http.router", "typed_config": {
-        "@type": TYPE + "envoy.extensions.filters.http.router.v3.Router"}})
+        "@type": TYPE + "envoy.extensions.filters.http.router.v3.Router",
+        # As Envoy Gateway's router (GenerateRouterFilter: SuppressEnvoyHeaders unless a ClientTrafficPolicy sets
+        # headers.enableEnvoyHeaders): no x-envoy-upstream-service-time to clients, which would tell them the model's
+        # own latency, and no x-envoy-expected-rq-timeout-ms to Triton. Local answers look like the cloud's.
+        "suppress_envoy_headers": True}})
     return filters
 
 

@@ -188,6 +188,8 @@ def test_the_gateway_sets_tenant_and_key_id_and_strips_the_key(stack):
     assert status == 200
     # Rate-limit headers only where they matter (Retry-After on a 429), not on every answer (ADR 0005).
     assert not [h for h in headers if h.startswith("x-ratelimit")], headers
+    # No x-envoy-* headers to clients, as Envoy Gateway's router in the cloud (suppress_envoy_headers).
+    assert not [h for h in headers if h.startswith("x-envoy")], headers
     [line] = [a for a in stack.audit_lines(headers["x-request-id"]) if a["request_id"] == headers["x-request-id"]]
     assert (line["tenant"], line["key_id"]) == ("tenant-a", api_key.split("_")[1])
 
