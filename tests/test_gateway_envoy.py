@@ -89,6 +89,9 @@ def test_filter_order_and_fail_modes():
         assert route["metadata"]["filter_metadata"]["modelfleet.authn"] == {"scope": f"infer:{model}",
                                                                             "methods": "api-key"}
         assert "x-modelfleet-inspected" in route["request_headers_to_remove"]
+    for listener in ("http", "grpc"):  # every route, open ones too: Triton never gets a key
+        every = _hcm(config, listener)["route_config"]["virtual_hosts"][0]["routes"]
+        assert len(every) >= 3 and all("x-api-key" in r["request_headers_to_remove"] for r in every)
         # sentiment's requests feed the drift monitor in the service: no fast path for them.
         fast = route["metadata"]["filter_metadata"].get("modelfleet.inspect")
         assert fast == ({"model": "fraud-detector"} if model == "fraud-detector" else None), (model, fast)
@@ -146,6 +149,7 @@ def test_the_key_table_holds_hashes_and_state_and_never_a_key(tmp_path):
     revoked, _ = keyfile.create(path, "acme", ["infer:sentiment", "infer:fraud-detector"])
     keyfile.revoke(path, revoked.split("_")[1])
     expired, _ = keyfile.create(path, "acme", ["infer:sentiment"], expires="2020-01-01T00:00:00Z")
+    ancient, _ = keyfile.create(path, "acme", ["infer:sentiment"], expires="1969-12-31T00:00:00Z")
     docs = native_auth.documents(keyfile.load(path))
     # Independent of the code under test: SHA-1 of the whole key, hex; 2020-01-01T00:00:00Z is 1577836800.
     expected = sorted([
@@ -154,10 +158,12 @@ def test_the_key_table_holds_hashes_and_state_and_never_a_key(tmp_path):
         [revoked.split("_")[1], hashlib.sha1(revoked.encode()).hexdigest(), "acme", "0", "1",
          "infer:sentiment,infer:fraud-detector"],
         [expired.split("_")[1], hashlib.sha1(expired.encode()).hexdigest(), "acme", "1577836800", "0",
-         "infer:sentiment"]])
+         "infer:sentiment"],
+        # Before 1970: long expired, not "never" (0) and not a negative the module would refuse.
+        [ancient.split("_")[1], hashlib.sha1(ancient.encode()).hexdigest(), "acme", "1", "0", "infer:sentiment"]])
     assert table(docs) == expected
     text = yaml.safe_dump(docs)
-    for key in (sentiment, everything, revoked, expired):
+    for key in (sentiment, everything, revoked, expired, ancient):
         assert key not in text and key.split("_", 2)[2] not in text
     config = docs["modelfleet.keys.yaml"]["resources"][0]["typed_config"]
     assert Path(config["dynamic_module_config"]["module"]["local"]["filename"]).is_file()
@@ -176,7 +182,9 @@ def _module_envoy(value: str, listen: int = 1, upstream: int = 1, admin: int | N
                 {"match": {"prefix": "/v2/models/m"}, "route": {"cluster": "echo"},
                  "metadata": {"filter_metadata": {"modelfleet.authn": {"scope": "infer:m", "methods": "api-key"}}}},
                 {"match": {"prefix": "/v2/models/t"}, "route": {"cluster": "echo"},  # tokens only
-                 "metadata": {"filter_metadata": {"modelfleet.authn": {"scope": "infer:t", "methods": "jwt"}}}}]}]},
+                 "metadata": {"filter_metadata": {"modelfleet.authn": {"scope": "infer:t", "methods": "jwt"}}}},
+                {"match": {"prefix": "/v2/models/x"}, "route": {"cluster": "echo"},  # a broken route: no scope
+                 "metadata": {"filter_metadata": {"modelfleet.authn": {"methods": "api-key"}}}}]}]},
             "http_filters": [
                 {"name": "modelfleet.keys", "typed_config": {
                     "@type": native_auth.MODULE_TYPE,
@@ -245,6 +253,8 @@ def test_the_key_check_forwards_the_identity_and_never_the_key(tmp_path):
         # that grants every model: the module is the one gate on every scoped route.
         got, body = post({"x-api-key": everything}, "t")
         assert (got, json.loads(body)["code"]) == (401, "missing_credentials")
+        # A model route whose scope is missing is our config's fault: refused, never let through unchecked.
+        assert post({"x-api-key": everything}, "x")[0] == 500
         assert len(seen) == 1  # no refused request reached the upstream
     server.shutdown()
 
@@ -258,6 +268,8 @@ def test_envoy_loads_the_module_at_its_abi_version_and_refuses_a_bad_table(tmp_p
     # The ABI this module is written against (native/envoy_abi.h) is the binary's own: Envoy says so, or warns.
     assert "Dynamic module ABI version v0.2.0 matched" in loaded.stdout + loaded.stderr
     line = good.splitlines()[-1]
+    many_scopes = good.replace(line, line + "," + ",".join(f"infer:m{i}" for i in range(70)))  # keys.create: no limit
+    assert _envoy_with_table(tmp_path, many_scopes).returncode == 0
     for bad in (good.replace("modelfleet-authn-keys v1", "modelfleet-authn-keys v2"),  # another format
                 good + line + "\n",  # the same key id twice
                 good.replace(line, line.replace(" acme ", " ac me ")),  # a field too many
@@ -265,6 +277,8 @@ def test_envoy_loads_the_module_at_its_abi_version_and_refuses_a_bad_table(tmp_p
                 good.replace(line, line.rsplit(" ", 1)[0] + " infer:sentiment,"),  # an empty scope
                 good.replace(line, line.replace(" 0 0 ", " 0 2 ")),  # revoked is 0 or 1
                 good.replace(line, line.replace(" 0 0 ", " -5 0 ")),  # no negative expiry
+                good.replace(line, line.replace(" 0 0 ", " +5 0 ")),  # digits only
+                good.replace(line, line.replace(" 0 0 ", " 99999999999999999999 0 ")),  # no clamping to never
                 good.replace(line, line[:20] + line[21:]),  # a hash one digit short
                 good.rstrip("\n"),  # every line ends with a newline
                 good.replace(line, "\n" + line)):  # no empty line

@@ -24,6 +24,7 @@ from pathlib import Path
 from modelfleet.canary import weights as canary_weights
 from modelfleet.gateway import native_auth, native_inspect
 from modelfleet.gateway.plan import (
+    API_KEY_HEADER,
     KEY_ID_HEADER,
     MODEL_HEADER,
     TENANT_HEADER,
@@ -266,10 +267,13 @@ def _cluster(name: str, port: int, http2: bool, version: int | None = None) -> d
 def _listener(kind: str, port: int, plan: GatewayPlan, audit_path: str, jwks_file: str | None, auth_folder: str,
               grpc: bool) -> dict:
     routes = [_model_route(r, plan, grpc) for r in plan.routes]
+    # Open routes need no key, and Triton never gets one a client sends anyway.
     health = ([{"match": {"safe_regex": {"regex": GRPC_HEALTH}}, "route": {"cluster": "triton_grpc"},
-                "typed_per_filter_config": _open_route(plan)}] if grpc else
+                "typed_per_filter_config": _open_route(plan), "request_headers_to_remove": [API_KEY_HEADER]}]
+              if grpc else
               [{"match": {"path": p}, "route": {"cluster": "triton_http"},
-                "typed_per_filter_config": _open_route(plan)} for p in HEALTH_PATHS])
+                "typed_per_filter_config": _open_route(plan), "request_headers_to_remove": [API_KEY_HEADER]}
+               for p in HEALTH_PATHS])
     hcm = {
         "@type": TYPE + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": f"gateway_{kind}",
@@ -435,8 +439,9 @@ def _model_route(route: RoutePlan, plan: GatewayPlan, grpc: bool) -> dict:
         "route": {**_upstream(route, grpc), "timeout": "60s"},
         "metadata": {"filter_metadata": metadata},
         "typed_per_filter_config": per_filter,
-        # The fast path's mark stops here (the key check already dropped x-api-key).
-        "request_headers_to_remove": [native_inspect.INSPECTED_HEADER],
+        # The fast path's mark stops here, and so does a key whatever checked the request (the key check drops it;
+        # a token route may carry one the token check left).
+        "request_headers_to_remove": [API_KEY_HEADER, native_inspect.INSPECTED_HEADER],
     }
 
 

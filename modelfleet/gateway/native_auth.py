@@ -138,8 +138,11 @@ def key_table(records: dict[str, KeyRecord]) -> str:
         if not r.hash.startswith("{SHA}"):
             continue
         digest = base64.b64decode(r.hash.removeprefix("{SHA}")).hex()
-        lines.append(" ".join([_plain(r.key_id), digest, _plain(r.tenant), str(_epoch(r.expires) or 0),
-                               "1" if r.revoked else "0", ",".join(_plain(s) for s in r.scopes)]))
+        expires = _epoch(r.expires)
+        # 0 means never: an expiry at or before 1970 is written as long past (1), not as never or as a negative.
+        expiry = "0" if expires is None else str(max(expires, 1))
+        lines.append(" ".join([_plain(r.key_id), digest, _plain(r.tenant), expiry, "1" if r.revoked else "0",
+                               ",".join(_plain(s) for s in r.scopes)]))
     return "\n".join(lines) + "\n"
 
 

@@ -14,7 +14,6 @@
  * Why C: the check it replaces (a Lua filter handing the key to basic_auth) cost about 10 us of Envoy CPU per
  * request, this one about 2 (bench/gateway.py, ADR 0005). */
 
-#include <ctype.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 #include <stdio.h>
@@ -28,7 +27,6 @@
 #define KEY_PREFIX "mf_"
 #define KEY_ID_HEX 12
 #define SECRET_MIN 40
-#define MAX_SCOPES 64
 
 typedef envoy_dynamic_module_type_module_buffer buf;
 #define LIT(s) ((buf){(s), sizeof(s) - 1})
@@ -75,10 +73,26 @@ static int parse_key_id(const char* s, size_t n, uint64_t* out) {
   return 1;
 }
 
+/* ASCII only (isalnum would follow the process's locale). */
+static int alnum(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+
 static int plain(const char* s) { /* tenants and scopes: [A-Za-z0-9:._*-]+ (native_auth checks the same) */
   if (!*s) return 0;
   for (; *s; s++)
-    if (!isalnum((unsigned char)*s) && !strchr(":._*-", *s)) return 0;
+    if (!alnum(*s) && !strchr(":._*-", *s)) return 0;
+  return 1;
+}
+
+/* 1 to 18 ASCII digits (strtoll would take blanks, a sign, and clamp what overflows). */
+static int parse_seconds(const char* s, int64_t* out) {
+  size_t n = strlen(s);
+  if (n < 1 || n > 18) return 0;
+  int64_t v = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] < '0' || s[i] > '9') return 0;
+    v = v * 10 + (s[i] - '0');
+  }
+  *out = v;
   return 1;
 }
 
@@ -114,8 +128,9 @@ static int split(char* s, char sep, char** parts, int max) {
 /* One line: `<key id> <sha1 hex> <tenant> <expires> <revoked 0|1> <scope>[,<scope>...]`. */
 static int parse_line(char* line, key_record* r) {
   char* fields[6];
-  if (split(line, ' ', fields, 6) != 6 || !parse_key_id(fields[0], strlen(fields[0]), &r->id) || strlen(fields[1]) != 2 * SHA_DIGEST_LENGTH ||
-      !plain(fields[2]) || (strcmp(fields[4], "0") && strcmp(fields[4], "1")))
+  if (split(line, ' ', fields, 6) != 6 || !parse_key_id(fields[0], strlen(fields[0]), &r->id) ||
+      strlen(fields[1]) != 2 * SHA_DIGEST_LENGTH || !plain(fields[2]) ||
+      (strcmp(fields[4], "0") && strcmp(fields[4], "1")))
     return 0;
   memcpy(r->id_hex, fields[0], KEY_ID_HEX + 1);
   for (int i = 0; i < SHA_DIGEST_LENGTH; i++) {
@@ -123,29 +138,30 @@ static int parse_line(char* line, key_record* r) {
     if (hi < 0 || lo < 0) return 0;
     r->sha1[i] = (unsigned char)(hi << 4 | lo);
   }
-  char* end;
-  long long expires = strtoll(fields[3], &end, 10);
-  if (*end || expires < 0) return 0;
-  r->expires = expires;
+  if (!parse_seconds(fields[3], &r->expires)) return 0;
   r->revoked = fields[4][0] == '1';
   r->tenant = strdup(fields[2]);
-  r->scopes = calloc(MAX_SCOPES, sizeof(char*));
-  char* scopes[MAX_SCOPES];
-  int n = split(fields[5], ',', scopes, MAX_SCOPES);
-  if (!r->tenant || !r->scopes || n < 1) return 0;
-  for (int i = 0; i < n; i++) {
-    if (!plain(scopes[i]) || !(r->scopes[i] = strdup(scopes[i]))) return 0;
-    r->n_scopes++;
+  int max = 1; /* as many scopes as the line has: keys.create sets no limit */
+  for (const char* c = fields[5]; *c; c++) max += *c == ',';
+  r->scopes = calloc(max, sizeof(char*));
+  char** scopes = calloc(max, sizeof(char*));
+  int n = scopes ? split(fields[5], ',', scopes, max) : -1;
+  int ok = r->tenant && r->scopes && n >= 1;
+  for (int i = 0; ok && i < n; i++) {
+    ok = plain(scopes[i]) && (r->scopes[i] = strdup(scopes[i]));
+    r->n_scopes += ok;
   }
-  return 1;
+  free(scopes);
+  return ok;
 }
+
 
 static key_table* parse_table(const char* text, size_t length) {
   char* copy = malloc(length + 1);
   key_table* t = calloc(1, sizeof(key_table));
   size_t lines = 1;
-  if (!copy || !t) goto fail;
-  memcpy(copy, text, length);
+  if (!copy || !t || (!text && length)) goto fail;
+  if (length) memcpy(copy, text, length);
   copy[length] = '\0';
   if (strlen(copy) != length) goto fail; /* a NUL inside */
   for (size_t i = 0; i < length; i++) lines += copy[i] == '\n';
@@ -187,10 +203,15 @@ static int grants(const key_record* r, const char* scope, size_t scope_len) {
 
 /* ---- the request -------------------------------------------------------------------------------------------- */
 
-static int contains(envoy_dynamic_module_type_envoy_buffer haystack, const char* needle) {
-  size_t n = strlen(needle);
-  for (size_t i = 0; i + n <= haystack.length; i++)
-    if (!memcmp(haystack.ptr + i, needle, n)) return 1;
+/* Whether the comma-separated `list` names `word` (whole words: "jwt" is not "jwt-x"). */
+static int names(envoy_dynamic_module_type_envoy_buffer list, const char* word) {
+  size_t n = strlen(word), start = 0;
+  for (size_t i = 0; i <= list.length; i++) {
+    if (i == list.length || list.ptr[i] == ',') {
+      if (i - start == n && !memcmp(list.ptr + start, word, n)) return 1;
+      start = i + 1;
+    }
+  }
   return 0;
 }
 
@@ -202,7 +223,7 @@ static int well_formed(const char* key, size_t n, uint64_t* id) {
       !parse_key_id(key + p, KEY_ID_HEX, id))
     return 0;
   for (size_t i = p + KEY_ID_HEX + 1; i < n; i++)
-    if (!isalnum((unsigned char)key[i]) && key[i] != '_' && key[i] != '-') return 0;
+    if (!alnum(key[i]) && key[i] != '_' && key[i] != '-') return 0;
   return 1;
 }
 
@@ -219,6 +240,7 @@ static int deny(envoy_dynamic_module_type_http_filter_envoy_ptr envoy, uint32_t 
   int n = snprintf(body, sizeof body, "{\"error\": \"%s%.*s\", \"code\": \"%s\"}", message, (int)scope_len,
                    scope ? scope : "", reason);
   if (n < 0 || (size_t)n >= sizeof body) n = snprintf(body, sizeof body, "{\"code\": \"%s\"}", reason);
+  if (n < 0 || (size_t)n >= sizeof body) n = 0;
   envoy_dynamic_module_type_module_http_header headers[] = {{"content-type", 12, "application/json", 16}};
   envoy_dynamic_module_callback_http_send_response(envoy, status, headers, 1, (buf){body, (size_t)n},
                                                    LIT("modelfleet_authn"));
@@ -231,14 +253,18 @@ envoy_dynamic_module_type_on_http_filter_request_headers_status envoy_dynamic_mo
   (void)end_of_stream;
   const key_table* table = filter;
   envoy_dynamic_module_type_envoy_buffer scope = {0}, methods = {0}, principal = {0}, key = {0};
-  if (!envoy_dynamic_module_callback_http_get_metadata_string(envoy, envoy_dynamic_module_type_metadata_source_Route,
-                                                              NS, LIT("scope"), &scope) || !scope.ptr)
+  int has_scope = envoy_dynamic_module_callback_http_get_metadata_string(
+                      envoy, envoy_dynamic_module_type_metadata_source_Route, NS, LIT("scope"), &scope) &&
+                  scope.ptr && scope.length;
+  int has_methods = envoy_dynamic_module_callback_http_get_metadata_string(
+      envoy, envoy_dynamic_module_type_metadata_source_Route, NS, LIT("methods"), &methods);
+  if (!has_scope && !has_methods)
     return envoy_dynamic_module_type_on_http_filter_request_headers_status_Continue; /* open or unrouted */
-  envoy_dynamic_module_callback_http_get_metadata_string(envoy, envoy_dynamic_module_type_metadata_source_Route, NS,
-                                                         LIT("methods"), &methods);
+  if (!has_scope) /* a model route without a readable scope: our config is wrong; refuse rather than guess */
+    return deny(envoy, 500, "no_scope", "this model's route names no scope (gateway configuration)", NULL, 0, NULL);
   /* Every scoped route passes here, so nothing reaches a model unless this filter lets it: a token the token check
    * (Lua, before this filter) verified, or a key. */
-  int jwt = contains(methods, "jwt"), by_key = contains(methods, "api-key");
+  int jwt = names(methods, "jwt"), by_key = names(methods, "api-key");
   if (jwt && envoy_dynamic_module_callback_http_get_metadata_string(
                  envoy, envoy_dynamic_module_type_metadata_source_Dynamic, NS, LIT("principal"), &principal) &&
       principal.length)
