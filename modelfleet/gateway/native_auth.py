@@ -26,7 +26,6 @@ import base64
 import datetime as dt
 import hashlib
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -62,6 +61,24 @@ NATIVE = Path(__file__).resolve().parent / "native"
 CC = ["cc", "-O2", "-Wall", "-Werror", "-shared", "-fPIC"]
 
 
+def _defines() -> list[str]:
+    """The constants authn.c shares with Python, as -D flags: the key format and header names are defined once,
+    in plan.py and here."""
+    values = {"MF_KEY_PREFIX": f"{KEY_PREFIX}_", "MF_KEY_ID_HEX": KEY_ID_HEX, "MF_SECRET_MIN": KEY_SECRET_MIN,
+              "MF_API_KEY": API_KEY_HEADER, "MF_TENANT": TENANT_HEADER, "MF_KEY_ID": KEY_ID_HEADER,
+              "MF_NS": AUTHN_FILTER, "MF_TABLE_MAGIC": TABLE_MAGIC, "MF_MODULE_NAME": MODULE_NAME}
+    return [f"-D{name}={_c_literal(value)}" for name, value in values.items()]
+
+
+def _c_literal(value: str | int) -> str:
+    """A C literal: an int, or printable ASCII with nothing to escape (no quote, no backslash)."""
+    if isinstance(value, int):
+        return str(value)
+    if not all(" " <= c <= "~" and c not in '"\\' for c in value):
+        raise ValueError(f"not a plain C string: {value!r}")
+    return f'"{value}"'
+
+
 class ModuleBuildError(RuntimeError):
     """The key check could not be compiled; the message says what to install."""
 
@@ -70,7 +87,8 @@ def module_path(cache: Path | None = None) -> Path:
     """The compiled key check, built once per version of its source (the file name carries the source's hash, so a
     changed source never loads a stale build, and concurrent builds each rename a complete file into place)."""
     sources = [NATIVE / "authn.c", NATIVE / "envoy_abi.h"]
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources) + " ".join(CC).encode()).hexdigest()[:16]
+    flags = [*CC, *_defines()]
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources) + " ".join(flags).encode()).hexdigest()[:16]
     cache = cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "modelfleet" / "envoy-modules"
     target = cache / f"lib{MODULE_NAME}-{digest}.so"
     if target.exists():
@@ -79,7 +97,7 @@ def module_path(cache: Path | None = None) -> Path:
     fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".lib{MODULE_NAME}-", suffix=".so")
     os.close(fd)
     try:
-        built = subprocess.run([*CC, "-o", tmp, str(sources[0]), "-lcrypto"], capture_output=True, text=True)
+        built = subprocess.run([*flags, "-o", tmp, str(sources[0]), "-lcrypto"], capture_output=True, text=True)
     except FileNotFoundError:
         built = None
     if built is None or built.returncode != 0:

@@ -23,19 +23,26 @@
 
 #include "envoy_abi.h"
 
-#define TABLE_MAGIC "modelfleet-authn-keys v1"
-#define KEY_PREFIX "mf_"
-#define KEY_ID_HEX 12
-#define SECRET_MIN 40
+/* The key format, header names, metadata namespace and table header are modelfleet/gateway/plan.py's and
+ * native_auth.py's: native_auth.module_path passes them as -D flags (one definition, in Python). */
+#if !defined(MF_KEY_PREFIX) || !defined(MF_KEY_ID_HEX) || !defined(MF_SECRET_MIN) || !defined(MF_API_KEY) || \
+    !defined(MF_TENANT) || !defined(MF_KEY_ID) || !defined(MF_NS) || !defined(MF_TABLE_MAGIC) || !defined(MF_MODULE_NAME)
+#error "build with modelfleet.gateway.native_auth.module_path(), which defines the MF_* constants"
+#endif
+#define TABLE_MAGIC MF_TABLE_MAGIC
+#define KEY_PREFIX MF_KEY_PREFIX
+#define KEY_ID_HEX MF_KEY_ID_HEX
+#define SECRET_MIN MF_SECRET_MIN
+_Static_assert(KEY_ID_HEX >= 1 && KEY_ID_HEX <= 16, "a key id is at most 64 bits of hex (parse_key_id)");
 
 typedef envoy_dynamic_module_type_module_buffer buf;
 #define LIT(s) ((buf){(s), sizeof(s) - 1})
 #define REQUEST envoy_dynamic_module_type_http_header_type_RequestHeader
 
-static const buf API_KEY = LIT("x-api-key");
-static const buf TENANT = LIT("x-modelfleet-tenant");
-static const buf KEY_ID = LIT("x-modelfleet-key-id");
-static const buf NS = LIT("modelfleet.authn");
+static const buf API_KEY = LIT(MF_API_KEY);
+static const buf TENANT = LIT(MF_TENANT);
+static const buf KEY_ID = LIT(MF_KEY_ID);
+static const buf NS = LIT(MF_NS);
 
 typedef struct {
   uint64_t id;
@@ -243,7 +250,7 @@ static int deny(envoy_dynamic_module_type_http_filter_envoy_ptr envoy, uint32_t 
   if (n < 0 || (size_t)n >= sizeof body) n = 0;
   envoy_dynamic_module_type_module_http_header headers[] = {{"content-type", 12, "application/json", 16}};
   envoy_dynamic_module_callback_http_send_response(envoy, status, headers, 1, (buf){body, (size_t)n},
-                                                   LIT("modelfleet_authn"));
+                                                   LIT(MF_MODULE_NAME));
   return envoy_dynamic_module_type_on_http_filter_request_headers_status_StopIteration;
 }
 
@@ -306,7 +313,7 @@ envoy_dynamic_module_type_http_filter_config_module_ptr envoy_dynamic_module_on_
     envoy_dynamic_module_type_http_filter_config_envoy_ptr config_envoy, envoy_dynamic_module_type_envoy_buffer name,
     envoy_dynamic_module_type_envoy_buffer config) {
   (void)config_envoy;
-  if (name.length != 16 || memcmp(name.ptr, "modelfleet_authn", 16)) return NULL;
+  if (name.length != sizeof(MF_MODULE_NAME) - 1 || memcmp(name.ptr, MF_MODULE_NAME, name.length)) return NULL;
   return parse_table(config.ptr, config.length);
 }
 
