@@ -82,9 +82,8 @@ def test_filter_order_and_fail_modes():
         "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"]
     assert "disabled" not in filters["modelfleet.keys"]
     routes = {r["name"]: r for r in hcm["route_config"]["virtual_hosts"][0]["routes"] if "name" in r}
-    assert sorted(routes) == ["fraud-detector/http", "sentiment/http"]
+    assert sorted(routes) == ["fraud-detector", "sentiment"]
     for model, route in routes.items():
-        model = model.split("/")[0]
         # Only its own scope's keys open a model (and infer:*): the key check reads the scope from here.
         assert route["metadata"]["filter_metadata"]["modelfleet.authn"] == {"scope": f"infer:{model}",
                                                                             "methods": "api-key"}
@@ -111,7 +110,7 @@ def test_rate_limit_buckets_come_from_the_model_files():
     hcm = _hcm(envoy_bootstrap(plan, default_ports(plan), "audit.log"), "grpc")
     routes = {r["name"]: r["typed_per_filter_config"] for r in hcm["route_config"]["virtual_hosts"][0]["routes"]
               if "name" in r}
-    fraud = routes["fraud-detector/grpc"]
+    fraud = routes["fraud-detector"]
     # models/fraud-detector.yaml: 2000 requests per second, 50,000,000 per day, per tenant.
     rps = fraud["modelfleet.ratelimit.rps"]["descriptors"]
     daily = fraud["modelfleet.ratelimit.daily"]["descriptors"]
@@ -120,8 +119,8 @@ def test_rate_limit_buckets_come_from_the_model_files():
     assert daily[0]["token_bucket"] == {"max_tokens": 50_000_000, "tokens_per_fill": 50_000_000,
                                         "fill_interval": "86400s"}
     # sentiment declares no quota and keeps the default 50/s.
-    assert "modelfleet.ratelimit.daily" not in routes["sentiment/grpc"]
-    assert routes["sentiment/grpc"]["modelfleet.ratelimit.rps"]["descriptors"][0]["token_bucket"]["max_tokens"] == 50
+    assert "modelfleet.ratelimit.daily" not in routes["sentiment"]
+    assert routes["sentiment"]["modelfleet.ratelimit.rps"]["descriptors"][0]["token_bucket"]["max_tokens"] == 50
 
 
 def test_a_burst_sizes_the_bucket_and_the_rate_refills_it(project_copy):
@@ -129,7 +128,7 @@ def test_a_burst_sizes_the_bucket_and_the_rate_refills_it(project_copy):
     spec.write_text(spec.read_text().replace("requests_per_second: 2000,", "requests_per_second: 2000, burst: 5000,"))
     plan = build_plan(load_fleet(project_copy, "local")).gateway
     hcm = _hcm(envoy_bootstrap(plan, default_ports(plan), "audit.log"), "http")
-    [route] = [r for r in hcm["route_config"]["virtual_hosts"][0]["routes"] if r.get("name") == "fraud-detector/http"]
+    [route] = [r for r in hcm["route_config"]["virtual_hosts"][0]["routes"] if r.get("name") == "fraud-detector"]
     bucket = route["typed_per_filter_config"]["modelfleet.ratelimit.rps"]["descriptors"][0]["token_bucket"]
     assert bucket == {"max_tokens": 5000, "tokens_per_fill": 2000, "fill_interval": "1s"}
 

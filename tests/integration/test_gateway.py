@@ -309,6 +309,13 @@ def test_grpc_inspection_and_model_binding(stack):
     with pytest.raises(InferenceServerException) as err:
         client.infer("sentiment", [text], headers={"x-api-key": api_key})
     assert "404" in str(err.value) or "UNIMPLEMENTED" in str(err.value.status())
+    # Each listener's audit lines name it, and the model is the route's (the body's model_mismatch included).
+    deadline = time.monotonic() + 15
+    while len(lines := [a for a in stack.audit_lines() if a["tenant"] == "grpc-inspect"]) < 3 and \
+            time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert len(lines) == 3, lines
+    assert {(a["protocol"], a["model"]) for a in lines} == {("grpc", "sentiment")}, lines
 
 
 # --- PII -------------------------------------------------------------------------------------------------------
@@ -429,6 +436,7 @@ def test_audit_lines_are_complete_and_free_of_secrets(stack):
             assert line["model"] is None, line
         else:
             assert line["model"] in ("sentiment", "notes") and line["version"] == "1", line
+        assert line["protocol"] == "http", line
     # Payloads only where the spec asks (notes: audit.payloads true), never elsewhere.
     assert "payload" in by_id[ids["masked"][0]] and by_id[ids["masked"][0]]["payload"]
     assert by_id[ids["allowed"][0]].get("payload") in (None, "-")
