@@ -339,7 +339,7 @@ def test_the_local_envoy_weighs_two_tritons_in_one_route(canary_root):
         grpc = listener["name"].endswith("grpc")
         hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
         [route] = [r for r in hcm["route_config"]["virtual_hosts"][0]["routes"]
-                   if r.get("name") == f"{MODEL}/{'grpc' if grpc else 'http'}"]
+                   if r.get("name") == MODEL]
         weighted = route["route"]["weighted_clusters"]["clusters"]
         assert [w["weight"] for w in weighted] == [100 - PERCENT, PERCENT]
         assert [clusters[w["name"]] for w in weighted] == ([5, 9] if grpc else [4, 8])
